@@ -1,0 +1,28 @@
+//! Errors of model loading and the forward pass.
+
+/// Why a model could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("unknown architecture '{0}' (supported: {supported})", supported = crate::ArchSpec::supported().join(", "))]
+    UnknownArchitecture(String),
+    #[error("metadata key '{key}' is missing")]
+    MissingMetadata { key: String },
+    #[error("metadata key '{key}' is invalid: {reason}")]
+    InvalidMetadata { key: String, reason: String },
+    #[error("tensor '{name}' is missing")]
+    MissingTensor { name: String },
+    #[error("tensor '{name}': {reason}")]
+    BadTensor { name: String, reason: String },
+    #[error("token id {token} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange { token: u64, vocab: usize },
+    #[error("KV cache full: {needed_tokens} tokens needed, capacity {capacity}")]
+    KvCacheFull { needed_tokens: usize, capacity: usize },
+    #[error("sequence {0} is not in the KV cache")]
+    UnknownSequence(u32),
+    #[error("sequence would reach position {needed}, past the context length {context}")]
+    ContextExceeded { needed: usize, context: usize },
+    #[error("kernel failed in '{name}': {reason}")]
+    Kernel { name: String, reason: String },
+    #[error("{0}")]
+    Format(#[from] llmopt_formats::gguf::GgufError),
+}

@@ -1,0 +1,266 @@
+//! The forward pass over a ragged batch: several sequences, each a run of new tokens appended at the
+//! positions that follow what the paged KV cache holds for it. Buffers live in a [`Workspace`] that
+//! grows to the largest batch seen and is then reused, so the decode loop allocates nothing.
+
+use llmopt_kernels::ThreadPool;
+
+use crate::{
+    attention::{attend, AttentionBatch},
+    kv_cache::{KvCache, SeqId},
+    linear::Linear,
+    model::Model,
+    observer::Observer,
+    ops, ModelError,
+};
+
+/// Which logits a sequence of the batch wants back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// None (prefill of a prompt whose next token is not needed yet).
+    None,
+    /// The last token's logits.
+    Last,
+    /// Every token's logits (perplexity, scoring).
+    All,
+}
+
+/// New tokens for one sequence: appended at positions `seq_len(seq)..`.
+#[derive(Clone, Copy, Debug)]
+pub struct SeqInput<'a> {
+    pub seq: SeqId,
+    pub tokens: &'a [u32],
+    pub logits: Logits,
+}
+
+/// Reusable buffers of the forward pass.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    scratch: Vec<u8>,
+    logits_in: Vec<f32>,
+    logits: Vec<f32>,
+    positions: Vec<usize>,
+    tok_seq: Vec<(usize, usize)>,
+    offsets: Vec<usize>,
+    seq_offs: Vec<usize>,
+    write_slots: Vec<usize>,
+    logit_rows: Vec<usize>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    starts: Vec<usize>,
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+impl Workspace {
+    /// An empty workspace; buffers grow on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn reserve(&mut self, m: &Model, n_tok: usize, n_logits: usize) {
+        let c = &m.config;
+        grow(&mut self.x, n_tok * c.d_model);
+        grow(&mut self.h, n_tok * c.d_model);
+        grow(&mut self.proj, n_tok * c.d_model);
+        grow(&mut self.q, n_tok * c.q_dim());
+        grow(&mut self.att, n_tok * c.q_dim());
+        grow(&mut self.k, n_tok * c.kv_dim());
+        grow(&mut self.v, n_tok * c.kv_dim());
+        grow(&mut self.gate, n_tok * c.ffn_dim);
+        grow(&mut self.up, n_tok * c.ffn_dim);
+        grow(&mut self.logits_in, n_logits * c.d_model);
+        grow(&mut self.logits, n_logits * c.vocab_size);
+        grow(&mut self.cos, c.rope_dim / 2);
+        grow(&mut self.sin, c.rope_dim / 2);
+    }
+}
+
+fn run_linear(
+    pool: &ThreadPool,
+    lin: &Linear,
+    x: &[f32],
+    n: usize,
+    scratch: &mut Vec<u8>,
+    y: &mut [f32],
+    obs: &mut Option<&mut dyn Observer>,
+) -> Result<(), ModelError> {
+    lin.forward(pool, x, n, scratch, y)?;
+    if let Some(o) = obs.as_deref_mut() {
+        o.on_linear(&lin.name, n, &x[..n * lin.in_features()], &y[..n * lin.out_features()]);
+    }
+    Ok(())
+}
+
+impl Model {
+    /// Runs the batch, appending its tokens to the KV cache, and returns the requested logits as
+    /// rows of `vocab_size`, in batch order (per sequence: all its tokens, its last, or none).
+    pub fn forward<'w>(
+        &self,
+        pool: &ThreadPool,
+        batch: &[SeqInput<'_>],
+        kv: &mut KvCache,
+        ws: &'w mut Workspace,
+        mut obs: Option<&mut dyn Observer>,
+    ) -> Result<&'w [f32], ModelError> {
+        let c = &self.config;
+        // Validate everything before touching the cache.
+        let starts = &mut ws.starts;
+        starts.clear();
+        for s in batch {
+            let start = kv.seq_len(s.seq)?;
+            if start + s.tokens.len() > c.context_length {
+                return Err(ModelError::ContextExceeded { needed: start + s.tokens.len(), context: c.context_length });
+            }
+            if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+                return Err(ModelError::TokenOutOfRange { token: t.into(), vocab: c.vocab_size });
+            }
+            starts.push(start);
+        }
+        for (i, s) in batch.iter().enumerate() {
+            if let Err(e) = kv.reserve(s.seq, starts[i] + s.tokens.len()) {
+                for (j, s) in batch.iter().enumerate().take(i) {
+                    kv.truncate(s.seq, starts[j])?;
+                }
+                return Err(e);
+            }
+        }
+        let starts = std::mem::take(&mut ws.starts);
+        let n_tok: usize = batch.iter().map(|s| s.tokens.len()).sum();
+        ws.positions.clear();
+        ws.tok_seq.clear();
+        ws.offsets.clear();
+        ws.write_slots.clear();
+        ws.logit_rows.clear();
+        let mut row = 0;
+        for (i, s) in batch.iter().enumerate() {
+            let len = starts[i] + s.tokens.len();
+            let base = ws.offsets.len();
+            kv.slot_offsets(s.seq, len, &mut ws.seq_offs);
+            ws.offsets.extend_from_slice(&ws.seq_offs);
+            for (j, _) in s.tokens.iter().enumerate() {
+                let pos = starts[i] + j;
+                ws.positions.push(pos);
+                ws.tok_seq.push((base, len));
+                ws.write_slots.push(ws.seq_offs[pos]);
+                let want = match s.logits {
+                    Logits::None => false,
+                    Logits::Last => j + 1 == s.tokens.len(),
+                    Logits::All => true,
+                };
+                if want {
+                    ws.logit_rows.push(row);
+                }
+                row += 1;
+            }
+        }
+        ws.starts = starts;
+        let n_logits = ws.logit_rows.len();
+        ws.reserve(self, n_tok, n_logits);
+        if n_tok == 0 {
+            return Ok(&ws.logits[..0]);
+        }
+
+        // Embeddings.
+        let d = c.d_model;
+        let embd_scale = if c.arch.embed_scale_sqrt_dim { (d as f32).sqrt() } else { 1.0 };
+        for (t, tok) in batch.iter().flat_map(|s| s.tokens.iter()).enumerate() {
+            let row = &mut ws.x[t * d..(t + 1) * d];
+            self.token_embd.dequantize_row(*tok as usize, row)?;
+            if embd_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= embd_scale);
+            }
+        }
+
+        for (il, layer) in self.layers.iter().enumerate() {
+            self.layer_forward(pool, il, layer, n_tok, kv, ws, &mut obs)?;
+        }
+
+        // Final norm and vocabulary projection of the rows that want logits.
+        for (i, &r) in ws.logit_rows.iter().enumerate() {
+            ops::rms_norm_into(&ws.x[r * d..(r + 1) * d], &mut ws.logits_in[i * d..(i + 1) * d], &self.output_norm, c.rms_eps);
+        }
+        if n_logits > 0 {
+            run_linear(pool, &self.output, &ws.logits_in, n_logits, &mut ws.scratch, &mut ws.logits, &mut obs)?;
+        }
+        Ok(&ws.logits[..n_logits * c.vocab_size])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(
+        &self,
+        pool: &ThreadPool,
+        il: usize,
+        l: &crate::model::Layer,
+        n: usize,
+        kv: &mut KvCache,
+        ws: &mut Workspace,
+        obs: &mut Option<&mut dyn Observer>,
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let (d, hd, qd, kvd) = (c.d_model, c.head_dim, c.q_dim(), c.kv_dim());
+        let eps = c.rms_eps;
+
+        // Attention block.
+        ws.h[..n * d].copy_from_slice(&ws.x[..n * d]);
+        ops::rms_norm_rows(&mut ws.h[..n * d], d, &l.attn_norm, eps);
+        run_linear(pool, &l.attn_q, &ws.h, n, &mut ws.scratch, &mut ws.q, obs)?;
+        run_linear(pool, &l.attn_k, &ws.h, n, &mut ws.scratch, &mut ws.k, obs)?;
+        run_linear(pool, &l.attn_v, &ws.h, n, &mut ws.scratch, &mut ws.v, obs)?;
+        if let (Some(qn), Some(kn)) = (&l.attn_q_norm, &l.attn_k_norm) {
+            ops::rms_norm_rows(&mut ws.q[..n * qd], hd, qn, eps);
+            ops::rms_norm_rows(&mut ws.k[..n * kvd], hd, kn, eps);
+        }
+        let base = c.layer_rope_base(il);
+        let half = c.rope_dim / 2;
+        for t in 0..n {
+            ops::rope_angles(ws.positions[t], base, c.rope_freq_scale, c.rope_dim, &mut ws.cos[..half], &mut ws.sin[..half]);
+            ops::rope_apply(&mut ws.q[t * qd..(t + 1) * qd], hd, c.arch.rope, &ws.cos[..half], &ws.sin[..half]);
+            ops::rope_apply(&mut ws.k[t * kvd..(t + 1) * kvd], hd, c.arch.rope, &ws.cos[..half], &ws.sin[..half]);
+            kv.write(il, ws.write_slots[t], &ws.k[t * kvd..(t + 1) * kvd], &ws.v[t * kvd..(t + 1) * kvd]);
+        }
+        let ab = AttentionBatch {
+            positions: &ws.positions,
+            seq_offsets: &ws.tok_seq,
+            offsets: &ws.offsets,
+            n_head: c.n_head,
+            n_kv_head: c.n_kv_head,
+            head_dim: hd,
+            scale: c.attn_scale,
+            window: c.layer_window(il),
+        };
+        let (kc, vc) = kv.layer(il);
+        attend(pool, &ab, &ws.q, kc, vc, &mut ws.att);
+        run_linear(pool, &l.attn_output, &ws.att, n, &mut ws.scratch, &mut ws.proj, obs)?;
+        if let Some(w) = &l.post_attention_norm {
+            ops::rms_norm_rows(&mut ws.proj[..n * d], d, w, eps);
+        }
+        ops::add_assign(&mut ws.x[..n * d], &ws.proj[..n * d]);
+
+        // Feed-forward block.
+        ws.h[..n * d].copy_from_slice(&ws.x[..n * d]);
+        ops::rms_norm_rows(&mut ws.h[..n * d], d, &l.ffn_norm, eps);
+        run_linear(pool, &l.ffn_gate, &ws.h, n, &mut ws.scratch, &mut ws.gate, obs)?;
+        run_linear(pool, &l.ffn_up, &ws.h, n, &mut ws.scratch, &mut ws.up, obs)?;
+        let f = c.ffn_dim;
+        ops::gated_activation(&mut ws.gate[..n * f], &ws.up[..n * f], c.arch.activation);
+        run_linear(pool, &l.ffn_down, &ws.gate, n, &mut ws.scratch, &mut ws.proj, obs)?;
+        if let Some(w) = &l.post_ffw_norm {
+            ops::rms_norm_rows(&mut ws.proj[..n * d], d, w, eps);
+        }
+        ops::add_assign(&mut ws.x[..n * d], &ws.proj[..n * d]);
+        Ok(())
+    }
+}

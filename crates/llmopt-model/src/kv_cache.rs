@@ -1,0 +1,212 @@
+//! The paged KV cache: fixed-size blocks of token slots shared by all sequences, each sequence
+//! owning a block table. Keys and values are stored as f16 (as llama.cpp does by default).
+
+use half::f16;
+
+use crate::{config::ModelConfig, ModelError};
+
+/// Identifies a sequence in a [`KvCache`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeqId(u32);
+
+#[derive(Clone, Debug, Default)]
+struct SeqState {
+    blocks: Vec<u32>,
+    len: usize,
+}
+
+/// Keys and values of every layer for all sequences, in blocks of `block_size` token slots.
+#[derive(Debug)]
+pub struct KvCache {
+    block_size: usize,
+    kv_dim: usize,
+    n_blocks: usize,
+    /// Per layer: `n_blocks * block_size * kv_dim` values.
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
+    free: Vec<u32>,
+    seqs: Vec<Option<SeqState>>,
+}
+
+/// Default number of token slots per block.
+pub const DEFAULT_BLOCK_SIZE: usize = 16;
+
+impl KvCache {
+    /// A cache with room for `capacity_tokens` token slots in blocks of `block_size`.
+    pub fn new(cfg: &ModelConfig, capacity_tokens: usize, block_size: usize) -> Self {
+        let block_size = block_size.max(1);
+        let n_blocks = capacity_tokens.div_ceil(block_size).max(1);
+        let kv_dim = cfg.kv_dim();
+        let per_layer = n_blocks * block_size * kv_dim;
+        Self {
+            block_size,
+            kv_dim,
+            n_blocks,
+            k: (0..cfg.n_layer).map(|_| vec![f16::ZERO; per_layer]).collect(),
+            v: (0..cfg.n_layer).map(|_| vec![f16::ZERO; per_layer]).collect(),
+            free: (0..n_blocks as u32).rev().collect(),
+            seqs: Vec::new(),
+        }
+    }
+
+    /// Starts an empty sequence.
+    pub fn add_sequence(&mut self) -> SeqId {
+        let slot = self.seqs.iter().position(Option::is_none).unwrap_or_else(|| {
+            self.seqs.push(None);
+            self.seqs.len() - 1
+        });
+        self.seqs[slot] = Some(SeqState::default());
+        SeqId(slot as u32)
+    }
+
+    /// Ends a sequence and returns its blocks to the free list.
+    pub fn remove_sequence(&mut self, id: SeqId) {
+        if let Some(state) = self.seqs.get_mut(id.0 as usize).and_then(Option::take) {
+            self.free.extend(state.blocks.into_iter().rev());
+        }
+    }
+
+    fn state(&self, id: SeqId) -> Result<&SeqState, ModelError> {
+        self.seqs.get(id.0 as usize).and_then(Option::as_ref).ok_or(ModelError::UnknownSequence(id.0))
+    }
+
+    /// Tokens stored for a sequence.
+    pub fn seq_len(&self, id: SeqId) -> Result<usize, ModelError> {
+        Ok(self.state(id)?.len)
+    }
+
+    /// Forgets the tokens of a sequence from position `len` on, freeing whole blocks past it.
+    pub fn truncate(&mut self, id: SeqId, len: usize) -> Result<(), ModelError> {
+        let bs = self.block_size;
+        let state = self.seqs.get_mut(id.0 as usize).and_then(Option::as_mut).ok_or(ModelError::UnknownSequence(id.0))?;
+        if len < state.len {
+            state.len = len;
+            let keep = len.div_ceil(bs);
+            self.free.extend(state.blocks.drain(keep..).rev());
+        }
+        Ok(())
+    }
+
+    /// Total token slots.
+    pub fn capacity(&self) -> usize {
+        self.n_blocks * self.block_size
+    }
+
+    /// Token slots not held by any sequence.
+    pub fn free_slots(&self) -> usize {
+        self.free.len() * self.block_size
+    }
+
+    /// Bytes of key and value storage for one token across all layers.
+    pub fn bytes_per_token(&self) -> usize {
+        2 * self.k.len() * self.kv_dim * std::mem::size_of::<f16>()
+    }
+
+    /// Grows a sequence to `new_len` tokens, taking blocks from the free list; all or nothing.
+    pub(crate) fn reserve(&mut self, id: SeqId, new_len: usize) -> Result<(), ModelError> {
+        let bs = self.block_size;
+        let have = self.state(id)?.blocks.len();
+        let need = new_len.div_ceil(bs).saturating_sub(have);
+        if need > self.free.len() {
+            return Err(ModelError::KvCacheFull { needed_tokens: new_len, capacity: self.capacity() });
+        }
+        let taken: Vec<u32> = (0..need).filter_map(|_| self.free.pop()).collect();
+        let state = self.seqs[id.0 as usize].as_mut().ok_or(ModelError::UnknownSequence(id.0))?;
+        state.blocks.extend(taken);
+        state.len = state.len.max(new_len);
+        Ok(())
+    }
+
+    /// Index of the first value of token `pos` of `id` in a layer's storage (pos < reserved len).
+    pub(crate) fn slot_offset(&self, id: SeqId, pos: usize) -> usize {
+        let state = self.seqs[id.0 as usize].as_ref().expect("sequence checked by reserve");
+        let block = state.blocks[pos / self.block_size] as usize;
+        (block * self.block_size + pos % self.block_size) * self.kv_dim
+    }
+
+    /// Slot offsets of positions `0..len` of a sequence, written into `out`.
+    pub(crate) fn slot_offsets(&self, id: SeqId, len: usize, out: &mut Vec<usize>) {
+        out.clear();
+        out.extend((0..len).map(|p| self.slot_offset(id, p)));
+    }
+
+    /// Stores one token's key and value rows (`kv_dim` wide) at `offset` in layer `il`.
+    pub(crate) fn write(&mut self, il: usize, offset: usize, k: &[f32], v: &[f32]) {
+        let dst_k = &mut self.k[il][offset..offset + self.kv_dim];
+        for (d, &s) in dst_k.iter_mut().zip(k) {
+            *d = f16::from_f32(s);
+        }
+        let dst_v = &mut self.v[il][offset..offset + self.kv_dim];
+        for (d, &s) in dst_v.iter_mut().zip(v) {
+            *d = f16::from_f32(s);
+        }
+    }
+
+    /// Key and value storage of layer `il`.
+    pub(crate) fn layer(&self, il: usize) -> (&[f16], &[f16]) {
+        (&self.k[il], &self.v[il])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::ArchSpec;
+
+    fn cfg() -> ModelConfig {
+        ModelConfig {
+            arch: ArchSpec::by_name("llama").unwrap(),
+            n_layer: 2,
+            d_model: 8,
+            n_head: 2,
+            n_kv_head: 1,
+            head_dim: 4,
+            ffn_dim: 16,
+            vocab_size: 10,
+            context_length: 64,
+            rms_eps: 1e-5,
+            rope_base: 10_000.0,
+            rope_freq_scale: 1.0,
+            rope_dim: 4,
+            sliding_window: None,
+            attn_scale: 0.5,
+        }
+    }
+
+    #[test]
+    fn blocks_are_shared_and_returned() {
+        let mut kv = KvCache::new(&cfg(), 64, 16);
+        let a = kv.add_sequence();
+        let b = kv.add_sequence();
+        kv.reserve(a, 20).unwrap();
+        kv.reserve(b, 40).unwrap();
+        assert_eq!(kv.free_slots(), 64 - 32 - 48 + 16);
+        assert!(matches!(kv.reserve(a, 40), Err(ModelError::KvCacheFull { .. })));
+        // slots of different sequences never overlap
+        let sa: Vec<usize> = (0..20).map(|p| kv.slot_offset(a, p)).collect();
+        let sb: Vec<usize> = (0..40).map(|p| kv.slot_offset(b, p)).collect();
+        assert!(sa.iter().all(|o| !sb.contains(o)));
+        kv.remove_sequence(b);
+        assert_eq!(kv.free_slots(), 64 - 32);
+        kv.reserve(a, 60).unwrap();
+        kv.truncate(a, 17).unwrap();
+        assert_eq!(kv.seq_len(a).unwrap(), 17);
+        assert_eq!(kv.free_slots(), 64 - 32);
+        let c = kv.add_sequence();
+        assert_eq!(c, b, "freed sequence ids are reused");
+        assert!(kv.seq_len(SeqId(99)).is_err());
+    }
+
+    #[test]
+    fn write_then_read_rounds_to_f16() {
+        let mut kv = KvCache::new(&cfg(), 16, 4);
+        let s = kv.add_sequence();
+        kv.reserve(s, 5).unwrap();
+        let off = kv.slot_offset(s, 4);
+        kv.write(1, off, &[1.0, 2.0, 3.0, 1.0 / 3.0], &[4.0; 4]);
+        let (k, v) = kv.layer(1);
+        assert_eq!(k[off + 1].to_f32(), 2.0);
+        assert_eq!(k[off + 3], f16::from_f32(1.0 / 3.0));
+        assert_eq!(v[off].to_f32(), 4.0);
+    }
+}

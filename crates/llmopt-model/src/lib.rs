@@ -1,0 +1,22 @@
+//! The generic decoder: an [`ArchSpec`] (data) says how llama, qwen2 and gemma3 differ; one forward
+//! pass runs them all over a ragged batch and a paged KV cache, through `Linear`s that passes can rewrite.
+
+pub mod arch;
+pub mod attention;
+pub mod config;
+mod error;
+pub mod forward;
+pub mod kv_cache;
+pub mod linear;
+pub mod model;
+pub mod observer;
+pub mod ops;
+
+pub use arch::ArchSpec;
+pub use config::ModelConfig;
+pub use error::ModelError;
+pub use forward::{Logits, SeqInput, Workspace};
+pub use kv_cache::{KvCache, SeqId, DEFAULT_BLOCK_SIZE};
+pub use linear::{Bytes, Linear, Weight};
+pub use model::{Layer, Model, SourceTensor, TensorSource};
+pub use observer::Observer;

@@ -1,0 +1,128 @@
+//! `Linear`: the one type for every projection. Its weight is a row-major matrix in any format of the
+//! format table, borrowed from the model file's map or owned; optimization passes swap the weight
+//! (found by its GGUF tensor name) and the decoder never changes.
+
+use std::sync::Arc;
+
+use llmopt_kernels::{matmul, ThreadPool, WeightView};
+use llmopt_tensor::GgmlType;
+
+use crate::ModelError;
+
+/// Bytes that live as long as some owner (a memory-mapped file or a vector).
+#[derive(Clone)]
+pub struct Bytes {
+    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    start: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bytes({} bytes)", self.len)
+    }
+}
+
+impl Bytes {
+    /// A range of an owner's bytes; fails when the range is out of bounds.
+    pub fn slice_of(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, start: usize, len: usize) -> Option<Self> {
+        let total = (*owner).as_ref().len();
+        (start.checked_add(len)? <= total).then_some(Self { owner, start, len })
+    }
+
+    /// Takes ownership of a vector.
+    pub fn from_vec(v: Vec<u8>) -> Self {
+        let len = v.len();
+        Self { owner: Arc::new(v), start: 0, len }
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &(*self.owner).as_ref()[self.start..self.start + self.len]
+    }
+}
+
+/// A row-major matrix of `rows` rows of `cols` values in format `ty`.
+#[derive(Clone, Debug)]
+pub struct Weight {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Bytes,
+}
+
+impl Weight {
+    /// Checks that `data` holds exactly `rows` rows of `cols` values of `ty`.
+    pub fn new(name: &str, ty: GgmlType, rows: usize, cols: usize, data: Bytes) -> Result<Self, ModelError> {
+        let row_bytes = ty.row_bytes(cols).map_err(|e| ModelError::BadTensor { name: name.into(), reason: e.to_string() })?;
+        if row_bytes * rows != data.as_slice().len() {
+            return Err(ModelError::BadTensor {
+                name: name.into(),
+                reason: format!("{} bytes for {rows}x{cols} {}", data.as_slice().len(), ty.name()),
+            });
+        }
+        Ok(Self { ty, rows, cols, data })
+    }
+
+    /// A borrowed view for the kernels.
+    pub fn view(&self) -> WeightView<'_> {
+        WeightView { ty: self.ty, rows: self.rows, cols: self.cols, data: self.data.as_slice() }
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.data.as_slice().len() / self.rows.max(1)
+    }
+
+    /// Dequantizes row `r` into `out` (`cols` values).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        let rb = self.row_bytes();
+        let bytes = self.data.as_slice().get(r * rb..(r + 1) * rb).ok_or(ModelError::TokenOutOfRange {
+            token: r as u64,
+            vocab: self.rows,
+        })?;
+        self.ty.to_f32(bytes, &mut out[..self.cols]).map_err(|e| ModelError::BadTensor { name: "row".into(), reason: e.to_string() })
+    }
+
+    /// Bytes of the whole matrix.
+    pub fn n_bytes(&self) -> usize {
+        self.data.as_slice().len()
+    }
+}
+
+/// `y = x W^T + b` for a batch of rows of `x`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// GGUF name of the weight (`blk.7.attn_q.weight`).
+    pub name: String,
+    pub weight: Weight,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// Input width.
+    pub fn in_features(&self) -> usize {
+        self.weight.cols
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.weight.rows
+    }
+
+    /// `y[t] = W x[t] + b` for `n_tok` rows; `scratch` holds the quantized activations.
+    pub fn forward(&self, pool: &ThreadPool, x: &[f32], n_tok: usize, scratch: &mut Vec<u8>, y: &mut [f32]) -> Result<(), ModelError> {
+        let out = self.out_features();
+        let y = &mut y[..n_tok * out];
+        matmul(pool, &self.weight.view(), &x[..n_tok * self.in_features()], n_tok, scratch, y)
+            .map_err(|e| ModelError::Kernel { name: self.name.clone(), reason: e.to_string() })?;
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(out) {
+                for (v, &bb) in row.iter_mut().zip(b) {
+                    *v += bb;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,206 @@
+//! Codecs against gguf-py (fixtures from `scripts/gen-quant-fixtures.py`) and round-trip bounds.
+//!
+//! Decoding must equal gguf-py's `dequantize` bit for bit: gguf-py evaluates the same f32
+//! operations in the same order as ggml's `dequantize_row_*` (multiply, then add/subtract, never
+//! fused), and so do we. Encoding with our reference quantizers must give gguf-py's bytes exactly.
+
+use std::path::PathBuf;
+
+use llmopt_tensor::{GgmlType, TensorError};
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+
+struct Fixture {
+    ty: GgmlType,
+    input: Option<Vec<f32>>,
+    quant: Vec<u8>,
+    dequant: Vec<f32>,
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn load(ty: GgmlType) -> Fixture {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{}.json", ty.name().to_ascii_lowercase()));
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/gen-quant-fixtures.py", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["type"].as_str().unwrap(), ty.to_string());
+    let field = |k: &str| v[k].as_str().map(unhex);
+    Fixture {
+        ty,
+        input: field("input_f32").map(|b| f32s(&b)),
+        quant: field("quant").unwrap(),
+        dequant: f32s(&field("dequant_f32").unwrap()),
+    }
+}
+
+const FIXTURE_TYPES: [GgmlType; 13] = {
+    use GgmlType::*;
+    [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K]
+};
+
+#[test]
+fn to_f32_equals_gguf_py_bitwise() {
+    for ty in FIXTURE_TYPES {
+        let f = load(ty);
+        assert_eq!(f.ty, ty);
+        let mut out = vec![0.0f32; f.dequant.len()];
+        ty.to_f32(&f.quant, &mut out).unwrap();
+        for (i, (a, b)) in out.iter().zip(&f.dequant).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{ty} element {i}: ours {a}, gguf-py {b}");
+        }
+    }
+}
+
+#[test]
+fn from_f32_equals_gguf_py_bytes() {
+    let mut checked = 0;
+    for ty in FIXTURE_TYPES {
+        let f = load(ty);
+        let Some(input) = f.input else { continue };
+        let mut q = vec![0u8; ty.row_bytes(input.len()).unwrap()];
+        ty.from_f32(&input, &mut q).unwrap();
+        let bb = ty.spec().block_bytes;
+        for (i, (a, b)) in q.chunks(bb).zip(f.quant.chunks(bb)).enumerate() {
+            assert_eq!(a, b, "{ty} block {i} differs from gguf-py");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 8, "F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 have gguf-py quantizers");
+}
+
+/// Largest |x - decode(encode(x))| allowed for one block, from the block's values.
+fn bound(ty: GgmlType, x: &[f32]) -> f32 {
+    let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let (mn, mx) = x.iter().fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let range = mx - mn;
+    // f16 scales carry a relative error of 2^-11; allow a little more for the products.
+    let s = 1.0 + 2e-3;
+    match ty {
+        GgmlType::F32 => 0.0,
+        GgmlType::F16 => amax * 2f32.powi(-11),
+        GgmlType::BF16 => amax * 2f32.powi(-8),
+        GgmlType::Q8_0 | GgmlType::Q8_1 => amax / 127.0 * 0.5 * s + amax * 2e-3,
+        GgmlType::Q8_K => amax / 127.0 * 0.5 * s,
+        // The value at -max maps to 16 and is clamped to 15: up to one full step there.
+        GgmlType::Q4_0 => amax / 8.0 * s + amax * 2e-3,
+        GgmlType::Q5_0 => amax / 16.0 * s + amax * 2e-3,
+        GgmlType::Q4_1 => range / 15.0 * 0.5 * s + amax * 4e-3,
+        GgmlType::Q5_1 => range / 31.0 * 0.5 * s + amax * 4e-3,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn round_trip_within_named_bounds() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let normal = Normal::new(0.0f32, 1.0).unwrap();
+    for spec in llmopt_tensor::FORMATS.iter().filter(|s| s.from_f32.is_some()) {
+        let ty = spec.ty;
+        let n = 256 * 4;
+        for scale in [1e-3f32, 1.0, 300.0] {
+            let x: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng) * scale).collect();
+            let mut q = vec![0u8; ty.row_bytes(n).unwrap()];
+            ty.from_f32(&x, &mut q).unwrap();
+            let mut y = vec![0.0f32; n];
+            ty.to_f32(&q, &mut y).unwrap();
+            let bl = spec.block_len.max(32);
+            for (xb, yb) in x.chunks(bl).zip(y.chunks(bl)) {
+                let b = bound(ty, xb);
+                for (a, c) in xb.iter().zip(yb) {
+                    assert!((a - c).abs() <= b, "{ty} scale {scale}: {a} -> {c}, bound {b}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn edge_blocks_zero_negative_huge() {
+    for spec in llmopt_tensor::FORMATS.iter().filter(|s| s.from_f32.is_some()) {
+        let ty = spec.ty;
+        let n = spec.block_len.max(256);
+        let cases: [(&str, Vec<f32>); 4] = [
+            ("zero", vec![0.0; n]),
+            ("negative", (0..n).map(|i| -1.0 - i as f32 * 0.01).collect()),
+            ("constant", vec![-3.25; n]),
+            ("huge", (0..n).map(|i| if i % 7 == 0 { -6.0e4 } else { i as f32 }).collect()),
+        ];
+        for (what, x) in cases {
+            let mut q = vec![0xAAu8; ty.row_bytes(n).unwrap()];
+            ty.from_f32(&x, &mut q).unwrap();
+            let mut y = vec![f32::NAN; n];
+            ty.to_f32(&q, &mut y).unwrap();
+            let bl = spec.block_len.max(32);
+            for (xb, yb) in x.chunks(bl).zip(y.chunks(bl)) {
+                let b = bound(ty, xb);
+                for (a, c) in xb.iter().zip(yb) {
+                    assert!(c.is_finite(), "{ty} {what}: {a} decoded to {c}");
+                    assert!((a - c).abs() <= b.max(0.0), "{ty} {what}: {a} -> {c} (bound {b})");
+                }
+            }
+            if what == "zero" {
+                assert!(y.iter().all(|v| *v == 0.0), "{ty}: zero block must decode to zeros");
+                if ty == GgmlType::Q8_K {
+                    assert!(q.iter().all(|b| *b == 0), "Q8_K zero block: d, qs and bsums zero");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn q8_0_rounds_half_away_from_zero_like_roundf() {
+    // amax 127 -> d = 1, id = 1: the scaled values are exactly the inputs.
+    let mut x = [0.0f32; 32];
+    x[0] = 127.0;
+    x[1] = 0.5;
+    x[2] = -0.5;
+    x[3] = 2.5;
+    x[4] = -2.5;
+    let mut q = [0u8; 34];
+    GgmlType::Q8_0.from_f32(&x, &mut q).unwrap();
+    assert_eq!(&q[2..7], &[127, 1, (-1i8) as u8, 3, (-3i8) as u8]);
+}
+
+#[test]
+fn q8_k_bsums_and_scale() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let x: Vec<f32> = (0..256).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    let mut q = vec![0u8; 292];
+    GgmlType::Q8_K.from_f32(&x, &mut q).unwrap();
+    for j in 0..16 {
+        let s: i32 = q[4 + 16 * j..20 + 16 * j].iter().map(|&b| i32::from(b as i8)).sum();
+        assert_eq!(i16::from_le_bytes([q[260 + 2 * j], q[261 + 2 * j]]) as i32, s);
+    }
+    // The element of largest magnitude maps to -127 (ggml scales by -127 / max).
+    let imax = (0..256).max_by(|&a, &b| x[a].abs().total_cmp(&x[b].abs())).unwrap();
+    assert_eq!(q[4 + imax] as i8, -127);
+}
+
+#[test]
+fn checked_entry_points_report_lengths() {
+    let mut out = vec![0.0f32; 32];
+    assert_eq!(
+        GgmlType::Q4_0.to_f32(&[0u8; 17], &mut out),
+        Err(TensorError::LengthMismatch {
+            what: "quantized source",
+            expected: 18,
+            found: 17,
+            unit: "bytes"
+        })
+    );
+    assert!(matches!(GgmlType::Q4_K.from_f32(&[0.0; 256], &mut [0u8; 144]), Err(TensorError::NoQuantizer(_))));
+    assert!(matches!(
+        GgmlType::Q8_0.to_f32(&[0u8; 34], &mut [0.0; 33]),
+        Err(TensorError::NotBlockMultiple { .. })
+    ));
+}

