@@ -127,12 +127,12 @@ impl ThreadPool {
         }
         let _one_caller = self.shared.caller.lock().unwrap_or_else(|e| e.into_inner());
         let sh = &*self.shared;
-        // SAFETY (lifetime erasure): the pointer is published only inside `state.job`, and `run`
-        // does not return before it has taken `job` back out under the lock with `active == 0`,
+        // Lifetime erasure: the pointer is published only inside `state.job`, and `run` does
+        // not return before it has taken `job` back out under the lock with `active == 0`,
         // i.e. after every worker that picked the job up has finished with it.
-        let f_static: *const TaskFn = unsafe {
-            std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const TaskFn>(f)
-        };
+        let f_static: *const TaskFn =
+            // SAFETY: only the lifetime changes (same fat-pointer layout); see above.
+            unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const TaskFn>(f) };
         let job = Job { f: f_static, n_tasks };
         {
             let mut st = sh.lock();

@@ -26,6 +26,13 @@ pub struct AttentionBatch<'a> {
 }
 
 struct OutPtr(*mut f32);
+
+impl OutPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the raw field).
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
 // SAFETY: each task writes a disjoint `head_dim` slice of the output (see `attend`).
 unsafe impl Sync for OutPtr {}
 // SAFETY: as above; the pointer is only dereferenced inside `pool.run`, which joins before returning.
@@ -44,7 +51,7 @@ pub fn attend(pool: &ThreadPool, b: &AttentionBatch<'_>, q: &[f32], k_cache: &[f
         let (t, h) = (i / nh, i % nh);
         let q_row = &q[(t * nh + h) * hd..][..hd];
         // SAFETY: task i owns out[(t*nh + h)*hd .. +hd]; tasks are distinct and in bounds (asserted above).
-        let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add((t * nh + h) * hd), hd) };
+        let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((t * nh + h) * hd), hd) };
         let (start, len) = b.seq_offsets[t];
         let offsets = &b.offsets[start..start + len];
         let pos = b.positions[t];

@@ -20,8 +20,10 @@ pub enum Logits {
     None,
     /// The last token's logits.
     Last,
-    /// Every token's logits (perplexity, scoring).
+    /// Every token's logits (scoring).
     All,
+    /// Logits of the tokens at index `i..` of this input (perplexity scores the second half).
+    From(usize),
 }
 
 /// New tokens for one sequence: appended at positions `seq_len(seq)..`.
@@ -68,6 +70,15 @@ impl Workspace {
     /// An empty workspace; buffers grow on first use.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The logits row of the last token that asked for logits in the latest forward call.
+    pub fn last_logits(&self, vocab: usize) -> &[f32] {
+        let n = self.logit_rows.len();
+        if n == 0 {
+            return &[];
+        }
+        &self.logits[(n - 1) * vocab..n * vocab]
     }
 
     fn reserve(&mut self, m: &Model, n_tok: usize, n_logits: usize) {
@@ -159,6 +170,7 @@ impl Model {
                     Logits::None => false,
                     Logits::Last => j + 1 == s.tokens.len(),
                     Logits::All => true,
+                    Logits::From(i) => j >= i,
                 };
                 if want {
                     ws.logit_rows.push(row);

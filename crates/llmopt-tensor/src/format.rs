@@ -42,6 +42,11 @@ pub enum GgmlType {
     BF16 = 30,
 }
 
+/// Decode whole blocks of bytes into f32s.
+pub type DecodeFn = fn(src: &[u8], dst: &mut [f32]);
+/// Encode f32s into whole blocks of bytes.
+pub type EncodeFn = fn(src: &[f32], dst: &mut [u8]);
+
 /// Everything the workspace needs to know about one storage format.
 #[derive(Debug)]
 pub struct FormatSpec {
@@ -55,9 +60,9 @@ pub struct FormatSpec {
     pub block_bytes: usize,
     /// Decode whole blocks: `dst.len() == src.len() / block_bytes * block_len`.
     /// Panics on other lengths; [`GgmlType::to_f32`] checks them first.
-    pub to_f32: fn(src: &[u8], dst: &mut [f32]),
+    pub to_f32: DecodeFn,
     /// Scalar reference encoder (ggml's `quantize_row_*_ref`), if written.
-    pub from_f32: Option<fn(src: &[f32], dst: &mut [u8])>,
+    pub from_f32: Option<EncodeFn>,
     /// The activation format a dot product with this weight type quantizes its input to.
     pub vec_dot_type: GgmlType,
 }

@@ -15,8 +15,8 @@ mod codec;
 mod format;
 
 pub use codec::float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
-pub use codec::kquants::get_scale_min_k4;
-pub use format::{FormatSpec, GgmlType, FORMATS};
+pub use codec::kquants::{get_scale_min_k4, q3_k_scales, q6_k_value};
+pub use format::{DecodeFn, EncodeFn, FormatSpec, GgmlType, FORMATS};
 
 /// Elements per super-block of the K-quants (`QK_K` in ggml).
 pub const QK_K: usize = 256;

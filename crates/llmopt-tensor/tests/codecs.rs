@@ -198,7 +198,10 @@ fn checked_entry_points_report_lengths() {
             unit: "bytes"
         })
     );
-    assert!(matches!(GgmlType::Q4_K.from_f32(&[0.0; 256], &mut [0u8; 144]), Err(TensorError::NoQuantizer(_))));
+    assert!(matches!(
+        GgmlType::Q4_K.from_f32(&[0.0; 256], &mut [0u8; 144]),
+        Err(TensorError::NoQuantizer(_))
+    ));
     assert!(matches!(
         GgmlType::Q8_0.to_f32(&[0u8; 34], &mut [0.0; 33]),
         Err(TensorError::NotBlockMultiple { .. })

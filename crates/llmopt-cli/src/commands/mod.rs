@@ -1,0 +1,23 @@
+//! One module per subcommand; `run` dispatches.
+
+mod chat;
+mod eval;
+mod generate;
+mod inspect;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, EvalCommand};
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(&a),
+        Command::Generate(a) => generate::run(&a),
+        Command::Chat(a) => chat::run(&a),
+        Command::Eval(EvalCommand::Perplexity(a)) => eval::perplexity(&a),
+    }?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,70 @@
+//! Error reporting: one line that names the problem, then a `hint:` line where one helps.
+
+use llmopt_engine::{GenerateError, SamplerError};
+use llmopt_eval::PerplexityError;
+use llmopt_formats::gguf::GgufError;
+use llmopt_model::{ArchSpec, ModelError};
+
+/// Prints `error: ...` (the whole cause chain on one line) and a hint when one is known.
+#[allow(clippy::print_stderr)]
+pub fn report(err: &anyhow::Error) {
+    eprintln!("error: {err:#}");
+    if let Some(h) = hint(err) {
+        eprintln!("hint: {h}");
+    }
+}
+
+fn hint(err: &anyhow::Error) -> Option<String> {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<GgufError>() {
+            return gguf_hint(e);
+        }
+        if let Some(e) = cause.downcast_ref::<ModelError>() {
+            return model_hint(e);
+        }
+        if let Some(e) = cause.downcast_ref::<GenerateError>() {
+            return match e {
+                GenerateError::TooLong { .. } => Some("shorten the prompt or lower --max-tokens".into()),
+                GenerateError::EmptyPrompt => Some("pass a non-empty --prompt".into()),
+                GenerateError::Model(m) => model_hint(m),
+            };
+        }
+        if cause.downcast_ref::<SamplerError>().is_some() {
+            return Some("see `llmopt generate --help` for the valid ranges".into());
+        }
+        if let Some(PerplexityError::TextTooShort { .. }) = cause.downcast_ref::<PerplexityError>() {
+            return Some("use a longer --file or a smaller --ctx".into());
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::NotFound {
+                return Some("check the path; `scripts/setup` installs the example models into models/".into());
+            }
+        }
+    }
+    None
+}
+
+fn gguf_hint(e: &GgufError) -> Option<String> {
+    Some(match e {
+        GgufError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            "check the path; `scripts/setup` installs the example models into models/".into()
+        }
+        GgufError::Io { .. } => return None,
+        GgufError::NotGguf { .. } => "llmopt reads GGUF model files (.gguf); llama.cpp's convert_hf_to_gguf.py converts Hugging Face checkpoints".into(),
+        GgufError::Truncated { .. } => "the file is incomplete: download or copy it again and compare its SHA-256".into(),
+        GgufError::UnsupportedVersion { .. } => "re-convert the model with a current llama.cpp (GGUF v3)".into(),
+        GgufError::Corrupt { .. } => "the file is damaged: download or copy it again".into(),
+        GgufError::UnsupportedTensorType { .. } => {
+            "supported tensor types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K..Q6_K".into()
+        }
+    })
+}
+
+fn model_hint(e: &ModelError) -> Option<String> {
+    match e {
+        ModelError::UnknownArchitecture(_) => Some(format!("supported architectures: {}", ArchSpec::supported().join(", "))),
+        ModelError::ContextExceeded { .. } | ModelError::KvCacheFull { .. } => Some("shorten the prompt or lower --max-tokens".into()),
+        ModelError::Format(g) => gguf_hint(g),
+        _ => None,
+    }
+}

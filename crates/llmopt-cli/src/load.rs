@@ -1,0 +1,68 @@
+//! Opening a model file for the commands: the GGUF map, the decoder, the tokenizer and a thread pool.
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::{Context, Result};
+use llmopt_formats::gguf::GgufFile;
+use llmopt_kernels::ThreadPool;
+use llmopt_model::Model;
+use llmopt_tokenizer::{ChatTemplate, Tokenizer};
+
+/// Everything a command needs to run a model.
+pub struct Loaded {
+    pub file: Arc<GgufFile>,
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub pool: ThreadPool,
+}
+
+impl Loaded {
+    /// Opens `path` and builds the model and tokenizer; `threads` defaults to the physical cores.
+    pub fn open(path: &Path, threads: Option<usize>) -> Result<Self> {
+        let file = Arc::new(GgufFile::open(path).with_context(|| format!("cannot load model {}", path.display()))?);
+        let model = Model::from_gguf(file.clone()).with_context(|| format!("cannot load model {}", path.display()))?;
+        let tokenizer = Tokenizer::from_gguf(file.metadata())
+            .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
+        let threads = match threads {
+            Some(0) => anyhow::bail!("invalid --threads 0: must be at least 1"),
+            Some(n) => n,
+            None => physical_cores(),
+        };
+        Ok(Self { file, model, tokenizer, pool: ThreadPool::new(threads) })
+    }
+
+    /// The model's chat template, or an error saying it has none.
+    pub fn chat_template(&self) -> Result<ChatTemplate> {
+        ChatTemplate::from_gguf(self.file.metadata())
+            .context("cannot read the chat template")?
+            .ok_or_else(|| anyhow::anyhow!("{} has no chat template (tokenizer.chat_template)", self.file.path().display()))
+    }
+
+    /// Whether `id` ends a generation (EOS, end-of-turn).
+    pub fn is_eog(&self, id: u32) -> bool {
+        self.tokenizer.is_eog(id)
+    }
+}
+
+/// Physical cores (distinct core ids per package in /proc/cpuinfo), else the logical CPU count.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else { return logical };
+    let (mut phys, mut cores) = (String::new(), std::collections::HashSet::new());
+    for line in info.lines() {
+        if let Some((k, v)) = line.split_once(':') {
+            match k.trim() {
+                "physical id" => phys = v.trim().to_string(),
+                "core id" => {
+                    cores.insert((phys.clone(), v.trim().to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
+}

@@ -1,0 +1,23 @@
+//! `llmopt`: measure, optimize, validate and serve language models. This file parses the command
+//! line and reports errors as one line plus a hint; each subcommand lives in `commands/`.
+
+mod cli;
+mod commands;
+mod errors;
+mod load;
+mod stream;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            errors::report(&err);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Token sampling in llama.cpp's order: repetition penalty, top-k, top-p, min-p, temperature, draw.
+//! Temperature 0 is greedy (argmax after the penalty). Buffers are kept, so sampling allocates nothing.
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// Sampling settings, validated by [`SamplerConfig::validate`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplerConfig {
+    /// 0 = greedy; otherwise logits are divided by it.
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0 = all).
+    pub top_k: usize,
+    /// Keep the smallest set whose probability reaches p (1 = all).
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the most likely one (0 = off).
+    pub min_p: f32,
+    /// Divide positive (multiply negative) logits of recently seen tokens by this (1 = off).
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64, seed: 0 }
+    }
+}
+
+/// An invalid sampling setting.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SamplerError {
+    #[error("invalid {name} {value}: {expected}")]
+    Invalid { name: &'static str, value: String, expected: &'static str },
+}
+
+impl SamplerConfig {
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        let bad = |name, value: f32, expected| Err(SamplerError::Invalid { name, value: value.to_string(), expected });
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad("temperature", self.temperature, "must be a finite number >= 0");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top-p", self.top_p, "must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad("min-p", self.min_p, "must be in [0, 1]");
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad("repeat-penalty", self.repeat_penalty, "must be a finite number > 0");
+        }
+        Ok(())
+    }
+}
+
+/// Draws tokens from logits.
+#[derive(Debug)]
+pub struct Sampler {
+    cfg: SamplerConfig,
+    rng: StdRng,
+    logits: Vec<f32>,
+    cand: Vec<(f32, u32)>,
+}
+
+impl Sampler {
+    /// A sampler with validated settings.
+    pub fn new(cfg: SamplerConfig) -> Result<Self, SamplerError> {
+        cfg.validate()?;
+        let rng = StdRng::seed_from_u64(cfg.seed);
+        Ok(Self { cfg, rng, logits: Vec::new(), cand: Vec::new() })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SamplerConfig {
+        &self.cfg
+    }
+
+    /// Picks the next token from `logits`, given the tokens so far (`history`) for the penalty.
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        self.logits.clear();
+        self.logits.extend_from_slice(logits);
+        if self.cfg.repeat_penalty != 1.0 {
+            let recent = &history[history.len().saturating_sub(self.cfg.repeat_last_n)..];
+            // Each distinct token is penalised once, as in llama.cpp.
+            for (i, &t) in recent.iter().enumerate() {
+                if recent[..i].contains(&t) {
+                    continue;
+                }
+                if let Some(l) = self.logits.get_mut(t as usize) {
+                    *l = if *l > 0.0 { *l / self.cfg.repeat_penalty } else { *l * self.cfg.repeat_penalty };
+                }
+            }
+        }
+        if self.cfg.temperature == 0.0 {
+            return argmax(&self.logits);
+        }
+        self.cand.clear();
+        self.cand.extend(self.logits.iter().enumerate().map(|(i, &l)| (l, i as u32)));
+        let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        let k = if self.cfg.top_k == 0 { self.cand.len() } else { self.cfg.top_k.min(self.cand.len()) };
+        if k < self.cand.len() {
+            self.cand.select_nth_unstable_by(k - 1, desc);
+            self.cand.truncate(k);
+        }
+        self.cand.sort_unstable_by(desc);
+        // Probabilities of the raw logits decide top-p and min-p (temperature comes last).
+        let max = self.cand[0].0;
+        let z: f32 = self.cand.iter().map(|c| (c.0 - max).exp()).sum();
+        let mut keep = self.cand.len();
+        let mut cum = 0.0;
+        for (i, c) in self.cand.iter().enumerate() {
+            cum += (c.0 - max).exp() / z;
+            if cum >= self.cfg.top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        if self.cfg.min_p > 0.0 {
+            let floor = max + self.cfg.min_p.ln();
+            keep = keep.min(self.cand.iter().take_while(|c| c.0 >= floor).count().max(1));
+        }
+        self.cand.truncate(keep);
+        let t = self.cfg.temperature;
+        let weights_sum: f32 = self.cand.iter().map(|c| ((c.0 - max) / t).exp()).sum();
+        let mut r = self.rng.random::<f32>() * weights_sum;
+        for c in &self.cand {
+            r -= ((c.0 - max) / t).exp();
+            if r <= 0.0 {
+                return c.1;
+            }
+        }
+        self.cand[self.cand.len() - 1].1
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(temperature: f32) -> SamplerConfig {
+        SamplerConfig { temperature, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, repeat_last_n: 64, seed: 7 }
+    }
+
+    #[test]
+    fn greedy_takes_argmax_and_penalty_can_change_it() {
+        let logits = [0.1, 2.0, 1.9, -3.0];
+        let mut s = Sampler::new(cfg(0.0)).unwrap();
+        assert_eq!(s.sample(&logits, &[]), 1);
+        let mut s = Sampler::new(SamplerConfig { repeat_penalty: 1.2, ..cfg(0.0) }).unwrap();
+        assert_eq!(s.sample(&logits, &[1, 1, 1]), 2);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_and_seed_reproduces() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 17) as f32 * 0.3).collect();
+        let mut s = Sampler::new(SamplerConfig { top_k: 1, ..cfg(1.0) }).unwrap();
+        assert_eq!(s.sample(&logits, &[]), argmax(&logits));
+        let draw = |seed| {
+            let mut s = Sampler::new(SamplerConfig { seed, ..cfg(1.0) }).unwrap();
+            (0..20).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(3), draw(3));
+        assert_ne!(draw(3), draw(4));
+    }
+
+    #[test]
+    fn sampling_follows_the_distribution() {
+        // p = softmax([ln 1, ln 3]) = [0.25, 0.75]
+        let logits = [0.0f32, 3f32.ln()];
+        let mut s = Sampler::new(cfg(1.0)).unwrap();
+        let ones = (0..4000).filter(|_| s.sample(&logits, &[]) == 1).count();
+        assert!((2850..3150).contains(&ones), "{ones}");
+        // min-p 0.5 drops the token at a third of the best's probability
+        let mut s = Sampler::new(SamplerConfig { min_p: 0.5, ..cfg(1.0) }).unwrap();
+        assert!((0..200).all(|_| s.sample(&logits, &[]) == 1));
+        // top-p 0.7 keeps only the 0.75 token
+        let mut s = Sampler::new(SamplerConfig { top_p: 0.7, ..cfg(1.0) }).unwrap();
+        assert!((0..200).all(|_| s.sample(&logits, &[]) == 1));
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        for (c, name) in [
+            (SamplerConfig { temperature: -1.0, ..cfg(1.0) }, "temperature"),
+            (SamplerConfig { temperature: f32::NAN, ..cfg(1.0) }, "temperature"),
+            (SamplerConfig { top_p: 0.0, ..cfg(1.0) }, "top-p"),
+            (SamplerConfig { top_p: 1.5, ..cfg(1.0) }, "top-p"),
+            (SamplerConfig { min_p: -0.1, ..cfg(1.0) }, "min-p"),
+            (SamplerConfig { repeat_penalty: 0.0, ..cfg(1.0) }, "repeat-penalty"),
+        ] {
+            let err = Sampler::new(c).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Run-time kernel selection: one table of fn pointers per [`Isa`], built once.
+
+use std::sync::OnceLock;
+
+use llmopt_tensor::GgmlType;
+
+use crate::{reference, KernelError};
+
+/// `dot(n, weight_row_bytes, activation_row_bytes)` over `n` elements.
+pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
+/// Quantize a row of f32 activations into a format's bytes.
+pub type QuantizeFn = fn(x: &[f32], y: &mut [u8]);
+
+/// An instruction set to run kernels with. Pass [`Isa::Scalar`] to force the reference path
+/// (tests do); [`Isa::best`] is what `matmul` uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable scalar reference kernels.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C (falls back to scalar per format where none is written).
+    Avx2,
+}
+
+impl Isa {
+    /// The fastest instruction set this CPU supports (detected once).
+    pub fn best() -> Isa {
+        static BEST: OnceLock<Isa> = OnceLock::new();
+        *BEST.get_or_init(|| if Isa::Avx2.is_available() { Isa::Avx2 } else { Isa::Scalar })
+    }
+
+    /// Whether this CPU can run `self`.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => crate::x86::avx2::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::Avx2 => false,
+        }
+    }
+}
+
+/// The kernels of one [`Isa`], indexed by ggml type.
+#[derive(Debug)]
+pub struct Kernels {
+    isa: Isa,
+    vec_dot: [Option<VecDotFn>; 15],
+    quantize: [Option<QuantizeFn>; 15],
+    simd_dot: [bool; 15],
+    simd_quant: [bool; 15],
+}
+
+fn slot(ty: GgmlType) -> usize {
+    GgmlType::ALL.iter().position(|t| *t == ty).expect("every type is in ALL")
+}
+
+fn scalar_vec_dot(ty: GgmlType) -> Option<VecDotFn> {
+    use GgmlType::*;
+    Some(match ty {
+        F32 => reference::vec_dot_f32_f32,
+        F16 => reference::vec_dot_f16_f16,
+        BF16 => reference::vec_dot_bf16_bf16,
+        Q4_0 => reference::vec_dot_q4_0_q8_0,
+        Q4_1 => reference::vec_dot_q4_1_q8_1,
+        Q5_0 => reference::vec_dot_q5_0_q8_0,
+        Q5_1 => reference::vec_dot_q5_1_q8_1,
+        Q8_0 => reference::vec_dot_q8_0_q8_0,
+        Q2_K => reference::vec_dot_q2_k_q8_k,
+        Q3_K => reference::vec_dot_q3_k_q8_k,
+        Q4_K => reference::vec_dot_q4_k_q8_k,
+        Q5_K => reference::vec_dot_q5_k_q8_k,
+        Q6_K => reference::vec_dot_q6_k_q8_k,
+        Q8_1 | Q8_K => return None,
+    })
+}
+
+fn build(isa: Isa) -> Kernels {
+    let mut k = Kernels {
+        isa,
+        vec_dot: [None; 15],
+        quantize: [None; 15],
+        simd_dot: [false; 15],
+        simd_quant: [false; 15],
+    };
+    for ty in GgmlType::ALL {
+        let s = slot(ty);
+        k.vec_dot[s] = scalar_vec_dot(ty);
+        k.quantize[s] = ty.spec().from_f32;
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2 {
+            if let Some(f) = crate::x86::avx2::vec_dot(ty) {
+                (k.vec_dot[s], k.simd_dot[s]) = (Some(f), true);
+            }
+            if let Some(f) = crate::x86::avx2::quantize(ty) {
+                (k.quantize[s], k.simd_quant[s]) = (Some(f), true);
+            }
+        }
+    }
+    k
+}
+
+impl Kernels {
+    /// The table for `isa`, built on first use; an error if this CPU lacks it.
+    pub fn get(isa: Isa) -> Result<&'static Kernels, KernelError> {
+        static SCALAR: OnceLock<Kernels> = OnceLock::new();
+        static AVX2: OnceLock<Kernels> = OnceLock::new();
+        if !isa.is_available() {
+            return Err(KernelError::IsaUnavailable(isa));
+        }
+        Ok(match isa {
+            Isa::Scalar => SCALAR.get_or_init(|| build(Isa::Scalar)),
+            Isa::Avx2 => AVX2.get_or_init(|| build(Isa::Avx2)),
+        })
+    }
+
+    /// The instruction set these kernels were built for.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Dot of a weight row of type `ty` with an activation row of `ty.spec().vec_dot_type`.
+    pub fn vec_dot(&self, ty: GgmlType) -> Option<VecDotFn> {
+        self.vec_dot[slot(ty)]
+    }
+
+    /// Quantizer into activation format `ty`.
+    pub fn quantize(&self, ty: GgmlType) -> Option<QuantizeFn> {
+        self.quantize[slot(ty)]
+    }
+
+    /// Whether `vec_dot(ty)` is a SIMD kernel (false: the scalar reference).
+    pub fn is_simd_vec_dot(&self, ty: GgmlType) -> bool {
+        self.simd_dot[slot(ty)]
+    }
+
+    /// Whether `quantize(ty)` is a SIMD kernel.
+    pub fn is_simd_quantize(&self, ty: GgmlType) -> bool {
+        self.simd_quant[slot(ty)]
+    }
+}

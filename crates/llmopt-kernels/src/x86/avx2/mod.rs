@@ -1,0 +1,64 @@
+//! AVX2 + FMA + F16C kernels. Every function here is `#[target_feature]`; the only way to reach
+//! them is [`table`], which checks the CPU first.
+
+mod float;
+mod kquants;
+mod legacy;
+mod quantize;
+mod util;
+
+use llmopt_tensor::GgmlType;
+
+use crate::dispatch::{QuantizeFn, VecDotFn};
+
+/// Whether this CPU runs these kernels.
+pub(crate) fn available() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+macro_rules! safe {
+    (dot $f:path) => {{
+        fn wrapped(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            // SAFETY: `wrapped` is only handed out by `table`, after `available()` said yes.
+            unsafe { $f(n, w, a) }
+        }
+        wrapped as VecDotFn
+    }};
+    (quant $f:path) => {{
+        fn wrapped(x: &[f32], y: &mut [u8]) {
+            // SAFETY: as above, only reachable once the CPU features were detected.
+            unsafe { $f(x, y) }
+        }
+        wrapped as QuantizeFn
+    }};
+}
+
+/// The AVX2 vec_dot for weight type `ty`, if one is written (else the caller uses scalar).
+pub(crate) fn vec_dot(ty: GgmlType) -> Option<VecDotFn> {
+    use GgmlType::*;
+    Some(match ty {
+        F32 => safe!(dot float::vec_dot_f32_f32),
+        F16 => safe!(dot float::vec_dot_f16_f16),
+        Q4_0 => safe!(dot legacy::vec_dot_q4_0_q8_0),
+        Q4_1 => safe!(dot legacy::vec_dot_q4_1_q8_1),
+        Q5_0 => safe!(dot legacy::vec_dot_q5_0_q8_0),
+        Q8_0 => safe!(dot legacy::vec_dot_q8_0_q8_0),
+        Q4_K => safe!(dot kquants::vec_dot_q4_k_q8_k),
+        Q6_K => safe!(dot kquants::vec_dot_q6_k_q8_k),
+        _ => return None,
+    })
+}
+
+/// The AVX2 quantizer producing activation format `ty`, if one is written.
+pub(crate) fn quantize(ty: GgmlType) -> Option<QuantizeFn> {
+    use GgmlType::*;
+    Some(match ty {
+        Q8_0 => safe!(quant quantize::quantize_row_q8_0),
+        Q8_1 => safe!(quant quantize::quantize_row_q8_1),
+        Q8_K => safe!(quant quantize::quantize_row_q8_k),
+        F16 => safe!(quant quantize::quantize_row_f16),
+        _ => return None,
+    })
+}

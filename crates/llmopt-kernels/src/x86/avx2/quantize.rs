@@ -1,0 +1,144 @@
+//! AVX2 activation quantizers. They produce exactly the bytes of the scalar references
+//! (ggml's `quantize_row_*_ref`): same `1 / d` multiplier, `roundf` (half away from zero) for
+//! Q8_0/Q8_1, round-half-even for Q8_K. (ggml's own AVX2 `quantize_row_q8_0` differs: it
+//! multiplies by `127 / amax` and rounds half to even.)
+
+use std::arch::x86_64::*;
+
+use super::util::hsum_i32_8;
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn ld(x: &[f32], i: usize) -> __m256 {
+    let s = &x[i..i + 8];
+    // SAFETY: `s` is 8 readable floats; `loadu` needs no alignment.
+    unsafe { _mm256_loadu_ps(s.as_ptr()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn max_abs(v: &[__m256; 4]) -> f32 {
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_andnot_ps(sign, v[0]);
+    for x in &v[1..] {
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *x));
+    }
+    let m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    _mm_cvtss_f32(m4)
+}
+
+/// `roundf` per lane: truncate, then step away from zero when the dropped part is >= 0.5.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn round_away(v: __m256) -> __m256 {
+    let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    let frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(v, t));
+    let step = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0)), _mm256_set1_ps(1.0));
+    let up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5), _CMP_GE_OQ);
+    _mm256_add_ps(t, _mm256_and_ps(up, step))
+}
+
+/// Pack 4 x 8 i32 (each in -128..=127) into 32 bytes in order.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pack_i8(i: [__m256i; 4], out: &mut [u8]) {
+    let a = _mm256_packs_epi32(i[0], i[1]);
+    let b = _mm256_packs_epi32(i[2], i[3]);
+    let p = _mm256_packs_epi16(a, b);
+    let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    let out = &mut out[..32];
+    // SAFETY: `out` is 32 writable bytes; `storeu` needs no alignment.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), p) }
+}
+
+fn f16_bytes(v: f32) -> [u8; 2] {
+    llmopt_tensor::f32_to_f16(v).to_le_bytes()
+}
+
+/// One 32-element block to `qs` with `roundf`; returns `(d, sum of qs)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
+    let v = [ld(x, 0), ld(x, 8), ld(x, 16), ld(x, 24)];
+    let amax = max_abs(&v);
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let i = v.map(|v| _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v, id))));
+    let sum =
+        hsum_i32_8(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
+    pack_i8(i, qs);
+    (d, sum)
+}
+
+/// Q8_0 activations; `x.len()` a multiple of 32, `y.len() == x.len() / 32 * 34`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn quantize_row_q8_0(x: &[f32], y: &mut [u8]) {
+    assert!(x.len() % 32 == 0 && y.len() == x.len() / 32 * 34);
+    for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(34)) {
+        let (d, _) = q8_block(xb, &mut yb[2..]);
+        yb[..2].copy_from_slice(&f16_bytes(d));
+    }
+}
+
+/// Q8_1 activations; `y.len() == x.len() / 32 * 36`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn quantize_row_q8_1(x: &[f32], y: &mut [u8]) {
+    assert!(x.len() % 32 == 0 && y.len() == x.len() / 32 * 36);
+    for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(36)) {
+        let (d, sum) = q8_block(xb, &mut yb[4..]);
+        yb[..2].copy_from_slice(&f16_bytes(d));
+        yb[2..4].copy_from_slice(&f16_bytes(sum as f32 * d));
+    }
+}
+
+/// Q8_K activations; `x.len()` a multiple of 256, `y.len() == x.len() / 256 * 292`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn quantize_row_q8_k(x: &[f32], y: &mut [u8]) {
+    assert!(x.len() % 256 == 0 && y.len() == x.len() / 256 * 292);
+    let sign = _mm256_set1_ps(-0.0);
+    for (xb, yb) in x.chunks_exact(256).zip(y.chunks_exact_mut(292)) {
+        let mut m = _mm256_setzero_ps();
+        for i in (0..256).step_by(8) {
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, ld(xb, i)));
+        }
+        let m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        if amax == 0.0 {
+            yb.fill(0);
+            continue;
+        }
+        // The first element whose magnitude is amax fixes the sign, like the scalar scan.
+        let max = *xb.iter().find(|v| v.abs() == amax).expect("amax is attained");
+        let iscale = -127.0 / max;
+        let vs = _mm256_set1_ps(iscale);
+        for g in 0..8 {
+            let i: [__m256i; 4] = std::array::from_fn(|k| {
+                let r = _mm256_round_ps(
+                    _mm256_mul_ps(vs, ld(xb, 32 * g + 8 * k)),
+                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+                );
+                _mm256_min_epi32(_mm256_cvtps_epi32(r), _mm256_set1_epi32(127))
+            });
+            let s0 = hsum_i32_8(_mm256_add_epi32(i[0], i[1]));
+            let s1 = hsum_i32_8(_mm256_add_epi32(i[2], i[3]));
+            yb[260 + 4 * g..262 + 4 * g].copy_from_slice(&(s0 as i16).to_le_bytes());
+            yb[262 + 4 * g..264 + 4 * g].copy_from_slice(&(s1 as i16).to_le_bytes());
+            pack_i8(i, &mut yb[4 + 32 * g..]);
+        }
+        yb[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    }
+}
+
+/// F16 activations (round to nearest even, as the scalar path).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn quantize_row_f16(x: &[f32], y: &mut [u8]) {
+    assert!(y.len() == 2 * x.len());
+    let n8 = x.len() / 8 * 8;
+    for i in (0..n8).step_by(8) {
+        let h = _mm256_cvtps_ph(ld(x, i), _MM_FROUND_TO_NEAREST_INT);
+        let out = &mut y[2 * i..2 * i + 16];
+        // SAFETY: `out` is 16 writable bytes; `storeu` needs no alignment.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), h) }
+    }
+    for i in n8..x.len() {
+        y[2 * i..2 * i + 2].copy_from_slice(&f16_bytes(x[i]));
+    }
+}

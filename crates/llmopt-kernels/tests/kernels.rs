@@ -1,0 +1,231 @@
+//! Every fast path against its scalar reference on random data and odd shapes, the scalar
+//! references against an f64 dot of dequantized values, and matmul against a naive loop.
+//!
+//! Tolerances (|fast - reference| <= TOL * sum_i |w_i * a_i| + 1e-6, with w, a dequantized):
+//! integer formats share the exact integer block sums and differ only in float summation order
+//! and FMA, so 1e-5 is ample; F32/F16 dots differ from the f64-accumulated reference by f32
+//! rounding over up to ~1000 terms, also within 1e-5 relative to the absolute sum.
+//! Activation quantizers must match the scalar bytes exactly.
+
+use llmopt_kernels::{matmul_with, Isa, Kernels, ThreadPool, WeightView};
+use llmopt_tensor::{f32_to_f16, GgmlType};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+
+const TOL: f64 = 1e-5;
+
+fn f16_le(v: f32) -> [u8; 2] {
+    f32_to_f16(v).to_le_bytes()
+}
+
+/// Random weights: encoded from gaussians where an encoder exists, else random bytes with sane
+/// f16 super-block scales.
+fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Vec<u8> {
+    let n = rows * cols;
+    let mut out = vec![0u8; ty.row_bytes(cols).unwrap() * rows];
+    if let Some(enc) = ty.spec().from_f32 {
+        let normal = Normal::new(0.0f32, 0.05).unwrap();
+        let x: Vec<f32> = (0..n).map(|_| normal.sample(rng)).collect();
+        enc(&x, &mut out);
+        return out;
+    }
+    rng.fill(&mut out[..]);
+    let bb = ty.spec().block_bytes;
+    let scale_offsets: &[usize] = match ty {
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        _ => unreachable!("{ty} has an encoder"),
+    };
+    for b in out.chunks_exact_mut(bb) {
+        for &o in scale_offsets {
+            b[o..o + 2].copy_from_slice(&f16_le(rng.random_range(1e-4f32..2e-3)));
+        }
+    }
+    out
+}
+
+fn random_acts(n: usize, rng: &mut StdRng) -> Vec<f32> {
+    let normal = Normal::new(0.0f32, 1.0).unwrap();
+    (0..n).map(|i| normal.sample(rng) * if i % 97 == 0 { 20.0 } else { 1.0 }).collect()
+}
+
+fn quantize(isa: Isa, ty: GgmlType, x: &[f32]) -> Vec<u8> {
+    let vdt = ty.spec().vec_dot_type;
+    let mut a = vec![0u8; vdt.row_bytes(x.len()).unwrap()];
+    (Kernels::get(isa).unwrap().quantize(vdt).unwrap())(x, &mut a);
+    a
+}
+
+fn deq(ty: GgmlType, b: &[u8], n: usize) -> Vec<f32> {
+    let mut v = vec![0.0f32; n];
+    ty.to_f32(b, &mut v).unwrap();
+    v
+}
+
+fn rd16(b: &[u8], off: usize) -> f64 {
+    f64::from(llmopt_tensor::f16_to_f32(u16::from_le_bytes([b[off], b[off + 1]])))
+}
+
+/// (f64 dot, sum of |terms|) of the dequantized rows.
+fn f64_dot(ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> (f64, f64) {
+    let (wv, av) = (deq(ty, w, n), deq(ty.spec().vec_dot_type, a, n));
+    wv.iter().zip(&av).fold((0.0, 0.0), |(s, m), (&p, &q)| {
+        (s + f64::from(p) * f64::from(q), m + (f64::from(p) * f64::from(q)).abs())
+    })
+}
+
+const WEIGHT_TYPES: [GgmlType; 13] = {
+    use GgmlType::*;
+    [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K]
+};
+
+fn cols_for(ty: GgmlType) -> &'static [usize] {
+    match ty.spec().block_len {
+        256 => &[256, 768, 1536],
+        32 => &[32, 576, 640, 896, 768],
+        _ => &[1, 7, 33, 576, 640, 896, 768],
+    }
+}
+
+#[test]
+fn reference_vec_dot_matches_f64_dot_of_dequantized() {
+    let mut rng = StdRng::seed_from_u64(1);
+    let k = Kernels::get(Isa::Scalar).unwrap();
+    for ty in WEIGHT_TYPES {
+        for &n in cols_for(ty) {
+            let w = random_weights(ty, 1, n, &mut rng);
+            let a = quantize(Isa::Scalar, ty, &random_acts(n, &mut rng));
+            let got = f64::from((k.vec_dot(ty).unwrap())(n, &w, &a));
+            let (want, mag) = f64_dot(ty, &w, &a, n);
+            // f32 scaling of exact integer sums: a few f32 roundings per block. Q4_1/Q5_1 also
+            // use Q8_1's `s = d * sum(qs)`, which is stored as f16: allow 2^-10 of |m * s|.
+            let f16_s = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                let wb = ty.spec().block_bytes;
+                w.chunks(wb)
+                    .zip(a.chunks(36))
+                    .map(|(x, y)| (rd16(x, 2) * rd16(y, 2)).abs())
+                    .sum::<f64>()
+                    * 2f64.powi(-10)
+            } else {
+                0.0
+            };
+            assert!((got - want).abs() <= 1e-5 * mag + f16_s + 1e-6, "{ty} n={n}: {got} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn simd_vec_dot_matches_reference() {
+    if !Isa::Avx2.is_available() {
+        return; // Nothing to compare on this CPU; the scalar tests still run.
+    }
+    let mut rng = StdRng::seed_from_u64(2);
+    let (fast, slow) = (Kernels::get(Isa::Avx2).unwrap(), Kernels::get(Isa::Scalar).unwrap());
+    let mut n_simd = 0;
+    for ty in WEIGHT_TYPES {
+        n_simd += usize::from(fast.is_simd_vec_dot(ty));
+        for &n in cols_for(ty) {
+            for _ in 0..4 {
+                let w = random_weights(ty, 1, n, &mut rng);
+                let a = quantize(Isa::Scalar, ty, &random_acts(n, &mut rng));
+                let got = f64::from((fast.vec_dot(ty).unwrap())(n, &w, &a));
+                let want = f64::from((slow.vec_dot(ty).unwrap())(n, &w, &a));
+                let (_, mag) = f64_dot(ty, &w, &a, n);
+                assert!((got - want).abs() <= TOL * mag + 1e-6, "{ty} n={n}: {got} vs {want}");
+            }
+        }
+    }
+    assert_eq!(n_simd, 8, "AVX2: F32 F16 Q4_0 Q4_1 Q5_0 Q8_0 Q4_K Q6_K");
+}
+
+#[test]
+fn simd_quantizers_equal_reference_bytes() {
+    if !Isa::Avx2.is_available() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(3);
+    let (fast, slow) = (Kernels::get(Isa::Avx2).unwrap(), Kernels::get(Isa::Scalar).unwrap());
+    for ty in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K, GgmlType::F16] {
+        assert!(fast.is_simd_quantize(ty), "{ty}");
+        for n in [256usize, 768, 1536] {
+            let mut x = random_acts(n, &mut rng);
+            // Exact .5 ties after scaling, zero blocks, and a block whose extremes tie in |v|.
+            x[..32].iter_mut().enumerate().for_each(|(i, v)| *v = i as f32 - 15.5);
+            x[0] = 127.0;
+            x[32..64].fill(0.0);
+            x[256..512.min(n)].fill(0.0);
+            if n > 600 {
+                x[512] = 3.0;
+                x[513] = -3.0;
+                x[514..768].iter_mut().for_each(|v| *v *= 0.1);
+            }
+            let mut a = vec![0u8; ty.row_bytes(n).unwrap()];
+            let mut b = a.clone();
+            (fast.quantize(ty).unwrap())(&x, &mut a);
+            (slow.quantize(ty).unwrap())(&x, &mut b);
+            assert_eq!(a, b, "{ty} n={n}");
+        }
+    }
+}
+
+/// y[t * rows + r] with the scalar kernels, one dot at a time.
+fn naive(w: &WeightView<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    let k = Kernels::get(Isa::Scalar).unwrap();
+    let row = w.ty.row_bytes(w.cols).unwrap();
+    let mut y = vec![0.0f32; n_tok * w.rows];
+    for t in 0..n_tok {
+        let a = quantize(Isa::Scalar, w.ty, &x[t * w.cols..(t + 1) * w.cols]);
+        for r in 0..w.rows {
+            y[t * w.rows + r] =
+                (k.vec_dot(w.ty).unwrap())(w.cols, &w.data[r * row..(r + 1) * row], &a);
+        }
+    }
+    y
+}
+
+#[test]
+fn matmul_equals_naive_loop_1_and_2_threads() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    let mut scratch = Vec::new();
+    for ty in WEIGHT_TYPES {
+        let cols = if ty.spec().block_len == 256 { 768 } else { 576 };
+        for rows in [1usize, 37, 130] {
+            let data = random_weights(ty, rows, cols, &mut rng);
+            let w = WeightView { ty, rows, cols, data: &data };
+            for n_tok in [1usize, 3, 17] {
+                let x = random_acts(n_tok * cols, &mut rng);
+                let want = naive(&w, &x, n_tok);
+                for pool in &pools {
+                    for isa in [Isa::Scalar, Isa::best()] {
+                        let mut y = vec![f32::NAN; n_tok * rows];
+                        matmul_with(isa, pool, &w, &x, n_tok, &mut scratch, &mut y).unwrap();
+                        for (i, (g, e)) in y.iter().zip(&want).enumerate() {
+                            let ok = if isa == Isa::Scalar {
+                                g.to_bits() == e.to_bits()
+                            } else {
+                                (g - e).abs() <= 1e-4 * e.abs().max(1.0)
+                            };
+                            assert!(ok, "{ty} {isa:?} rows={rows} n_tok={n_tok} i={i}: {g} vs {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_rejects_bad_shapes() {
+    let pool = ThreadPool::new(1);
+    let data = vec![0u8; 18 * 2];
+    let w = WeightView { ty: GgmlType::Q4_0, rows: 2, cols: 32, data: &data };
+    let mut y = vec![0.0; 2];
+    let mut s = Vec::new();
+    assert!(matmul_with(Isa::Scalar, &pool, &w, &[0.0; 31], 1, &mut s, &mut y).is_err());
+    let w = WeightView { ty: GgmlType::Q4_K, rows: 2, cols: 32, data: &data };
+    assert!(matmul_with(Isa::Scalar, &pool, &w, &[0.0; 32], 1, &mut s, &mut y).is_err());
+}
