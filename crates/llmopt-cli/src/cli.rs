@@ -50,6 +50,7 @@ pub struct RunArgs {
 
 /// Sampling options (llama.cpp's names and defaults).
 #[derive(Debug, Args, Clone)]
+#[command(allow_negative_numbers = true)]
 pub struct SamplingArgs {
     /// Temperature; 0 picks the most likely token every time (greedy).
     #[arg(long, default_value_t = 0.8)]
@@ -84,6 +85,9 @@ pub struct GenerateArgs {
     /// Wrap the prompt in the model's chat template as a user message.
     #[arg(long)]
     pub chat: bool,
+    /// Print the prompt's tokens (id and text) to stderr before generating.
+    #[arg(long)]
+    pub verbose_prompt: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }

@@ -17,6 +17,9 @@ use crate::vocab::Vocab;
 
 const NONE: u32 = u32::MAX;
 
+/// A queued merge: (rank, left index, right index, left symbol, right symbol), smallest first.
+type Queue = BinaryHeap<Reverse<(u32, u32, u32, u32, u32)>>;
+
 /// Merge tables for a byte-level BPE vocabulary.
 #[derive(Clone, Debug)]
 pub(crate) struct Bpe {
@@ -100,7 +103,7 @@ impl Bpe {
         vocab: &Vocab,
         word: &[u8],
         syms: &mut Vec<Sym>,
-        heap: &mut BinaryHeap<Reverse<(u32, u32, u32, u32, u32)>>,
+        heap: &mut Queue,
         out: &mut Vec<u32>,
     ) {
         if self.ignore_merges {
@@ -123,9 +126,8 @@ impl Bpe {
                 next: if i + 1 == n { NONE } else { i + 1 },
             }
         }));
-        // Queue entries: (rank, left index, right index, left symbol, right symbol); an entry is
-        // stale once either side has changed.
-        let push = |syms: &[Sym], heap: &mut BinaryHeap<_>, l: u32, r: u32| {
+        // An entry is stale once either side has changed.
+        let push = |syms: &[Sym], heap: &mut Queue, l: u32, r: u32| {
             if l == NONE || r == NONE {
                 return;
             }
@@ -164,7 +166,9 @@ impl Bpe {
                 // which can only succeed for printable ASCII.
                 for &b in &word[s.start as usize..(s.start + s.len) as usize] {
                     if (0x21..0x7F).contains(&b) {
-                        if let Some(id) = vocab.id(self.byte_char[b as usize].encode_utf8(&mut [0; 4])) {
+                        if let Some(id) =
+                            vocab.id(self.byte_char[b as usize].encode_utf8(&mut [0; 4]))
+                        {
                             out.push(id);
                         }
                     }

@@ -70,7 +70,9 @@ fn token_text(meta: &Metadata, key: &str) -> String {
     let id = meta.get_u64(key);
     let tokens = meta.get_array("tokenizer.ggml.tokens");
     match (id, tokens) {
-        (Some(id), Some(t)) => t.get(id as usize).and_then(|v| v.as_str()).unwrap_or("").to_string(),
+        (Some(id), Some(t)) => {
+            t.get(id as usize).and_then(|v| v.as_str()).unwrap_or("").to_string()
+        }
         _ => String::new(),
     }
 }
@@ -141,7 +143,8 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
-        let tmpl = self.env.get_template("chat").map_err(|e| TokenizerError::Template(e.to_string()))?;
+        let tmpl =
+            self.env.get_template("chat").map_err(|e| TokenizerError::Template(e.to_string()))?;
         let out = tmpl
             .render(context! {
                 messages => messages,

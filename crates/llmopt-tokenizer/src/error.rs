@@ -13,7 +13,9 @@ pub enum TokenizerError {
     #[error("invalid GGUF metadata key `{key}`: expected {expected}, found {found}")]
     InvalidKey { key: &'static str, expected: &'static str, found: String },
     /// `tokenizer.ggml.model` names a tokenizer family we do not implement.
-    #[error("unsupported tokenizer model `{0}` (key `tokenizer.ggml.model`; supported: gpt2, llama)")]
+    #[error(
+        "unsupported tokenizer model `{0}` (key `tokenizer.ggml.model`; supported: gpt2, llama)"
+    )]
     UnsupportedModel(String),
     /// `tokenizer.ggml.pre` names a pre-tokenizer we do not implement.
     #[error("unsupported pre-tokenizer `{0}` (key `tokenizer.ggml.pre`)")]

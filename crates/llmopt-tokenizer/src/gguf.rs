@@ -96,7 +96,10 @@ fn opt_array<T>(
 ) -> Result<Option<Vec<T>>, TokenizerError> {
     let Some(v) = meta.get(key) else { return Ok(None) };
     let arr = v.as_array().ok_or_else(|| invalid(key, expected, v))?;
-    arr.iter().map(|e| conv(e).ok_or_else(|| invalid(key, expected, e))).collect::<Result<_, _>>().map(Some)
+    arr.iter()
+        .map(|e| conv(e).ok_or_else(|| invalid(key, expected, e)))
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 impl VocabData {
@@ -123,7 +126,9 @@ impl VocabData {
         let n = tokens.len();
         let scores = opt_array(meta, SCORES, "array of numbers", MetaValue::as_f32)?;
         let token_types = opt_array(meta, TYPES, "array of integers", MetaValue::as_i64)?;
-        for (key, len) in [(SCORES, scores.as_ref().map(Vec::len)), (TYPES, token_types.as_ref().map(Vec::len))] {
+        for (key, len) in
+            [(SCORES, scores.as_ref().map(Vec::len)), (TYPES, token_types.as_ref().map(Vec::len))]
+        {
             if let Some(len) = len.filter(|&len| len < n) {
                 return Err(TokenizerError::InvalidKey {
                     key,

@@ -6,11 +6,11 @@
 //! metadata, including its pre-tokenizer rules and special-token handling:
 //!
 //! - byte-level BPE (`tokenizer.ggml.model = gpt2`: SmolLM2, Qwen2.5, Llama 3, GPT-2), see
-//!   [`bpe`](crate::bpe) and [`pretok`](crate::pretok);
+//!   modules `bpe` and `pretok`;
 //! - SentencePiece-style merges by score with byte fallback (`llama`: Gemma 3, Llama 2), see
-//!   [`spm`](crate::spm).
+//!   module `spm`.
 //!
-//! Text is first split on special-token texts ([`special`](crate::special)); the pieces between
+//! Text is first split on special-token texts (module `special`); the pieces between
 //! them go through the model's merge algorithm. [`ChatTemplate`] renders the Jinja template a GGUF
 //! carries (`tokenizer.chat_template`) with minijinja.
 //!
@@ -74,7 +74,9 @@ impl Tokenizer {
     fn from_data(data: VocabData) -> Result<Self, TokenizerError> {
         let vocab = Vocab::new(data)?;
         let engine = match &vocab.family {
-            Family::Bpe { pre, ignore_merges } => Engine::Bpe(Bpe::new(&vocab, pre.clone(), *ignore_merges)),
+            Family::Bpe { pre, ignore_merges } => {
+                Engine::Bpe(Bpe::new(&vocab, pre.clone(), *ignore_merges))
+            }
             Family::Spm => Engine::Spm(Spm::new(&vocab)),
         };
         let specials = SpecialSplitter::new(&vocab);
@@ -82,7 +84,8 @@ impl Tokenizer {
         for (b, c) in unicode::byte_to_char_table().iter().enumerate() {
             char_to_byte[*c as usize] = Some(b as u8);
         }
-        let pieces = (0..vocab.tokens.len()).map(|id| piece_of(&vocab, &char_to_byte, id)).collect();
+        let pieces =
+            (0..vocab.tokens.len()).map(|id| piece_of(&vocab, &char_to_byte, id)).collect();
         Ok(Self { vocab, engine, specials, pieces })
     }
 
@@ -138,19 +141,24 @@ impl Tokenizer {
         out
     }
 
-    /// Decodes ids to text. Special tokens are rendered as their text, so
-    /// `decode(encode(s, false, parse_special))` gives back `s` (for SentencePiece models that
-    /// add a space prefix, the leading space of the first text token is removed, undoing the
-    /// prefix). Bytes that are not valid UTF-8 (an incomplete sequence) become U+FFFD.
+    /// Decodes ids to text, undoing [`Tokenizer::encode`]: a leading BOS and trailing EOS of the
+    /// kind `add_special` adds are dropped, other special tokens are rendered as their text, and
+    /// for SentencePiece models that prefix a space the first text token's leading space is
+    /// removed. So `decode(&encode(s, add_special, parse_special)) == s` (exceptions: a literal
+    /// U+2581 in SentencePiece input comes back as a space). Incomplete UTF-8 becomes U+FFFD.
+    /// This is llama.cpp's detokenize with `remove_special` and `unparse_special` set.
     pub fn decode(&self, ids: &[u32]) -> String {
-        let mut bytes = Vec::new();
+        let mut ids = ids;
         let mut strip_space = self.vocab.add_space_prefix;
-        for (i, &id) in ids.iter().enumerate() {
-            let piece = self.token_to_piece(id);
-            if i == 0 && Some(id) == self.vocab.ids.bos && self.vocab.add_bos {
-                bytes.extend_from_slice(&piece);
-                continue;
-            }
+        if self.vocab.add_bos && ids.first().is_some_and(|&id| Some(id) == self.vocab.ids.bos) {
+            ids = &ids[1..];
+        }
+        if self.vocab.add_eos && ids.last().is_some_and(|&id| Some(id) == self.vocab.ids.eos) {
+            ids = &ids[..ids.len() - 1];
+        }
+        let mut bytes = Vec::new();
+        for &id in ids {
+            let piece = self.pieces.get(id as usize).map(Vec::as_slice).unwrap_or_default();
             let skip = usize::from(strip_space && piece.first() == Some(&b' '));
             bytes.extend_from_slice(&piece[skip..]);
             strip_space = false;
@@ -248,4 +256,14 @@ fn piece_of(vocab: &Vocab, char_to_byte: &[Option<u8>; 0x200], id: usize) -> Vec
         }
     }
     Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokenizer_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<super::Tokenizer>();
+        assert_send_sync::<super::ChatTemplate>();
+    }
 }

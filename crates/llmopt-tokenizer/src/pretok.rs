@@ -43,9 +43,9 @@ impl PreTokenizer {
     pub fn for_name(pre: &str) -> Option<Self> {
         use Step::*;
         let steps = match pre {
-            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
-            | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais" | "trillion"
-            | "granite-docling" | "exaone4" => vec![Gpt2],
+            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
+            | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais"
+            | "trillion" | "granite-docling" | "exaone4" => vec![Gpt2],
             "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
             | "midm-2.0" | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" => {
                 vec![Modern { digits: 3, marks: false }]
@@ -66,9 +66,9 @@ impl PreTokenizer {
     pub fn split(&self, text: &str) -> Vec<Range<usize>> {
         let cps: Vec<char> = text.chars().collect();
         let fl: Vec<u8> = cps.iter().map(|&c| flags(c)).collect();
-        let mut pieces = vec![0..cps.len()];
-        if cps.is_empty() {
-            pieces.clear();
+        let mut pieces: Vec<Range<usize>> = Vec::new();
+        if !cps.is_empty() {
+            pieces.push(0..cps.len());
         }
         for &step in &self.steps {
             let mut out = Vec::with_capacity(pieces.len() * 2);

@@ -117,7 +117,9 @@ impl Spm {
             let piece = &text[s.start as usize..(s.start + s.len) as usize];
             match vocab.id(piece) {
                 Some(id) => out.push(id),
-                None => out.extend(piece.bytes().filter_map(|b| self.byte_tokens[b as usize].or(vocab.ids.unk))),
+                None => out.extend(
+                    piece.bytes().filter_map(|b| self.byte_tokens[b as usize].or(vocab.ids.unk)),
+                ),
             }
             i = s.next;
         }

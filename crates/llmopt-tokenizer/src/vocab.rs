@@ -195,7 +195,8 @@ impl Vocab {
                 (Family::Bpe { pre, ignore_merges: llama3 }, ids, llama3, false)
             }
             "llama" => {
-                let ids = Specials { bos: Some(1), eos: Some(2), unk: Some(0), ..Specials::default() };
+                let ids =
+                    Specials { bos: Some(1), eos: Some(2), unk: Some(0), ..Specials::default() };
                 (Family::Spm, ids, true, true)
             }
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
@@ -262,7 +263,8 @@ impl Vocab {
         detect(&mut ids.fim_rep, FIM_REP_TEXTS, &mut attrs);
         detect(&mut ids.fim_sep, FIM_SEP_TEXTS, &mut attrs);
 
-        let mut eog: Vec<u32> = [ids.fim_pad, ids.fim_rep, ids.fim_sep].into_iter().flatten().collect();
+        let mut eog: Vec<u32> =
+            [ids.fim_pad, ids.fim_rep, ids.fim_sep].into_iter().flatten().collect();
         for t in EOG_TEXTS {
             if let Some(&id) = token_to_id.get(*t) {
                 eog.push(id);
@@ -294,7 +296,9 @@ impl Vocab {
         }
 
         let mut special_cache: Vec<u32> = (0..n as u32)
-            .filter(|&id| attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+            .filter(|&id| {
+                attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
+            })
             .collect();
         special_cache.sort_by_key(|&id| std::cmp::Reverse(tokens[id as usize].len()));
 

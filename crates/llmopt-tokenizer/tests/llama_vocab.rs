@@ -28,10 +28,8 @@ fn check(name: &str) {
             }
         }
     }
-    let expected: Vec<Vec<u32>> = out
-        .lines()
-        .map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect())
-        .collect();
+    let expected: Vec<Vec<u32>> =
+        out.lines().map(|l| l.split_whitespace().map(|t| t.parse().unwrap()).collect()).collect();
     assert_eq!(inputs.len(), expected.len(), "{name}: .inp and .out disagree on the count");
     let mut bad = Vec::new();
     for (s, want) in inputs.iter().zip(&expected) {

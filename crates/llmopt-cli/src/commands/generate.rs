@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use llmopt_engine::{Generator, Sampler, SamplerConfig};
+use llmopt_engine::{GenerateError, Generator, Sampler, SamplerConfig};
 use llmopt_tokenizer::ChatMessage;
 
 use crate::{
@@ -37,16 +37,18 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         let text = m.chat_template()?.render(&[ChatMessage { role: "user".into(), content: args.prompt.clone() }], true)?;
         m.tokenizer.encode(&text, true, true)
     } else {
-        m.tokenizer.encode(&args.prompt, true, false)
+        // As llama.cpp does for a raw prompt: special tokens written in the text are parsed.
+        m.tokenizer.encode(&args.prompt, true, true)
     };
+    if args.verbose_prompt {
+        for &t in &tokens {
+            eprintln!("{t:>7} -> {:?}", String::from_utf8_lossy(&m.tokenizer.token_to_piece(t)));
+        }
+    }
     let needed = tokens.len() + args.max_tokens;
     let ctx = m.model.config.context_length;
     if needed > ctx {
-        anyhow::bail!(
-            "the prompt ({} tokens) plus --max-tokens {} needs {needed} tokens, more than the model's context of {ctx}",
-            tokens.len(),
-            args.max_tokens
-        );
+        return Err(GenerateError::TooLong { tokens: needed, prompt: tokens.len(), max_new: args.max_tokens, context: ctx }.into());
     }
     let mut gen = Generator::new(&m.model, &m.pool, needed);
     let stdout = std::io::stdout();

@@ -1,0 +1,181 @@
+//! The binary as a user meets it: real models, real output, and bad input that must give a one-line
+//! error (with a hint where one helps) and a non-zero exit, never a panic.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+use llmopt_formats::gguf::{parse_header, write_gguf, MetaValue, Metadata, TensorToWrite};
+use llmopt_tensor::GgmlType;
+
+fn llmopt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_llmopt")).args(args).output().expect("run llmopt")
+}
+
+fn smollm2() -> String {
+    llmopt_testdata::model(llmopt_testdata::SMOLLM2).display().to_string()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A failed run: non-zero exit, `error:` first, no panic, and the expected words.
+fn assert_fails(out: &Output, words: &[&str]) {
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(err.starts_with("error: "), "stderr: {err}");
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    assert!(err.lines().count() <= 2, "one error line plus an optional hint: {err}");
+    for w in words {
+        assert!(err.contains(w), "stderr lacks {w:?}: {err}");
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("llmopt-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn inspect_json_describes_smollm2() {
+    let out = llmopt(&["inspect", &smollm2(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["architecture"], "llama");
+    assert_eq!(v["layers"], 30);
+    assert_eq!(v["vocab_size"], 49152);
+    assert_eq!(v["context_length"], 8192);
+    assert_eq!(v["chat_template"], true);
+    let bpw = v["bits_per_weight"].as_f64().unwrap();
+    assert!((5.0..6.5).contains(&bpw), "{bpw}");
+    let types: Vec<&str> = v["tensor_types"].as_array().unwrap().iter().map(|t| t["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["Q4_1", "Q8_0", "F32"]);
+    let human = llmopt(&["inspect", &smollm2()]);
+    assert!(text(&human.stdout).contains("bits per weight"));
+}
+
+#[test]
+fn generate_greedy_streams_text_and_reports_speed() {
+    let out = llmopt(&["generate", "-m", &smollm2(), "-p", "The capital of France is", "--temperature", "0", "-n", "8", "-t", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Paris"), "stdout: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("tokens/s") && err.contains("generation: 8 tokens"), "{err}");
+    // Same seed, same sampled text.
+    let run = || llmopt(&["generate", "-m", &smollm2(), "-p", "Once upon a time", "--temperature", "0.9", "--seed", "5", "-n", "12"]).stdout;
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn chat_keeps_history_over_turns() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmopt"))
+        .args(["chat", "-m", &smollm2(), "--temperature", "0", "-n", "16"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"What is the capital of France?\nAnd of Italy?\n/exit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr).matches("tokens/s").count(), 2);
+    let stdout = text(&out.stdout);
+    let replies: Vec<&str> = stdout.lines().collect();
+    assert_eq!(replies.len(), 2, "{stdout}");
+    // The second turn must see the first: it equals a fresh run on the whole conversation, rendered
+    // with SmolLM2's ChatML template (its default system message included).
+    let system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+    let conversation = format!(
+        "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n\
+         <|im_start|>assistant\n{}<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n",
+        replies[0]
+    );
+    let fresh = llmopt(&["generate", "-m", &smollm2(), "-p", &conversation, "--temperature", "0", "-n", "16"]);
+    assert!(fresh.status.success(), "{}", text(&fresh.stderr));
+    assert_eq!(text(&fresh.stdout).trim_end(), replies[1]);
+}
+
+#[test]
+fn perplexity_json_has_the_documented_fields() {
+    let file = llmopt_testdata::britannica().display().to_string();
+    let out = llmopt(&["eval", "perplexity", "-m", &smollm2(), "-f", &file, "--ctx", "64", "--chunks", "2", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["chunks"], 2);
+    assert_eq!(v["tokens_scored"], 2 * 31);
+    let ppl = v["perplexity"].as_f64().unwrap();
+    assert!(ppl > 1.0 && ppl < 1000.0 && v["stderr"].as_f64().unwrap() > 0.0, "{v}");
+}
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn bad_model_files_are_named_errors() {
+    let dir = temp_dir("bad");
+    assert_fails(&llmopt(&["inspect", "/no/such/model.gguf"]), &["/no/such/model.gguf", "hint:"]);
+    let not_gguf = write_file(&dir, "notes.gguf", b"this is a text file, not a model\n");
+    assert_fails(&llmopt(&["generate", "-m", &not_gguf, "-p", "hi"]), &["not a GGUF file", "hint:"]);
+
+    let real = std::fs::read(smollm2()).unwrap();
+    let truncated = write_file(&dir, "truncated.gguf", &real[..200_000]);
+    assert_fails(&llmopt(&["inspect", &truncated]), &["truncated", "offset"]);
+
+    // An architecture this build does not know.
+    let mut meta = Metadata::default();
+    meta.insert("general.architecture", MetaValue::String("mamba".into()));
+    let data = vec![0u8; 4 * 32 * 4];
+    let tensors = [TensorToWrite { name: "x.weight".into(), ty: GgmlType::F32, shape: vec![32, 4], data: &data }];
+    let mut bytes = Vec::new();
+    write_gguf(&mut bytes, &meta, &tensors).unwrap();
+    let unknown_arch = write_file(&dir, "mamba.gguf", &bytes);
+    assert_fails(&llmopt(&["generate", "-m", &unknown_arch, "-p", "hi"]), &["unknown architecture 'mamba'", "supported", "llama"]);
+
+    // A tensor type id no format has: the error names the tensor and the byte offset.
+    let header = parse_header(&bytes).unwrap();
+    let at = header.tensors[0].info_offset as usize + 8 + "x.weight".len() + 4 + 16;
+    bytes[at..at + 4].copy_from_slice(&77u32.to_le_bytes());
+    let bad_type = write_file(&dir, "badtype.gguf", &bytes);
+    assert_fails(&llmopt(&["inspect", &bad_type]), &["'x.weight'", "type 77", &format!("offset {at}")]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_run_options_are_named_errors() {
+    let m = smollm2();
+    assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hi", "--temperature", "-1"]), &["temperature"]);
+    assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hi", "--top-p", "0"]), &["top-p"]);
+    assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hi", "--min-p", "2"]), &["min-p"]);
+    assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hi", "--repeat-penalty", "0"]), &["repeat-penalty"]);
+    assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hi", "-t", "0"]), &["--threads"]);
+    assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hello there", "-n", "9000"]), &["context", "hint:"]);
+    let long_prompt = "word ".repeat(9000);
+    assert_fails(&llmopt(&["generate", "-m", &m, "-p", &long_prompt, "-n", "1"]), &["context"]);
+    assert_fails(&llmopt(&["eval", "perplexity", "-m", &m, "-f", "/no/such.txt"]), &["/no/such.txt"]);
+    let dir = temp_dir("short");
+    let short = write_file(&dir, "short.txt", b"Too short to score.");
+    assert_fails(&llmopt(&["eval", "perplexity", "-m", &m, "-f", &short]), &["fewer than one chunk", "hint:"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Usage errors come from clap with exit code 2.
+    let out = llmopt(&["generate", "--prompt", "hi"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for cmd in [&["inspect"][..], &["generate"], &["chat"], &["eval", "perplexity"]] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let out = llmopt(&args);
+        assert!(out.status.success());
+        let help = text(&out.stdout);
+        assert!(help.contains("Example") && help.contains("llmopt "), "{cmd:?}: {help}");
+    }
+}
