@@ -34,7 +34,7 @@ pub struct PerplexityReport {
 /// Why perplexity could not be computed.
 #[derive(Debug, thiserror::Error)]
 pub enum PerplexityError {
-    #[error("the text has {tokens} tokens, fewer than one chunk of {ctx} (hint: use a longer text or a smaller --ctx)")]
+    #[error("the text has {tokens} tokens, fewer than one chunk of {ctx}")]
     TextTooShort { tokens: usize, ctx: usize },
     #[error("--ctx {ctx} is invalid: it must be at least 4 and at most the model's context {max}")]
     BadContext { ctx: usize, max: usize },

@@ -2,3 +2,5 @@
 //! Readers validate everything once at open time, so the rest of the engine trusts the views they hand out.
 
 pub mod gguf;
+pub mod hf_config;
+pub mod safetensors;

@@ -16,7 +16,7 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
     let cfg = PerplexityConfig { ctx: args.ctx, max_chunks: args.chunks, bos };
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} chunks, {msg} [{elapsed} < {eta}]").expect("valid template"));
-    if !args.json {
+    if !args.json && tokens.len() >= args.ctx {
         eprintln!("{} tokens in {}; {} chunks of {} available", tokens.len(), args.file.display(), tokens.len() / args.ctx.max(1), args.ctx);
     }
     let report = ppl(&m.model, &m.pool, &tokens, &cfg, &mut |done, total, running| {
