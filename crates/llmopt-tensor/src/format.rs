@@ -146,7 +146,7 @@ impl GgmlType {
     /// Bytes of a row of `n_elems` elements; an error unless `n_elems` is whole blocks.
     pub fn row_bytes(self, n_elems: usize) -> Result<usize, TensorError> {
         let s = self.spec();
-        if n_elems % s.block_len != 0 {
+        if !n_elems.is_multiple_of(s.block_len) {
             return Err(TensorError::NotBlockMultiple {
                 ty: self,
                 block_len: s.block_len,

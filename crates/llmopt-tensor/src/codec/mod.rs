@@ -23,7 +23,7 @@ pub(crate) fn wr_f16(b: &mut [u8], off: usize, v: f32) {
 #[inline(always)]
 pub(crate) fn check_blocks(n_src_bytes: usize, n_dst: usize, block_bytes: usize, block_len: usize) {
     assert!(
-        n_src_bytes % block_bytes == 0 && n_src_bytes / block_bytes * block_len == n_dst,
+        n_src_bytes.is_multiple_of(block_bytes) && n_src_bytes / block_bytes * block_len == n_dst,
         "codec: {n_src_bytes} bytes of {block_bytes}-byte blocks do not hold {n_dst} elements"
     );
 }
