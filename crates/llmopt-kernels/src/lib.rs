@@ -9,6 +9,7 @@
 //! explicitly (e.g. [`Isa::Scalar`] in tests) or let [`matmul`] use [`Isa::best`].
 
 mod dispatch;
+pub mod f16ops;
 mod matmul;
 mod pool;
 pub mod reference;

@@ -1,9 +1,23 @@
 //! Causal attention over the paged KV cache for a ragged batch: one task per (token, head), each
 //! streaming its sequence's cached keys and values with an online softmax (no score buffer), as
-//! llama.cpp's CPU flash attention does. Queries are rounded to f16 like the f16 cache they meet.
+//! llama.cpp's CPU flash attention does, in its two precisions: for small batches (decode) queries are
+//! rounded to f16 and the value accumulator is f16 ([`AttnPrecision::F16`]); for large batches (prefill)
+//! everything is f32 ([`AttnPrecision::F32`]).
 
 use half::{f16, slice::HalfFloatSliceExt};
-use llmopt_kernels::ThreadPool;
+use llmopt_kernels::{f16ops, Isa, ThreadPool};
+
+/// Arithmetic of the attention kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnPrecision {
+    /// f16 query, f16 dot, f16 value accumulator (llama.cpp's vector path).
+    F16,
+    /// f32 query and accumulator (llama.cpp's tiled path).
+    F32,
+}
+
+/// Batches of at least this many tokens use [`AttnPrecision::F32`] (llama.cpp's `GGML_FA_TILE_Q`).
+pub const F32_MIN_TOKENS: usize = 64;
 
 /// Largest head size the stack buffers hold.
 pub const MAX_HEAD_DIM: usize = 512;
@@ -23,6 +37,7 @@ pub struct AttentionBatch<'a> {
     pub scale: f32,
     /// Attend only to the last `window` positions (inclusive of the token's own).
     pub window: Option<usize>,
+    pub precision: AttnPrecision,
 }
 
 struct OutPtr(*mut f32);
@@ -57,21 +72,52 @@ pub fn attend(pool: &ThreadPool, b: &AttentionBatch<'_>, q: &[f32], k_cache: &[f
         let pos = b.positions[t];
         let lo = b.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let kv_off = (h / group) * hd;
-        attend_one(q_row, &offsets[lo..=pos], kv_off, kv_dim, k_cache, v_cache, b.scale, o);
+        let rows = &offsets[lo..=pos];
+        match b.precision {
+            AttnPrecision::F32 => attend_one(q_row, rows, kv_off, kv_dim, k_cache, v_cache, b.scale, o),
+            AttnPrecision::F16 => attend_one_f16(q_row, rows, kv_off, k_cache, v_cache, b.scale, o),
+        }
     };
     pool.run(n_tok * nh, &task);
 }
 
-/// One query head against the cached rows at `offsets` (+ `kv_off` for its KV head).
+/// One query head against the cached rows at `offsets`, all in f16 as ggml's
+/// `flash_attn_ext_f16_one_chunk`: f16 query, f16 dot, f16 accumulator rescaled on a new maximum.
+fn attend_one_f16(q: &[f32], offsets: &[usize], kv_off: usize, k: &[f16], v: &[f16], scale: f32, out: &mut [f32]) {
+    let hd = q.len();
+    let isa = Isa::best();
+    let mut qh = [f16::ZERO; MAX_HEAD_DIM];
+    qh[..hd].convert_from_f32_slice(q);
+    let qh = &qh[..hd];
+    let mut acc = [f16::ZERO; MAX_HEAD_DIM];
+    let acc = &mut acc[..hd];
+    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+    for &off in offsets {
+        let base = off + kv_off;
+        let s = f16ops::dot_f16(isa, &k[base..base + hd], qh) * scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if s > m {
+            ms = (m - s).exp();
+            m = s;
+            f16ops::scale_f16(isa, acc, ms);
+        } else {
+            vs = (s - m).exp();
+        }
+        f16ops::mad_f16(isa, acc, &v[base..base + hd], vs);
+        l = l * ms + vs;
+    }
+    let inv = if l == 0.0 { 0.0 } else { 1.0 / l };
+    for (o, a) in out.iter_mut().zip(acc.iter()) {
+        *o = a.to_f32() * inv;
+    }
+}
+
+/// One query head against the cached rows at `offsets` (+ `kv_off` for its KV head), in f32.
 #[allow(clippy::too_many_arguments)]
 fn attend_one(q: &[f32], offsets: &[usize], kv_off: usize, kv_dim: usize, k: &[f16], v: &[f16], scale: f32, out: &mut [f32]) {
     let hd = q.len();
     debug_assert!(kv_off + hd <= kv_dim);
-    let mut qh = [0f32; MAX_HEAD_DIM];
-    for (d, &s) in qh.iter_mut().zip(q) {
-        *d = f16::from_f32(s).to_f32();
-    }
-    let qh = &qh[..hd];
+    let qh = q;
     let mut kbuf = [0f32; MAX_HEAD_DIM];
     let mut vbuf = [0f32; MAX_HEAD_DIM];
     let mut acc = [0f32; MAX_HEAD_DIM];
@@ -122,10 +168,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
-    /// Two-pass softmax attention in f64 over f16-rounded inputs: the reference.
-    fn naive(q: &[f32], keys: &[Vec<f32>], vals: &[Vec<f32>], scale: f32) -> Vec<f32> {
+    /// Two-pass softmax attention in f64 (query rounded to f16 when `round_q`): the reference.
+    fn naive(q: &[f32], keys: &[Vec<f32>], vals: &[Vec<f32>], scale: f32, round_q: bool) -> Vec<f32> {
         let r = |x: f32| f64::from(f16::from_f32(x).to_f32());
-        let s: Vec<f64> = keys.iter().map(|k| q.iter().zip(k).map(|(&a, &b)| r(a) * r(b)).sum::<f64>() * f64::from(scale)).collect();
+        let rq = |x: f32| if round_q { r(x) } else { f64::from(x) };
+        let s: Vec<f64> = keys.iter().map(|k| q.iter().zip(k).map(|(&a, &b)| rq(a) * r(b)).sum::<f64>() * f64::from(scale)).collect();
         let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
         let z: f64 = e.iter().sum();
@@ -144,7 +191,7 @@ mod tests {
         let positions = [0usize, 5, 22];
         let q: Vec<f32> = (0..positions.len() * nh * hd).map(|i| val(i + 99)).collect();
         let seq_offsets = vec![(0usize, n_pos); positions.len()];
-        for window in [None, Some(4)] {
+        for (window, precision) in [(None, AttnPrecision::F32), (Some(4), AttnPrecision::F32), (None, AttnPrecision::F16), (Some(5), AttnPrecision::F16)] {
             let b = AttentionBatch {
                 positions: &positions,
                 seq_offsets: &seq_offsets,
@@ -154,6 +201,7 @@ mod tests {
                 head_dim: hd,
                 scale: 0.3,
                 window,
+                precision,
             };
             let mut out = vec![0f32; q.len()];
             for threads in [1, 2] {
@@ -165,10 +213,13 @@ mod tests {
                         let rows = |c: &[f16]| -> Vec<Vec<f32>> {
                             (lo..=pos).map(|p| c[offsets[p] + kvh * hd..][..hd].iter().map(|x| x.to_f32()).collect()).collect()
                         };
-                        let want = naive(&q[(t * nh + h) * hd..][..hd], &rows(&kc), &rows(&vc), 0.3);
+                        let f16 = precision == AttnPrecision::F16;
+                        let want = naive(&q[(t * nh + h) * hd..][..hd], &rows(&kc), &rows(&vc), 0.3, f16);
                         let got = &out[(t * nh + h) * hd..][..hd];
+                        // The f16 accumulator rounds at every step (relative 2^-11 each).
+                        let tol = if f16 { 1e-2 } else { 1e-4 };
                         for (g, w) in got.iter().zip(&want) {
-                            assert!((g - w).abs() < 1e-4, "t{t} h{h} {g} vs {w}");
+                            assert!((g - w).abs() < tol, "{precision:?} t{t} h{h} {g} vs {w}");
                         }
                     }
                 }

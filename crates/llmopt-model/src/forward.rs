@@ -5,7 +5,7 @@
 use llmopt_kernels::ThreadPool;
 
 use crate::{
-    attention::{attend, AttentionBatch},
+    attention::{attend, AttentionBatch, AttnPrecision, F32_MIN_TOKENS},
     kv_cache::{KvCache, SeqId},
     linear::Linear,
     model::Model,
@@ -252,6 +252,7 @@ impl Model {
             head_dim: hd,
             scale: c.attn_scale,
             window: c.layer_window(il),
+            precision: if n < F32_MIN_TOKENS { AttnPrecision::F16 } else { AttnPrecision::F32 },
         };
         let (kc, vc) = kv.layer(il);
         attend(pool, &ab, &ws.q, kc, vc, &mut ws.att);
