@@ -190,7 +190,7 @@ class Server:
     def __init__(self, bin_dir, model, fa):
         self.port = free_port()
         self.args = ["-m", f"models/{model}", "--host", "127.0.0.1", "--port", str(self.port), "-t", "2",
-                     "-np", "1", "-c", "4096", "--no-cache-prompt", "-fa", fa, "-lv", "4"]
+                     "-np", "1", "-c", "4096", "--no-cache-prompt", "-ctxcp", "0", "-fa", fa, "-lv", "4"]
         self.log = open(f"/tmp/llamacpp-server-{self.port}.log", "w+")
         self.proc = subprocess.Popen([os.path.join(bin_dir, "llama-server")] + self.args, cwd=ROOT,
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -235,6 +235,7 @@ def complete(port, prompt):
         "first_token_top5": top5,
         "first_token_logprob": first["logprob"] if first else None,
         "sampled_logprobs": [p["logprob"] for p in probs],
+        "step_top5": [[[t["id"], t["logprob"]] for t in p["top_logprobs"]] for p in probs],
     }
 
 
@@ -282,14 +283,16 @@ def greedy(args):
                 "stop_type": res["stop_type"],
                 "first_token_top5": res["first_token_top5"],
                 "sampled_logprobs": res["sampled_logprobs"],
+                "step_top5": res["step_top5"],
                 "flash_attn_off": {
                     "generated_ids": res_off["generated_ids"],
                     "generated_text": res_off["generated_text"],
                     "first_token_top5": res_off["first_token_top5"],
+                    "step_top5": res_off["step_top5"],
                     "same_ids_as_default": res_off["generated_ids"] == res["generated_ids"],
                 },
                 "llama_simple_stdout": simple_out,
-                "llama_simple_agrees": simple_out.rstrip("\n").endswith(res["generated_text"]) if res["generated_text"] else None,
+                "llama_simple_agrees": (simple_out.endswith("\n") and simple_out[:-1].endswith(res["generated_text"])) if res["generated_text"] else None,
             }
             entry["cases"].append(case)
         entry["flash_attn"] = {fa: {"log": v["fa_log"], "enabled": v["flash_attn_enabled"]} for fa, v in per_fa.items()}
@@ -309,7 +312,11 @@ def greedy(args):
                  "parse_special=true, as llama-simple also does). first_token_top5 are the 5 highest pre-sampling "
                  "logits of the first generated step, as natural-log softmax probabilities over the full vocabulary "
                  "(server computes p in f32, logprob = log(p)). Default flash_attn 'auto' resolves to enabled on CPU; "
-                 "flash_attn_off repeats the run with -fa off. llama_simple_stdout is llama-simple's text (prompt + "
+                 "flash_attn_off repeats the run with -fa off. step_top5: for every generated step, the 5 best "
+                 "[id, logprob] (to see near-ties: greedy paths of different kernels diverge at them). -ctxcp 0: "
+                 "by default llama-server splits the prompt of an SWA model (Gemma 3) to take a context checkpoint "
+                 "4 tokens before its end, which changes the numerics; with 0 checkpoints the prompt is one batch, "
+                 "as in llama-simple. llama_simple_stdout is llama-simple's text (prompt + "
                  "continuation, greedy sampler, its own defaults: 4 threads, n_ctx = prompt + 31).",
         "n_predict": N_PREDICT,
         "models": results,

@@ -152,3 +152,24 @@ fn reads_the_installed_models() {
         assert!(f.metadata().get_array("tokenizer.ggml.tokens").unwrap().len() > 40_000);
     }
 }
+
+/// Found by `cargo fuzz` (fuzz/fuzz_targets/gguf_header.rs): a tensor's relative offset near
+/// `u64::MAX` overflowed when the data section's start was added. With overflow checks that was a
+/// panic; without them the sum wrapped to a small in-bounds offset and the corrupt file was accepted
+/// with the tensor pointing into the header.
+#[test]
+fn tensor_offset_overflowing_past_the_data_start_is_an_error() {
+    let data = vec![0u8; 16];
+    let t = TensorToWrite { name: "w".into(), ty: GgmlType::F32, shape: vec![4], data: &data };
+    let mut bytes = Vec::new();
+    write_gguf(&mut bytes, &Metadata::default(), &[t]).unwrap();
+    let h = parse_header(&bytes).unwrap();
+    // The offset field follows name (8 + 1), n_dims (4), one dimension (8) and the type (4).
+    let at = h.tensors[0].info_offset as usize + 8 + 1 + 4 + 8 + 4;
+    assert_eq!(bytes[at..at + 8], 0u64.to_le_bytes());
+    // A multiple of the alignment whose sum with the data start wraps to exactly 0.
+    let wrapping = 0u64.wrapping_sub(h.data_offset);
+    bytes[at..at + 8].copy_from_slice(&wrapping.to_le_bytes());
+    let err = parse_header(&bytes).unwrap_err();
+    assert!(matches!(err, GgufError::Truncated { .. }) && err.to_string().contains("tensor 'w'"), "{err}");
+}

@@ -85,7 +85,12 @@ fn build(isa: Isa) -> Kernels {
     for ty in GgmlType::ALL {
         let s = slot(ty);
         k.vec_dot[s] = scalar_vec_dot(ty);
-        k.quantize[s] = ty.spec().from_f32;
+        k.quantize[s] = match ty {
+            // Activations are quantized as llama.cpp's x86 build does (not with the weight codec).
+            GgmlType::Q8_0 => Some(reference::quantize_row_q8_0 as QuantizeFn),
+            GgmlType::Q8_1 => Some(reference::quantize_row_q8_1 as QuantizeFn),
+            _ => ty.spec().from_f32,
+        };
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx2 {
             if let Some(f) = crate::x86::avx2::vec_dot(ty) {

@@ -228,15 +228,18 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
     let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
     let file_len = buf.len() as u64;
     for t in &mut tensors {
-        t.offset += data_offset;
-        let end = t.offset.checked_add(t.n_bytes);
-        if end.is_none_or(|e| e > file_len) {
-            return Err(GgufError::Truncated {
-                field: format!("data of tensor '{}'", t.name),
-                offset: t.offset,
-                needed: t.n_bytes,
-                len: file_len,
-            });
+        // The relative offset comes from the file: adding the data start may overflow.
+        let start = t.offset.checked_add(data_offset);
+        match start.and_then(|s| s.checked_add(t.n_bytes)) {
+            Some(end) if end <= file_len => t.offset += data_offset,
+            _ => {
+                return Err(GgufError::Truncated {
+                    field: format!("data of tensor '{}'", t.name),
+                    offset: start.unwrap_or(u64::MAX),
+                    needed: t.n_bytes,
+                    len: file_len,
+                })
+            }
         }
     }
     Ok(Header { version, metadata, tensors, alignment, data_offset })

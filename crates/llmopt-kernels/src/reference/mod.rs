@@ -24,14 +24,39 @@ fn encode(ty: GgmlType, x: &[f32], y: &mut [u8]) {
     (ty.spec().from_f32.expect("activation formats have encoders"))(x, y)
 }
 
-/// ggml's `quantize_row_q8_0_ref` (scale `amax / 127`, `roundf`).
-pub fn quantize_row_q8_0(x: &[f32], y: &mut [u8]) {
-    encode(GgmlType::Q8_0, x, y)
+/// One block of activations as ggml's x86 `quantize_row_q8_0`: `d = amax / 127`, values times
+/// `127 / amax` rounded half to even. (Weights use the tensor crate's `_ref` codec, which divides by
+/// `d` and rounds half away from zero, as llama-quantize does.) Returns `(d, sum of qs)`.
+fn q8_activation_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut sum = 0;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        let i = (v * id).round_ties_even() as i32;
+        sum += i;
+        *q = i as i8 as u8;
+    }
+    (d, sum)
 }
 
-/// ggml's `quantize_row_q8_1_ref` (as q8_0, plus `s = d * sum(qs)` as f16).
+/// Q8_0 activations as llama.cpp's x86 build makes them (see `q8_activation_block`).
+pub fn quantize_row_q8_0(x: &[f32], y: &mut [u8]) {
+    assert!(x.len() % 32 == 0 && y.len() == x.len() / 32 * 34, "q8_0: bad lengths");
+    for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(34)) {
+        let (d, _) = q8_activation_block(xb, &mut yb[2..]);
+        yb[..2].copy_from_slice(&llmopt_tensor::f32_to_f16(d).to_le_bytes());
+    }
+}
+
+/// Q8_1 activations as llama.cpp's x86 build makes them, plus `s = d * sum(qs)` as f16.
 pub fn quantize_row_q8_1(x: &[f32], y: &mut [u8]) {
-    encode(GgmlType::Q8_1, x, y)
+    assert!(x.len() % 32 == 0 && y.len() == x.len() / 32 * 36, "q8_1: bad lengths");
+    for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(36)) {
+        let (d, sum) = q8_activation_block(xb, &mut yb[4..]);
+        yb[..2].copy_from_slice(&llmopt_tensor::f32_to_f16(d).to_le_bytes());
+        yb[2..4].copy_from_slice(&llmopt_tensor::f32_to_f16(d * sum as f32).to_le_bytes());
+    }
 }
 
 /// ggml's `quantize_row_q8_K_ref` (scale `-127 / max`, round to nearest even, block sums).

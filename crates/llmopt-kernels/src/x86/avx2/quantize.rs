@@ -1,7 +1,7 @@
-//! AVX2 activation quantizers. They produce exactly the bytes of the scalar references
-//! (ggml's `quantize_row_*_ref`): same `1 / d` multiplier, `roundf` (half away from zero) for
-//! Q8_0/Q8_1, round-half-even for Q8_K. (ggml's own AVX2 `quantize_row_q8_0` differs: it
-//! multiplies by `127 / amax` and rounds half to even.)
+//! AVX2 activation quantizers. They produce exactly the bytes of the scalar references in
+//! `reference`: for Q8_0/Q8_1 ggml's x86 `quantize_row_q8_0/1` (multiplier `127 / amax`, round half
+//! to even — what llama.cpp runs on this CPU, so activations match it), for Q8_K ggml's `_ref`
+//! (round half to even), which its x86 build also uses.
 
 use std::arch::x86_64::*;
 
@@ -27,16 +27,6 @@ fn max_abs(v: &[__m256; 4]) -> f32 {
     _mm_cvtss_f32(m4)
 }
 
-/// `roundf` per lane: truncate, then step away from zero when the dropped part is >= 0.5.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn round_away(v: __m256) -> __m256 {
-    let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    let frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(v, t));
-    let step = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0)), _mm256_set1_ps(1.0));
-    let up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5), _CMP_GE_OQ);
-    _mm256_add_ps(t, _mm256_and_ps(up, step))
-}
-
 /// Pack 4 x 8 i32 (each in -128..=127) into 32 bytes in order.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn pack_i8(i: [__m256i; 4], out: &mut [u8]) {
@@ -53,14 +43,17 @@ fn f16_bytes(v: f32) -> [u8; 2] {
     llmopt_tensor::f32_to_f16(v).to_le_bytes()
 }
 
-/// One 32-element block to `qs` with `roundf`; returns `(d, sum of qs)`.
+/// One 32-element block to `qs` (multiplier `127 / amax`, round half to even); returns
+/// `(d, sum of qs)`.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
     let v = [ld(x, 0), ld(x, 8), ld(x, 16), ld(x, 24)];
     let amax = max_abs(&v);
     let d = amax / 127.0;
-    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
-    let i = v.map(|v| _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v, id))));
+    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    let i = v.map(|v| {
+        _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+    });
     let sum =
         hsum_i32_8(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
     pack_i8(i, qs);
