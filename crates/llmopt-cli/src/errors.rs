@@ -24,7 +24,9 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<GenerateError>() {
             return match e {
-                GenerateError::TooLong { .. } => Some("shorten the prompt or lower --max-tokens".into()),
+                GenerateError::TooLong { .. } => {
+                    Some("shorten the prompt or lower --max-tokens".into())
+                }
                 GenerateError::EmptyPrompt => Some("pass a non-empty --prompt".into()),
                 GenerateError::Model(m) => model_hint(m),
             };
@@ -32,12 +34,16 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         if cause.downcast_ref::<SamplerError>().is_some() {
             return Some("see `llmopt generate --help` for the valid ranges".into());
         }
-        if let Some(PerplexityError::TextTooShort { .. }) = cause.downcast_ref::<PerplexityError>() {
+        if let Some(PerplexityError::TextTooShort { .. }) = cause.downcast_ref::<PerplexityError>()
+        {
             return Some("use a longer --file or a smaller --ctx".into());
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::NotFound {
-                return Some("check the path; `scripts/setup` installs the example models into models/".into());
+                return Some(
+                    "check the path; `scripts/setup` installs the example models into models/"
+                        .into(),
+                );
             }
         }
     }
@@ -62,8 +68,12 @@ fn gguf_hint(e: &GgufError) -> Option<String> {
 
 fn model_hint(e: &ModelError) -> Option<String> {
     match e {
-        ModelError::UnknownArchitecture(_) => Some(format!("supported architectures: {}", ArchSpec::supported().join(", "))),
-        ModelError::ContextExceeded { .. } | ModelError::KvCacheFull { .. } => Some("shorten the prompt or lower --max-tokens".into()),
+        ModelError::UnknownArchitecture(_) => {
+            Some(format!("supported architectures: {}", ArchSpec::supported().join(", ")))
+        }
+        ModelError::ContextExceeded { .. } | ModelError::KvCacheFull { .. } => {
+            Some("shorten the prompt or lower --max-tokens".into())
+        }
         ModelError::Format(g) => gguf_hint(g),
         _ => None,
     }

@@ -19,8 +19,12 @@ pub struct Loaded {
 impl Loaded {
     /// Opens `path` and builds the model and tokenizer; `threads` defaults to the physical cores.
     pub fn open(path: &Path, threads: Option<usize>) -> Result<Self> {
-        let file = Arc::new(GgufFile::open(path).with_context(|| format!("cannot load model {}", path.display()))?);
-        let model = Model::from_gguf(file.clone()).with_context(|| format!("cannot load model {}", path.display()))?;
+        let file = Arc::new(
+            GgufFile::open(path)
+                .with_context(|| format!("cannot load model {}", path.display()))?,
+        );
+        let model = Model::from_gguf(file.clone())
+            .with_context(|| format!("cannot load model {}", path.display()))?;
         let tokenizer = Tokenizer::from_gguf(file.metadata())
             .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
         let threads = match threads {
@@ -35,7 +39,12 @@ impl Loaded {
     pub fn chat_template(&self) -> Result<ChatTemplate> {
         ChatTemplate::from_gguf(self.file.metadata())
             .context("cannot read the chat template")?
-            .ok_or_else(|| anyhow::anyhow!("{} has no chat template (tokenizer.chat_template)", self.file.path().display()))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} has no chat template (tokenizer.chat_template)",
+                    self.file.path().display()
+                )
+            })
     }
 
     /// Whether `id` ends a generation (EOS, end-of-turn).

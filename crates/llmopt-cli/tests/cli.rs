@@ -52,7 +52,8 @@ fn inspect_json_describes_smollm2() {
     assert_eq!(v["chat_template"], true);
     let bpw = v["bits_per_weight"].as_f64().unwrap();
     assert!((5.0..6.5).contains(&bpw), "{bpw}");
-    let types: Vec<&str> = v["tensor_types"].as_array().unwrap().iter().map(|t| t["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> =
+        v["tensor_types"].as_array().unwrap().iter().map(|t| t["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["Q4_1", "Q8_0", "F32"]);
     let human = llmopt(&["inspect", &smollm2()]);
     assert!(text(&human.stdout).contains("bits per weight"));
@@ -60,13 +61,40 @@ fn inspect_json_describes_smollm2() {
 
 #[test]
 fn generate_greedy_streams_text_and_reports_speed() {
-    let out = llmopt(&["generate", "-m", &smollm2(), "-p", "The capital of France is", "--temperature", "0", "-n", "8", "-t", "2"]);
+    let out = llmopt(&[
+        "generate",
+        "-m",
+        &smollm2(),
+        "-p",
+        "The capital of France is",
+        "--temperature",
+        "0",
+        "-n",
+        "8",
+        "-t",
+        "2",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("Paris"), "stdout: {}", text(&out.stdout));
     let err = text(&out.stderr);
     assert!(err.contains("tokens/s") && err.contains("generation: 8 tokens"), "{err}");
     // Same seed, same sampled text.
-    let run = || llmopt(&["generate", "-m", &smollm2(), "-p", "Once upon a time", "--temperature", "0.9", "--seed", "5", "-n", "12"]).stdout;
+    let run = || {
+        llmopt(&[
+            "generate",
+            "-m",
+            &smollm2(),
+            "-p",
+            "Once upon a time",
+            "--temperature",
+            "0.9",
+            "--seed",
+            "5",
+            "-n",
+            "12",
+        ])
+        .stdout
+    };
     assert_eq!(run(), run());
 }
 
@@ -79,7 +107,12 @@ fn chat_keeps_history_over_turns() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"What is the capital of France?\nAnd of Italy?\n/exit\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\nAnd of Italy?\n/exit\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr).matches("tokens/s").count(), 2);
@@ -94,7 +127,17 @@ fn chat_keeps_history_over_turns() {
          <|im_start|>assistant\n{}<|im_end|>\n<|im_start|>user\nAnd of Italy?<|im_end|>\n<|im_start|>assistant\n",
         replies[0]
     );
-    let fresh = llmopt(&["generate", "-m", &smollm2(), "-p", &conversation, "--temperature", "0", "-n", "16"]);
+    let fresh = llmopt(&[
+        "generate",
+        "-m",
+        &smollm2(),
+        "-p",
+        &conversation,
+        "--temperature",
+        "0",
+        "-n",
+        "16",
+    ]);
     assert!(fresh.status.success(), "{}", text(&fresh.stderr));
     assert_eq!(text(&fresh.stdout).trim_end(), replies[1]);
 }
@@ -102,7 +145,19 @@ fn chat_keeps_history_over_turns() {
 #[test]
 fn perplexity_json_has_the_documented_fields() {
     let file = llmopt_testdata::britannica().display().to_string();
-    let out = llmopt(&["eval", "perplexity", "-m", &smollm2(), "-f", &file, "--ctx", "64", "--chunks", "2", "--json"]);
+    let out = llmopt(&[
+        "eval",
+        "perplexity",
+        "-m",
+        &smollm2(),
+        "-f",
+        &file,
+        "--ctx",
+        "64",
+        "--chunks",
+        "2",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["chunks"], 2);
@@ -122,7 +177,10 @@ fn bad_model_files_are_named_errors() {
     let dir = temp_dir("bad");
     assert_fails(&llmopt(&["inspect", "/no/such/model.gguf"]), &["/no/such/model.gguf", "hint:"]);
     let not_gguf = write_file(&dir, "notes.gguf", b"this is a text file, not a model\n");
-    assert_fails(&llmopt(&["generate", "-m", &not_gguf, "-p", "hi"]), &["not a GGUF file", "hint:"]);
+    assert_fails(
+        &llmopt(&["generate", "-m", &not_gguf, "-p", "hi"]),
+        &["not a GGUF file", "hint:"],
+    );
 
     let real = std::fs::read(smollm2()).unwrap();
     let truncated = write_file(&dir, "truncated.gguf", &real[..200_000]);
@@ -132,36 +190,62 @@ fn bad_model_files_are_named_errors() {
     let mut meta = Metadata::default();
     meta.insert("general.architecture", MetaValue::String("mamba".into()));
     let data = vec![0u8; 4 * 32 * 4];
-    let tensors = [TensorToWrite { name: "x.weight".into(), ty: GgmlType::F32, shape: vec![32, 4], data: &data }];
+    let tensors = [TensorToWrite {
+        name: "x.weight".into(),
+        ty: GgmlType::F32,
+        shape: vec![32, 4],
+        data: &data,
+    }];
     let mut bytes = Vec::new();
     write_gguf(&mut bytes, &meta, &tensors).unwrap();
     let unknown_arch = write_file(&dir, "mamba.gguf", &bytes);
-    assert_fails(&llmopt(&["generate", "-m", &unknown_arch, "-p", "hi"]), &["unknown architecture 'mamba'", "supported", "llama"]);
+    assert_fails(
+        &llmopt(&["generate", "-m", &unknown_arch, "-p", "hi"]),
+        &["unknown architecture 'mamba'", "supported", "llama"],
+    );
 
     // A tensor type id no format has: the error names the tensor and the byte offset.
     let header = parse_header(&bytes).unwrap();
     let at = header.tensors[0].info_offset as usize + 8 + "x.weight".len() + 4 + 16;
     bytes[at..at + 4].copy_from_slice(&77u32.to_le_bytes());
     let bad_type = write_file(&dir, "badtype.gguf", &bytes);
-    assert_fails(&llmopt(&["inspect", &bad_type]), &["'x.weight'", "type 77", &format!("offset {at}")]);
+    assert_fails(
+        &llmopt(&["inspect", &bad_type]),
+        &["'x.weight'", "type 77", &format!("offset {at}")],
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn bad_run_options_are_named_errors() {
     let m = smollm2();
-    assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hi", "--temperature", "-1"]), &["temperature"]);
+    assert_fails(
+        &llmopt(&["generate", "-m", &m, "-p", "hi", "--temperature", "-1"]),
+        &["temperature"],
+    );
     assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hi", "--top-p", "0"]), &["top-p"]);
     assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hi", "--min-p", "2"]), &["min-p"]);
-    assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hi", "--repeat-penalty", "0"]), &["repeat-penalty"]);
+    assert_fails(
+        &llmopt(&["generate", "-m", &m, "-p", "hi", "--repeat-penalty", "0"]),
+        &["repeat-penalty"],
+    );
     assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hi", "-t", "0"]), &["--threads"]);
-    assert_fails(&llmopt(&["generate", "-m", &m, "-p", "hello there", "-n", "9000"]), &["context", "hint:"]);
+    assert_fails(
+        &llmopt(&["generate", "-m", &m, "-p", "hello there", "-n", "9000"]),
+        &["context", "hint:"],
+    );
     let long_prompt = "word ".repeat(9000);
     assert_fails(&llmopt(&["generate", "-m", &m, "-p", &long_prompt, "-n", "1"]), &["context"]);
-    assert_fails(&llmopt(&["eval", "perplexity", "-m", &m, "-f", "/no/such.txt"]), &["/no/such.txt"]);
+    assert_fails(
+        &llmopt(&["eval", "perplexity", "-m", &m, "-f", "/no/such.txt"]),
+        &["/no/such.txt"],
+    );
     let dir = temp_dir("short");
     let short = write_file(&dir, "short.txt", b"Too short to score.");
-    assert_fails(&llmopt(&["eval", "perplexity", "-m", &m, "-f", &short]), &["fewer than one chunk", "hint:"]);
+    assert_fails(
+        &llmopt(&["eval", "perplexity", "-m", &m, "-f", &short]),
+        &["fewer than one chunk", "hint:"],
+    );
     std::fs::remove_dir_all(&dir).unwrap();
     // Usage errors come from clap with exit code 2.
     let out = llmopt(&["generate", "--prompt", "hi"]);

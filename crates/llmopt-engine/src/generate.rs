@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use llmopt_kernels::ThreadPool;
-use llmopt_model::{KvCache, Logits, Model, ModelError, SeqId, SeqInput, Workspace, DEFAULT_BLOCK_SIZE};
+use llmopt_model::{
+    KvCache, Logits, Model, ModelError, SeqId, SeqInput, Workspace, DEFAULT_BLOCK_SIZE,
+};
 
 use crate::sampler::Sampler;
 
@@ -76,7 +78,16 @@ impl<'m> Generator<'m> {
         let capacity = capacity.min(model.config.context_length).max(1);
         let mut kv = KvCache::new(&model.config, capacity, DEFAULT_BLOCK_SIZE);
         let seq = kv.add_sequence();
-        Self { model, pool, kv, seq, ws: Workspace::new(), history: Vec::with_capacity(capacity), pending: Vec::new(), capacity }
+        Self {
+            model,
+            pool,
+            kv,
+            seq,
+            ws: Workspace::new(),
+            history: Vec::with_capacity(capacity),
+            pending: Vec::new(),
+            capacity,
+        }
     }
 
     /// Tokens in the sequence so far (prompts and generated tokens).
@@ -112,7 +123,13 @@ impl<'m> Generator<'m> {
         let chunks = tokens.len().div_ceil(PREFILL_CHUNK);
         for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
             let logits = if i + 1 == chunks { Logits::Last } else { Logits::None };
-            self.model.forward(self.pool, &[SeqInput { seq: self.seq, tokens: chunk, logits }], &mut self.kv, &mut self.ws, None)?;
+            self.model.forward(
+                self.pool,
+                &[SeqInput { seq: self.seq, tokens: chunk, logits }],
+                &mut self.kv,
+                &mut self.ws,
+                None,
+            )?;
         }
         self.history.extend_from_slice(&all[n_pending..]);
         Ok(self.last_logits())
@@ -167,7 +184,13 @@ impl<'m> Generator<'m> {
                 break;
             }
             let step = [tok];
-            self.model.forward(self.pool, &[SeqInput { seq: self.seq, tokens: &step, logits: Logits::Last }], &mut self.kv, &mut self.ws, None)?;
+            self.model.forward(
+                self.pool,
+                &[SeqInput { seq: self.seq, tokens: &step, logits: Logits::Last }],
+                &mut self.kv,
+                &mut self.ws,
+                None,
+            )?;
         }
         Ok(GenerationStats {
             prompt_tokens: prompt.len(),

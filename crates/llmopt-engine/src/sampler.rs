@@ -23,7 +23,15 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        Self { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64, seed: 0 }
+        Self {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
     }
 }
 
@@ -37,7 +45,9 @@ pub enum SamplerError {
 impl SamplerConfig {
     /// Checks every value's range.
     pub fn validate(&self) -> Result<(), SamplerError> {
-        let bad = |name, value: f32, expected| Err(SamplerError::Invalid { name, value: value.to_string(), expected });
+        let bad = |name, value: f32, expected| {
+            Err(SamplerError::Invalid { name, value: value.to_string(), expected })
+        };
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
             return bad("temperature", self.temperature, "must be a finite number >= 0");
         }
@@ -88,7 +98,11 @@ impl Sampler {
                     continue;
                 }
                 if let Some(l) = self.logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / self.cfg.repeat_penalty } else { *l * self.cfg.repeat_penalty };
+                    *l = if *l > 0.0 {
+                        *l / self.cfg.repeat_penalty
+                    } else {
+                        *l * self.cfg.repeat_penalty
+                    };
                 }
             }
         }
@@ -98,7 +112,8 @@ impl Sampler {
         self.cand.clear();
         self.cand.extend(self.logits.iter().enumerate().map(|(i, &l)| (l, i as u32)));
         let desc = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        let k = if self.cfg.top_k == 0 { self.cand.len() } else { self.cfg.top_k.min(self.cand.len()) };
+        let k =
+            if self.cfg.top_k == 0 { self.cand.len() } else { self.cfg.top_k.min(self.cand.len()) };
         if k < self.cand.len() {
             self.cand.select_nth_unstable_by(k - 1, desc);
             self.cand.truncate(k);
@@ -150,7 +165,15 @@ mod tests {
     use super::*;
 
     fn cfg(temperature: f32) -> SamplerConfig {
-        SamplerConfig { temperature, top_k: 0, top_p: 1.0, min_p: 0.0, repeat_penalty: 1.0, repeat_last_n: 64, seed: 7 }
+        SamplerConfig {
+            temperature,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 7,
+        }
     }
 
     #[test]

@@ -81,7 +81,13 @@ pub fn perplexity(
             chunk[0] = bos;
         }
         let seq = kv.add_sequence();
-        let logits = model.forward(pool, &[SeqInput { seq, tokens: &chunk, logits: Logits::From(first) }], &mut kv, &mut ws, None);
+        let logits = model.forward(
+            pool,
+            &[SeqInput { seq, tokens: &chunk, logits: Logits::From(first) }],
+            &mut kv,
+            &mut ws,
+            None,
+        );
         let logits = match logits {
             Ok(l) => l,
             Err(e) => {
@@ -106,7 +112,14 @@ pub fn perplexity(
     let ppl = mean.exp();
     let var = nll2 / count as f64 - mean * mean;
     let stderr = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
-    Ok(PerplexityReport { perplexity: ppl, stderr, nll: mean, tokens_scored: count, chunks: n_chunks, running })
+    Ok(PerplexityReport {
+        perplexity: ppl,
+        stderr,
+        nll: mean,
+        tokens_scored: count,
+        chunks: n_chunks,
+        running,
+    })
 }
 
 #[cfg(test)]

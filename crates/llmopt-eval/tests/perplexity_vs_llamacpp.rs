@@ -13,7 +13,8 @@ use llmopt_tokenizer::Tokenizer;
 
 fn fixture(name: &str) -> serde_json::Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llamacpp-perplexity.json");
-    let all: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     all["models"].as_array().unwrap().iter().find(|m| m["model"] == name).unwrap().clone()
 }
 
@@ -28,10 +29,18 @@ fn check(name: &str) {
         text.pop();
     }
     let tokens = tok.encode(&text, true, false);
-    assert_eq!(tokens.len() as u64, reference["n_tokens_text"].as_u64().unwrap(), "{name}: token count");
+    assert_eq!(
+        tokens.len() as u64,
+        reference["n_tokens_text"].as_u64().unwrap(),
+        "{name}: token count"
+    );
     let first: Vec<u32> = serde_json::from_value(reference["first_token_ids"].clone()).unwrap();
     assert_eq!(&tokens[..first.len()], &first[..], "{name}: first tokens");
-    let cfg = PerplexityConfig { ctx: 512, max_chunks: Some(8), bos: if tok.add_bos() { tok.bos() } else { None } };
+    let cfg = PerplexityConfig {
+        ctx: 512,
+        max_chunks: Some(8),
+        bos: if tok.add_bos() { tok.bos() } else { None },
+    };
     let r = perplexity(&model, &ThreadPool::new(2), &tokens, &cfg, &mut |_, _, _| {}).unwrap();
     let want = reference["chunks_8"]["ppl"].as_f64().unwrap();
     let want_se = reference["chunks_8"]["ppl_plus_minus"].as_f64().unwrap();
@@ -45,7 +54,11 @@ fn check(name: &str) {
         r.stderr,
         rel * 100.0
     );
-    assert!((r.stderr - want_se).abs() / want_se < 0.02, "{name}: stderr {:.5} vs {want_se:.5}", r.stderr);
+    assert!(
+        (r.stderr - want_se).abs() / want_se < 0.02,
+        "{name}: stderr {:.5} vs {want_se:.5}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The GGUF reader on files the test writes (every metadata type, every tensor type, broken files)
 //! and on the real models that setup installs.
 
-use llmopt_formats::gguf::{parse_header, write_gguf, GgufError, GgufFile, MetaValue, Metadata, TensorToWrite};
+use llmopt_formats::gguf::{
+    parse_header, write_gguf, GgufError, GgufFile, MetaValue, Metadata, TensorToWrite,
+};
 use llmopt_tensor::GgmlType;
 
 const ALL_TYPES: &[GgmlType] = &[
@@ -35,7 +37,10 @@ fn sample_metadata() -> Metadata {
     m.insert("t.i64", MetaValue::I64(-(1 << 40)));
     m.insert("t.f64", MetaValue::F64(-2.25));
     m.insert("t.str", MetaValue::String("héllo ▁ wörld".into()));
-    m.insert("t.arr", MetaValue::Array(vec![MetaValue::String("a".into()), MetaValue::String("bc".into())]));
+    m.insert(
+        "t.arr",
+        MetaValue::Array(vec![MetaValue::String("a".into()), MetaValue::String("bc".into())]),
+    );
     m.insert("t.arr_f32", MetaValue::Array(vec![MetaValue::F32(0.5), MetaValue::F32(-1.0)]));
     m.insert("t.nested", MetaValue::Array(vec![MetaValue::Array(vec![MetaValue::I32(1)])]));
     m
@@ -50,7 +55,12 @@ fn sample_file() -> (Vec<u8>, Vec<Vec<u8>>) {
     let tensors: Vec<TensorToWrite<'_>> = ALL_TYPES
         .iter()
         .zip(&datas)
-        .map(|(ty, d)| TensorToWrite { name: format!("t.{}", ty.name()), ty: *ty, shape: vec![512, 2], data: d })
+        .map(|(ty, d)| TensorToWrite {
+            name: format!("t.{}", ty.name()),
+            ty: *ty,
+            shape: vec![512, 2],
+            data: d,
+        })
         .collect();
     let mut out = Vec::new();
     write_gguf(&mut out, &sample_metadata(), &tensors).unwrap();
@@ -83,7 +93,8 @@ fn round_trips_every_value_and_tensor_type() {
 #[test]
 fn every_truncation_is_a_clean_error() {
     let (bytes, _) = sample_file();
-    let end = parse_header(&bytes).unwrap().tensors.iter().map(|t| t.offset + t.n_bytes).max().unwrap();
+    let end =
+        parse_header(&bytes).unwrap().tensors.iter().map(|t| t.offset + t.n_bytes).max().unwrap();
     for len in 0..end as usize {
         match parse_header(&bytes[..len]) {
             Err(GgufError::Truncated { .. }) => {}
@@ -123,7 +134,10 @@ fn errors_name_the_problem() {
     let mut bad = bytes.clone();
     bad[at] = 7;
     let err = parse_header(&bad).unwrap_err();
-    assert!(err.to_string().contains("'t.bool'") && err.to_string().contains(&format!("offset {at}")), "{err}");
+    assert!(
+        err.to_string().contains("'t.bool'") && err.to_string().contains(&format!("offset {at}")),
+        "{err}"
+    );
 
     // An absurd array length fails before allocating.
     let key = b"t.arr";
@@ -171,5 +185,8 @@ fn tensor_offset_overflowing_past_the_data_start_is_an_error() {
     let wrapping = 0u64.wrapping_sub(h.data_offset);
     bytes[at..at + 8].copy_from_slice(&wrapping.to_le_bytes());
     let err = parse_header(&bytes).unwrap_err();
-    assert!(matches!(err, GgufError::Truncated { .. }) && err.to_string().contains("tensor 'w'"), "{err}");
+    assert!(
+        matches!(err, GgufError::Truncated { .. }) && err.to_string().contains("tensor 'w'"),
+        "{err}"
+    );
 }

@@ -37,15 +37,11 @@ pub fn dot_f16(isa: Isa, a: &[f16], b: &[f16]) -> f32 {
 }
 
 /// ggml's GGML_F32x8_REDUCE of four 8-lane accumulators.
-fn reduce(mut x: [[f32; 8]; 4]) -> f32 {
-    for l in 0..8 {
-        x[0][l] += x[2][l];
-        x[1][l] += x[3][l];
-    }
-    for l in 0..8 {
-        x[0][l] += x[1][l];
-    }
-    let t0: [f32; 4] = std::array::from_fn(|l| x[0][l] + x[0][l + 4]);
+fn reduce(x: [[f32; 8]; 4]) -> f32 {
+    let a: [f32; 8] = std::array::from_fn(|l| x[0][l] + x[2][l]);
+    let b: [f32; 8] = std::array::from_fn(|l| x[1][l] + x[3][l]);
+    let c: [f32; 8] = std::array::from_fn(|l| a[l] + b[l]);
+    let t0: [f32; 4] = std::array::from_fn(|l| c[l] + c[l + 4]);
     let t1 = [t0[0] + t0[1], t0[2] + t0[3]];
     t1[0] + t1[1]
 }
@@ -164,7 +160,11 @@ mod tests {
         }
         for n in [8, 31, 32, 64, 67, 256] {
             let (a, b) = (vals(n, 0.5), vals(n, 9.0));
-            assert_eq!(dot_f16(Isa::Scalar, &a, &b).to_bits(), dot_f16(Isa::Avx2, &a, &b).to_bits(), "dot n={n}");
+            assert_eq!(
+                dot_f16(Isa::Scalar, &a, &b).to_bits(),
+                dot_f16(Isa::Avx2, &a, &b).to_bits(),
+                "dot n={n}"
+            );
             let (mut y1, mut y2) = (vals(n, 3.0), vals(n, 3.0));
             for step in 0..20 {
                 let v = 0.37 * step as f32 - 2.0;
@@ -180,7 +180,8 @@ mod tests {
     #[test]
     fn dot_is_close_to_f64() {
         let (a, b) = (vals(256, 1.0), vals(256, 2.0));
-        let exact: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(x.to_f32()) * f64::from(y.to_f32())).sum();
+        let exact: f64 =
+            a.iter().zip(&b).map(|(x, y)| f64::from(x.to_f32()) * f64::from(y.to_f32())).sum();
         assert!((f64::from(dot_f16(Isa::Scalar, &a, &b)) - exact).abs() < 1e-3);
     }
 }

@@ -54,7 +54,14 @@ unsafe impl Sync for OutPtr {}
 unsafe impl Send for OutPtr {}
 
 /// Computes `out[t, h] = softmax(q[t, h] · K^T * scale) V` for every token `t` and head `h`.
-pub fn attend(pool: &ThreadPool, b: &AttentionBatch<'_>, q: &[f32], k_cache: &[f16], v_cache: &[f16], out: &mut [f32]) {
+pub fn attend(
+    pool: &ThreadPool,
+    b: &AttentionBatch<'_>,
+    q: &[f32],
+    k_cache: &[f16],
+    v_cache: &[f16],
+    out: &mut [f32],
+) {
     let (hd, nh) = (b.head_dim, b.n_head);
     let n_tok = b.positions.len();
     assert!(hd <= MAX_HEAD_DIM, "head size {hd} exceeds {MAX_HEAD_DIM}");
@@ -74,7 +81,9 @@ pub fn attend(pool: &ThreadPool, b: &AttentionBatch<'_>, q: &[f32], k_cache: &[f
         let kv_off = (h / group) * hd;
         let rows = &offsets[lo..=pos];
         match b.precision {
-            AttnPrecision::F32 => attend_one(q_row, rows, kv_off, kv_dim, k_cache, v_cache, b.scale, o),
+            AttnPrecision::F32 => {
+                attend_one(q_row, rows, kv_off, kv_dim, k_cache, v_cache, b.scale, o)
+            }
             AttnPrecision::F16 => attend_one_f16(q_row, rows, kv_off, k_cache, v_cache, b.scale, o),
         }
     };
@@ -83,7 +92,15 @@ pub fn attend(pool: &ThreadPool, b: &AttentionBatch<'_>, q: &[f32], k_cache: &[f
 
 /// One query head against the cached rows at `offsets`, all in f16 as ggml's
 /// `flash_attn_ext_f16_one_chunk`: f16 query, f16 dot, f16 accumulator rescaled on a new maximum.
-fn attend_one_f16(q: &[f32], offsets: &[usize], kv_off: usize, k: &[f16], v: &[f16], scale: f32, out: &mut [f32]) {
+fn attend_one_f16(
+    q: &[f32],
+    offsets: &[usize],
+    kv_off: usize,
+    k: &[f16],
+    v: &[f16],
+    scale: f32,
+    out: &mut [f32],
+) {
     let hd = q.len();
     let isa = Isa::best();
     let mut qh = [f16::ZERO; MAX_HEAD_DIM];
@@ -114,7 +131,16 @@ fn attend_one_f16(q: &[f32], offsets: &[usize], kv_off: usize, k: &[f16], v: &[f
 
 /// One query head against the cached rows at `offsets` (+ `kv_off` for its KV head), in f32.
 #[allow(clippy::too_many_arguments)]
-fn attend_one(q: &[f32], offsets: &[usize], kv_off: usize, kv_dim: usize, k: &[f16], v: &[f16], scale: f32, out: &mut [f32]) {
+fn attend_one(
+    q: &[f32],
+    offsets: &[usize],
+    kv_off: usize,
+    kv_dim: usize,
+    k: &[f16],
+    v: &[f16],
+    scale: f32,
+    out: &mut [f32],
+) {
     let hd = q.len();
     debug_assert!(kv_off + hd <= kv_dim);
     let qh = q;
@@ -169,14 +195,25 @@ mod tests {
     use super::*;
 
     /// Two-pass softmax attention in f64 (query rounded to f16 when `round_q`): the reference.
-    fn naive(q: &[f32], keys: &[Vec<f32>], vals: &[Vec<f32>], scale: f32, round_q: bool) -> Vec<f32> {
+    fn naive(
+        q: &[f32],
+        keys: &[Vec<f32>],
+        vals: &[Vec<f32>],
+        scale: f32,
+        round_q: bool,
+    ) -> Vec<f32> {
         let r = |x: f32| f64::from(f16::from_f32(x).to_f32());
         let rq = |x: f32| if round_q { r(x) } else { f64::from(x) };
-        let s: Vec<f64> = keys.iter().map(|k| q.iter().zip(k).map(|(&a, &b)| rq(a) * r(b)).sum::<f64>() * f64::from(scale)).collect();
+        let s: Vec<f64> = keys
+            .iter()
+            .map(|k| q.iter().zip(k).map(|(&a, &b)| rq(a) * r(b)).sum::<f64>() * f64::from(scale))
+            .collect();
         let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
         let z: f64 = e.iter().sum();
-        (0..q.len()).map(|d| (e.iter().zip(vals).map(|(w, v)| w * r(v[d])).sum::<f64>() / z) as f32).collect()
+        (0..q.len())
+            .map(|d| (e.iter().zip(vals).map(|(w, v)| w * r(v[d])).sum::<f64>() / z) as f32)
+            .collect()
     }
 
     #[test]
@@ -191,7 +228,12 @@ mod tests {
         let positions = [0usize, 5, 22];
         let q: Vec<f32> = (0..positions.len() * nh * hd).map(|i| val(i + 99)).collect();
         let seq_offsets = vec![(0usize, n_pos); positions.len()];
-        for (window, precision) in [(None, AttnPrecision::F32), (Some(4), AttnPrecision::F32), (None, AttnPrecision::F16), (Some(5), AttnPrecision::F16)] {
+        for (window, precision) in [
+            (None, AttnPrecision::F32),
+            (Some(4), AttnPrecision::F32),
+            (None, AttnPrecision::F16),
+            (Some(5), AttnPrecision::F16),
+        ] {
             let b = AttentionBatch {
                 positions: &positions,
                 seq_offsets: &seq_offsets,
@@ -211,10 +253,18 @@ mod tests {
                         let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
                         let kvh = h / (nh / nkv);
                         let rows = |c: &[f16]| -> Vec<Vec<f32>> {
-                            (lo..=pos).map(|p| c[offsets[p] + kvh * hd..][..hd].iter().map(|x| x.to_f32()).collect()).collect()
+                            (lo..=pos)
+                                .map(|p| {
+                                    c[offsets[p] + kvh * hd..][..hd]
+                                        .iter()
+                                        .map(|x| x.to_f32())
+                                        .collect()
+                                })
+                                .collect()
                         };
                         let f16 = precision == AttnPrecision::F16;
-                        let want = naive(&q[(t * nh + h) * hd..][..hd], &rows(&kc), &rows(&vc), 0.3, f16);
+                        let want =
+                            naive(&q[(t * nh + h) * hd..][..hd], &rows(&kc), &rows(&vc), 0.3, f16);
                         let got = &out[(t * nh + h) * hd..][..hd];
                         // The f16 accumulator rounds at every step (relative 2^-11 each).
                         let tol = if f16 { 1e-2 } else { 1e-4 };

@@ -36,11 +36,13 @@ impl ModelConfig {
         let key = |k: &str| format!("{}.{k}", arch.name);
         let req = |k: &str| -> Result<usize, ModelError> {
             let full = key(k);
-            let v = meta.get_u64(&full).ok_or_else(|| ModelError::MissingMetadata { key: full.clone() })?;
-            usize::try_from(v)
-                .ok()
-                .filter(|&v| v > 0)
-                .ok_or(ModelError::InvalidMetadata { key: full, reason: format!("{v} is out of range") })
+            let v = meta
+                .get_u64(&full)
+                .ok_or_else(|| ModelError::MissingMetadata { key: full.clone() })?;
+            usize::try_from(v).ok().filter(|&v| v > 0).ok_or(ModelError::InvalidMetadata {
+                key: full,
+                reason: format!("{v} is out of range"),
+            })
         };
         let opt = |k: &str| meta.get_u64(&key(k)).map(|v| v as usize);
         let d_model = req("embedding_length")?;
@@ -77,7 +79,9 @@ impl ModelConfig {
                 })
             }
         };
-        let sliding_window = arch.sliding_window.map(|sw| opt("attention.sliding_window").unwrap_or(sw.default_window));
+        let sliding_window = arch
+            .sliding_window
+            .map(|sw| opt("attention.sliding_window").unwrap_or(sw.default_window));
         let cfg = Self {
             arch,
             n_layer: req("block_count")?,
@@ -88,7 +92,9 @@ impl ModelConfig {
             ffn_dim: req("feed_forward_length")?,
             vocab_size,
             context_length: req("context_length")?,
-            rms_eps: meta.get_f32(&key("attention.layer_norm_rms_epsilon")).unwrap_or(arch.default_rms_eps),
+            rms_eps: meta
+                .get_f32(&key("attention.layer_norm_rms_epsilon"))
+                .unwrap_or(arch.default_rms_eps),
             rope_base: meta.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0),
             rope_freq_scale,
             rope_dim: opt("rope.dimension_count").unwrap_or(head_dim),
@@ -100,12 +106,20 @@ impl ModelConfig {
 
     /// Checks relations between the numbers that the forward pass relies on.
     pub fn validate(self) -> Result<Self, ModelError> {
-        let bad = |key: &str, reason: String| Err(ModelError::InvalidMetadata { key: key.into(), reason });
-        if self.rope_dim > self.head_dim || self.rope_dim % 2 != 0 {
-            return bad("rope.dimension_count", format!("{} for head size {}", self.rope_dim, self.head_dim));
+        let bad = |key: &str, reason: String| {
+            Err(ModelError::InvalidMetadata { key: key.into(), reason })
+        };
+        if self.rope_dim > self.head_dim || !self.rope_dim.is_multiple_of(2) {
+            return bad(
+                "rope.dimension_count",
+                format!("{} for head size {}", self.rope_dim, self.head_dim),
+            );
         }
-        if self.n_head % self.n_kv_head != 0 {
-            return bad("attention.head_count_kv", format!("{} does not divide {}", self.n_kv_head, self.n_head));
+        if !self.n_head.is_multiple_of(self.n_kv_head) {
+            return bad(
+                "attention.head_count_kv",
+                format!("{} does not divide {}", self.n_kv_head, self.n_head),
+            );
         }
         Ok(self)
     }
@@ -113,7 +127,7 @@ impl ModelConfig {
     /// Whether layer `il` attends through a sliding window, and the window.
     pub fn layer_window(&self, il: usize) -> Option<usize> {
         let sw = self.arch.sliding_window?;
-        if (il + 1) % sw.global_every == 0 {
+        if (il + 1).is_multiple_of(sw.global_every) {
             None
         } else {
             self.sliding_window

@@ -133,7 +133,10 @@ impl Model {
         for s in batch {
             let start = kv.seq_len(s.seq)?;
             if start + s.tokens.len() > c.context_length {
-                return Err(ModelError::ContextExceeded { needed: start + s.tokens.len(), context: c.context_length });
+                return Err(ModelError::ContextExceeded {
+                    needed: start + s.tokens.len(),
+                    context: c.context_length,
+                });
             }
             if let Some(&t) = s.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
                 return Err(ModelError::TokenOutOfRange { token: t.into(), vocab: c.vocab_size });
@@ -202,10 +205,23 @@ impl Model {
 
         // Final norm and vocabulary projection of the rows that want logits.
         for (i, &r) in ws.logit_rows.iter().enumerate() {
-            ops::rms_norm_into(&ws.x[r * d..(r + 1) * d], &mut ws.logits_in[i * d..(i + 1) * d], &self.output_norm, c.rms_eps);
+            ops::rms_norm_into(
+                &ws.x[r * d..(r + 1) * d],
+                &mut ws.logits_in[i * d..(i + 1) * d],
+                &self.output_norm,
+                c.rms_eps,
+            );
         }
         if n_logits > 0 {
-            run_linear(pool, &self.output, &ws.logits_in, n_logits, &mut ws.scratch, &mut ws.logits, &mut obs)?;
+            run_linear(
+                pool,
+                &self.output,
+                &ws.logits_in,
+                n_logits,
+                &mut ws.scratch,
+                &mut ws.logits,
+                &mut obs,
+            )?;
         }
         Ok(&ws.logits[..n_logits * c.vocab_size])
     }
@@ -238,10 +254,34 @@ impl Model {
         let base = c.layer_rope_base(il);
         let half = c.rope_dim / 2;
         for t in 0..n {
-            ops::rope_angles(ws.positions[t], base, c.rope_freq_scale, c.rope_dim, &mut ws.cos[..half], &mut ws.sin[..half]);
-            ops::rope_apply(&mut ws.q[t * qd..(t + 1) * qd], hd, c.arch.rope, &ws.cos[..half], &ws.sin[..half]);
-            ops::rope_apply(&mut ws.k[t * kvd..(t + 1) * kvd], hd, c.arch.rope, &ws.cos[..half], &ws.sin[..half]);
-            kv.write(il, ws.write_slots[t], &ws.k[t * kvd..(t + 1) * kvd], &ws.v[t * kvd..(t + 1) * kvd]);
+            ops::rope_angles(
+                ws.positions[t],
+                base,
+                c.rope_freq_scale,
+                c.rope_dim,
+                &mut ws.cos[..half],
+                &mut ws.sin[..half],
+            );
+            ops::rope_apply(
+                &mut ws.q[t * qd..(t + 1) * qd],
+                hd,
+                c.arch.rope,
+                &ws.cos[..half],
+                &ws.sin[..half],
+            );
+            ops::rope_apply(
+                &mut ws.k[t * kvd..(t + 1) * kvd],
+                hd,
+                c.arch.rope,
+                &ws.cos[..half],
+                &ws.sin[..half],
+            );
+            kv.write(
+                il,
+                ws.write_slots[t],
+                &ws.k[t * kvd..(t + 1) * kvd],
+                &ws.v[t * kvd..(t + 1) * kvd],
+            );
         }
         let ab = AttentionBatch {
             positions: &ws.positions,

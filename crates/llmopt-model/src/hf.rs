@@ -37,9 +37,13 @@ pub enum HfLoadError {
 impl ModelConfig {
     /// The configuration of a Hugging Face model; the architecture comes from `architectures[0]`.
     pub fn from_hf(c: &HfConfig) -> Result<Self, ModelError> {
-        let class = c.architecture().ok_or_else(|| ModelError::MissingMetadata { key: "architectures".into() })?;
-        let arch = ArchSpec::by_hf_class(class).ok_or_else(|| ModelError::UnknownArchitecture(class.into()))?;
-        let invalid = |key: &str, reason: String| ModelError::InvalidMetadata { key: key.into(), reason };
+        let class = c
+            .architecture()
+            .ok_or_else(|| ModelError::MissingMetadata { key: "architectures".into() })?;
+        let arch = ArchSpec::by_hf_class(class)
+            .ok_or_else(|| ModelError::UnknownArchitecture(class.into()))?;
+        let invalid =
+            |key: &str, reason: String| ModelError::InvalidMetadata { key: key.into(), reason };
         for (key, v) in [
             ("hidden_size", c.hidden_size),
             ("num_hidden_layers", c.num_hidden_layers),
@@ -54,14 +58,22 @@ impl ModelConfig {
         }
         let n_head = c.num_attention_heads;
         let n_kv_head = c.num_key_value_heads.unwrap_or(n_head);
-        if n_kv_head == 0 || n_head % n_kv_head != 0 {
-            return Err(invalid("num_key_value_heads", format!("{n_kv_head} KV heads do not divide {n_head} heads")));
+        if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
+            return Err(invalid(
+                "num_key_value_heads",
+                format!("{n_kv_head} KV heads do not divide {n_head} heads"),
+            ));
         }
         let head_dim = match c.head_dim {
             Some(0) => return Err(invalid("head_dim", "must be positive".into())),
             Some(d) => d,
-            None if c.hidden_size % n_head == 0 => c.hidden_size / n_head,
-            None => return Err(invalid("hidden_size", format!("{} is not a multiple of {n_head} heads", c.hidden_size))),
+            None if c.hidden_size.is_multiple_of(n_head) => c.hidden_size / n_head,
+            None => {
+                return Err(invalid(
+                    "hidden_size",
+                    format!("{} is not a multiple of {n_head} heads", c.hidden_size),
+                ))
+            }
         };
         let rope_freq_scale = match &c.rope_scaling {
             None => 1.0,
@@ -86,7 +98,9 @@ impl ModelConfig {
         }
         let attn_scale = match c.query_pre_attn_scalar {
             Some(s) if s > 0.0 => 1.0 / s.sqrt(),
-            Some(s) => return Err(invalid("query_pre_attn_scalar", format!("{s} is not positive"))),
+            Some(s) => {
+                return Err(invalid("query_pre_attn_scalar", format!("{s} is not positive")))
+            }
             None => 1.0 / (head_dim as f32).sqrt(),
         };
         Self {
@@ -103,7 +117,9 @@ impl ModelConfig {
             rope_base: c.rope_theta.unwrap_or(10_000.0),
             rope_freq_scale,
             rope_dim: head_dim,
-            sliding_window: arch.sliding_window.map(|sw| c.sliding_window.unwrap_or(sw.default_window)),
+            sliding_window: arch
+                .sliding_window
+                .map(|sw| c.sliding_window.unwrap_or(sw.default_window)),
             attn_scale,
         }
         .validate()
@@ -157,7 +173,13 @@ impl SafetensorsSource {
     /// Wraps an open checkpoint for a model configured as `config`. With `tie_word_embeddings`
     /// false, `lm_head.weight` must be present.
     pub fn new(st: SafetensorsModel, config: &ModelConfig, tie_word_embeddings: bool) -> Self {
-        Self { st, arch: config.arch, n_head: config.n_head, n_kv_head: config.n_kv_head, tie_word_embeddings }
+        Self {
+            st,
+            arch: config.arch,
+            n_head: config.n_head,
+            n_kv_head: config.n_kv_head,
+            tie_word_embeddings,
+        }
     }
 
     /// The checkpoint.
@@ -197,14 +219,23 @@ impl SafetensorsSource {
         Some((name.hf_name(layer, suffix), conv))
     }
 
-    fn convert(&self, gguf: &str, t: &Tensor<'_>, conv: Conversion) -> Result<SourceTensor, ModelError> {
+    fn convert(
+        &self,
+        gguf: &str,
+        t: &Tensor<'_>,
+        conv: Conversion,
+    ) -> Result<SourceTensor, ModelError> {
         let ty = t.dtype.ggml_type();
         let shape: Vec<usize> = t.shape.iter().rev().copied().collect();
-        let bad = |reason: String| ModelError::BadTensor { name: format!("{gguf} (HF '{}')", t.name), reason };
+        let bad = |reason: String| ModelError::BadTensor {
+            name: format!("{gguf} (HF '{}')", t.name),
+            reason,
+        };
         let data = match conv {
             Conversion::None => {
                 let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = t.file.clone();
-                Bytes::slice_of(owner, t.offset, t.n_bytes).ok_or_else(|| bad("out of file bounds".into()))?
+                Bytes::slice_of(owner, t.offset, t.n_bytes)
+                    .ok_or_else(|| bad("out of file bounds".into()))?
             }
             Conversion::Norm => {
                 let n: usize = t.shape.iter().product();
@@ -212,12 +243,18 @@ impl SafetensorsSource {
                 ty.to_f32(t.data(), &mut v).map_err(|e| bad(e.to_string()))?;
                 let offset = self.arch.hf_norm_offset;
                 let bytes = v.iter().flat_map(|x| (x + offset).to_le_bytes()).collect();
-                return Ok(SourceTensor { ty: llmopt_tensor::GgmlType::F32, shape, data: Bytes::from_vec(bytes) });
+                return Ok(SourceTensor {
+                    ty: llmopt_tensor::GgmlType::F32,
+                    shape,
+                    data: Bytes::from_vec(bytes),
+                });
             }
             Conversion::PermuteRows { n_head } => {
                 let rows = t.shape.first().copied().unwrap_or(1);
                 if n_head == 0 || rows % (2 * n_head) != 0 {
-                    return Err(bad(format!("{rows} rows cannot be split into {n_head} heads of pairs")));
+                    return Err(bad(format!(
+                        "{rows} rows cannot be split into {n_head} heads of pairs"
+                    )));
                 }
                 let row_bytes = t.n_bytes / rows;
                 Bytes::from_vec(permute_rows(t.data(), rows, row_bytes, n_head))
@@ -250,19 +287,30 @@ impl TensorSource for SafetensorsSource {
         let Some((hf, conv)) = self.resolve(name) else { return Ok(None) };
         let t = match self.st.tensor(&hf) {
             Ok(Some(t)) => t,
-            Ok(None) if name == self.arch.names.output.gguf_name(None, "weight") && !self.tie_word_embeddings => {
+            Ok(None)
+                if name == self.arch.names.output.gguf_name(None, "weight")
+                    && !self.tie_word_embeddings =>
+            {
                 return Err(ModelError::MissingTensor {
-                    name: format!("{hf} (tie_word_embeddings is false) in {}", self.st.dir().display()),
+                    name: format!(
+                        "{hf} (tie_word_embeddings is false) in {}",
+                        self.st.dir().display()
+                    ),
                 })
             }
             Ok(None) => return Ok(None),
             Err(HfError::UnsupportedDtype { name: hf, dtype, path }) => {
                 return Err(ModelError::BadTensor {
                     name: format!("{name} (HF '{hf}')"),
-                    reason: format!("dtype {dtype} in {} is not supported (F32, F16, BF16)", path.display()),
+                    reason: format!(
+                        "dtype {dtype} in {} is not supported (F32, F16, BF16)",
+                        path.display()
+                    ),
                 })
             }
-            Err(e) => return Err(ModelError::BadTensor { name: name.into(), reason: e.to_string() }),
+            Err(e) => {
+                return Err(ModelError::BadTensor { name: name.into(), reason: e.to_string() })
+            }
         };
         self.convert(name, &t, conv).map(Some)
     }
@@ -278,17 +326,18 @@ impl Model {
         let config = ModelConfig::from_hf(&hf)?;
         let tie = hf.tie_word_embeddings.unwrap_or(config.arch.tied_output_default);
         let src = SafetensorsSource::new(st, &config, tie);
-        Self::from_source(config, &src).map_err(|e| match e {
-            // Name the tensor as the checkpoint does.
-            ModelError::MissingTensor { name } => match src.hf_name(&name) {
-                Some(hf) => ModelError::MissingTensor {
-                    name: format!("{hf} (GGUF {name}) in {}", src.checkpoint().dir().display()),
+        Self::from_source(config, &src)
+            .map_err(|e| match e {
+                // Name the tensor as the checkpoint does.
+                ModelError::MissingTensor { name } => match src.hf_name(&name) {
+                    Some(hf) => ModelError::MissingTensor {
+                        name: format!("{hf} (GGUF {name}) in {}", src.checkpoint().dir().display()),
+                    },
+                    None => ModelError::MissingTensor { name },
                 },
-                None => ModelError::MissingTensor { name },
-            },
-            e => e,
-        })
-        .map_err(HfLoadError::from)
+                e => e,
+            })
+            .map_err(HfLoadError::from)
     }
 }
 

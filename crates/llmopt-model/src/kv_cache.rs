@@ -67,7 +67,10 @@ impl KvCache {
     }
 
     fn state(&self, id: SeqId) -> Result<&SeqState, ModelError> {
-        self.seqs.get(id.0 as usize).and_then(Option::as_ref).ok_or(ModelError::UnknownSequence(id.0))
+        self.seqs
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .ok_or(ModelError::UnknownSequence(id.0))
     }
 
     /// Tokens stored for a sequence.
@@ -78,7 +81,11 @@ impl KvCache {
     /// Forgets the tokens of a sequence from position `len` on, freeing whole blocks past it.
     pub fn truncate(&mut self, id: SeqId, len: usize) -> Result<(), ModelError> {
         let bs = self.block_size;
-        let state = self.seqs.get_mut(id.0 as usize).and_then(Option::as_mut).ok_or(ModelError::UnknownSequence(id.0))?;
+        let state = self
+            .seqs
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+            .ok_or(ModelError::UnknownSequence(id.0))?;
         if len < state.len {
             state.len = len;
             let keep = len.div_ceil(bs);
@@ -108,7 +115,10 @@ impl KvCache {
         let have = self.state(id)?.blocks.len();
         let need = new_len.div_ceil(bs).saturating_sub(have);
         if need > self.free.len() {
-            return Err(ModelError::KvCacheFull { needed_tokens: new_len, capacity: self.capacity() });
+            return Err(ModelError::KvCacheFull {
+                needed_tokens: new_len,
+                capacity: self.capacity(),
+            });
         }
         let taken: Vec<u32> = (0..need).filter_map(|_| self.free.pop()).collect();
         let state = self.seqs[id.0 as usize].as_mut().ok_or(ModelError::UnknownSequence(id.0))?;

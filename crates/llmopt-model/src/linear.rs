@@ -25,7 +25,11 @@ impl std::fmt::Debug for Bytes {
 
 impl Bytes {
     /// A range of an owner's bytes; fails when the range is out of bounds.
-    pub fn slice_of(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, start: usize, len: usize) -> Option<Self> {
+    pub fn slice_of(
+        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        start: usize,
+        len: usize,
+    ) -> Option<Self> {
         let total = (*owner).as_ref().len();
         (start.checked_add(len)? <= total).then_some(Self { owner, start, len })
     }
@@ -53,8 +57,16 @@ pub struct Weight {
 
 impl Weight {
     /// Checks that `data` holds exactly `rows` rows of `cols` values of `ty`.
-    pub fn new(name: &str, ty: GgmlType, rows: usize, cols: usize, data: Bytes) -> Result<Self, ModelError> {
-        let row_bytes = ty.row_bytes(cols).map_err(|e| ModelError::BadTensor { name: name.into(), reason: e.to_string() })?;
+    pub fn new(
+        name: &str,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: Bytes,
+    ) -> Result<Self, ModelError> {
+        let row_bytes = ty
+            .row_bytes(cols)
+            .map_err(|e| ModelError::BadTensor { name: name.into(), reason: e.to_string() })?;
         if row_bytes * rows != data.as_slice().len() {
             return Err(ModelError::BadTensor {
                 name: name.into(),
@@ -77,11 +89,14 @@ impl Weight {
     /// Dequantizes row `r` into `out` (`cols` values).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<(), ModelError> {
         let rb = self.row_bytes();
-        let bytes = self.data.as_slice().get(r * rb..(r + 1) * rb).ok_or(ModelError::TokenOutOfRange {
-            token: r as u64,
-            vocab: self.rows,
-        })?;
-        self.ty.to_f32(bytes, &mut out[..self.cols]).map_err(|e| ModelError::BadTensor { name: "row".into(), reason: e.to_string() })
+        let bytes = self
+            .data
+            .as_slice()
+            .get(r * rb..(r + 1) * rb)
+            .ok_or(ModelError::TokenOutOfRange { token: r as u64, vocab: self.rows })?;
+        self.ty
+            .to_f32(bytes, &mut out[..self.cols])
+            .map_err(|e| ModelError::BadTensor { name: "row".into(), reason: e.to_string() })
     }
 
     /// Bytes of the whole matrix.
@@ -111,7 +126,14 @@ impl Linear {
     }
 
     /// `y[t] = W x[t] + b` for `n_tok` rows; `scratch` holds the quantized activations.
-    pub fn forward(&self, pool: &ThreadPool, x: &[f32], n_tok: usize, scratch: &mut Vec<u8>, y: &mut [f32]) -> Result<(), ModelError> {
+    pub fn forward(
+        &self,
+        pool: &ThreadPool,
+        x: &[f32],
+        n_tok: usize,
+        scratch: &mut Vec<u8>,
+        y: &mut [f32],
+    ) -> Result<(), ModelError> {
         let out = self.out_features();
         let y = &mut y[..n_tok * out];
         matmul(pool, &self.weight.view(), &x[..n_tok * self.in_features()], n_tok, scratch, y)

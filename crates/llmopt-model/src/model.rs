@@ -31,9 +31,14 @@ impl TensorSource for Arc<GgufFile> {
     fn tensor(&self, name: &str) -> Result<Option<SourceTensor>, ModelError> {
         let Some(info) = GgufFile::tensor(self, name) else { return Ok(None) };
         let owner: Arc<dyn AsRef<[u8]> + Send + Sync> = self.clone();
-        let data = Bytes::slice_of(owner, info.offset as usize, info.n_bytes as usize)
-            .ok_or_else(|| ModelError::BadTensor { name: name.into(), reason: "out of file bounds".into() })?;
-        Ok(Some(SourceTensor { ty: info.ty, shape: info.shape.iter().map(|&d| d as usize).collect(), data }))
+        let data = Bytes::slice_of(owner, info.offset as usize, info.n_bytes as usize).ok_or_else(
+            || ModelError::BadTensor { name: name.into(), reason: "out of file bounds".into() },
+        )?;
+        Ok(Some(SourceTensor {
+            ty: info.ty,
+            shape: info.shape.iter().map(|&d| d as usize).collect(),
+            data,
+        }))
     }
 }
 
@@ -77,7 +82,12 @@ impl<S: TensorSource> Loader<'_, S> {
         self.src.tensor(name)?.ok_or_else(|| ModelError::MissingTensor { name: name.into() })
     }
 
-    fn vector(&self, t: &TensorName, layer: Option<usize>, len: usize) -> Result<Vec<f32>, ModelError> {
+    fn vector(
+        &self,
+        t: &TensorName,
+        layer: Option<usize>,
+        len: usize,
+    ) -> Result<Vec<f32>, ModelError> {
         let name = t.gguf_name(layer, "weight");
         self.vector_named(&name, len)
     }
@@ -85,14 +95,24 @@ impl<S: TensorSource> Loader<'_, S> {
     fn vector_named(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
         let t = self.get(name)?;
         if t.shape.iter().product::<usize>() != len {
-            return Err(ModelError::BadTensor { name: name.into(), reason: format!("shape {:?}, expected {len} values", t.shape) });
+            return Err(ModelError::BadTensor {
+                name: name.into(),
+                reason: format!("shape {:?}, expected {len} values", t.shape),
+            });
         }
         let mut out = vec![0.0; len];
-        t.ty.to_f32(t.data.as_slice(), &mut out).map_err(|e| ModelError::BadTensor { name: name.into(), reason: e.to_string() })?;
+        t.ty.to_f32(t.data.as_slice(), &mut out)
+            .map_err(|e| ModelError::BadTensor { name: name.into(), reason: e.to_string() })?;
         Ok(out)
     }
 
-    fn optional_vector(&self, t: &TensorName, layer: Option<usize>, len: usize, wanted: bool) -> Result<Option<Vec<f32>>, ModelError> {
+    fn optional_vector(
+        &self,
+        t: &TensorName,
+        layer: Option<usize>,
+        len: usize,
+        wanted: bool,
+    ) -> Result<Option<Vec<f32>>, ModelError> {
         if !wanted {
             return Ok(None);
         }
@@ -102,12 +122,21 @@ impl<S: TensorSource> Loader<'_, S> {
     fn weight(&self, name: &str, rows: usize, cols: usize) -> Result<Weight, ModelError> {
         let t = self.get(name)?;
         if t.shape.len() != 2 || t.shape[0] != cols || t.shape[1] != rows {
-            return Err(ModelError::BadTensor { name: name.into(), reason: format!("shape {:?}, expected [{cols}, {rows}]", t.shape) });
+            return Err(ModelError::BadTensor {
+                name: name.into(),
+                reason: format!("shape {:?}, expected [{cols}, {rows}]", t.shape),
+            });
         }
         Weight::new(name, t.ty, rows, cols, t.data)
     }
 
-    fn linear(&self, t: &TensorName, layer: usize, rows: usize, cols: usize) -> Result<Linear, ModelError> {
+    fn linear(
+        &self,
+        t: &TensorName,
+        layer: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Linear, ModelError> {
         let name = t.gguf_name(Some(layer), "weight");
         let weight = self.weight(&name, rows, cols)?;
         let bias_name = t.gguf_name(Some(layer), "bias");
@@ -131,7 +160,12 @@ impl<S: TensorSource> Loader<'_, S> {
             attn_output: self.linear(&n.attn_output, il, d, c.q_dim())?,
             attn_q_norm: self.optional_vector(&n.attn_q_norm, Some(il), hd, a.qk_norm)?,
             attn_k_norm: self.optional_vector(&n.attn_k_norm, Some(il), hd, a.qk_norm)?,
-            post_attention_norm: self.optional_vector(&n.post_attention_norm, Some(il), d, a.post_norms)?,
+            post_attention_norm: self.optional_vector(
+                &n.post_attention_norm,
+                Some(il),
+                d,
+                a.post_norms,
+            )?,
             ffn_norm: self.vector(&n.ffn_norm, Some(il), d)?,
             ffn_gate: self.linear(&n.ffn_gate, il, c.ffn_dim, d)?,
             ffn_up: self.linear(&n.ffn_up, il, c.ffn_dim, d)?,
@@ -148,7 +182,8 @@ impl Model {
             .metadata()
             .get_str("general.architecture")
             .ok_or_else(|| ModelError::MissingMetadata { key: "general.architecture".into() })?;
-        let arch = ArchSpec::by_name(arch_name).ok_or_else(|| ModelError::UnknownArchitecture(arch_name.into()))?;
+        let arch = ArchSpec::by_name(arch_name)
+            .ok_or_else(|| ModelError::UnknownArchitecture(arch_name.into()))?;
         let config = ModelConfig::from_gguf(arch, file.metadata())?;
         Self::from_source(config, &file)
     }
@@ -161,8 +196,14 @@ impl Model {
         let token_embd = ld.weight(&embd_name, config.vocab_size, config.d_model)?;
         let output_name = names.output.gguf_name(None, "weight");
         let output = match src.tensor(&output_name)? {
-            Some(_) => Linear { weight: ld.weight(&output_name, config.vocab_size, config.d_model)?, name: output_name, bias: None },
-            None if config.arch.tied_output_default => Linear { name: embd_name, weight: token_embd.clone(), bias: None },
+            Some(_) => Linear {
+                weight: ld.weight(&output_name, config.vocab_size, config.d_model)?,
+                name: output_name,
+                bias: None,
+            },
+            None if config.arch.tied_output_default => {
+                Linear { name: embd_name, weight: token_embd.clone(), bias: None }
+            }
             None => return Err(ModelError::MissingTensor { name: output_name }),
         };
         let output_norm = ld.vector(&names.output_norm, None, config.d_model)?;
@@ -175,7 +216,15 @@ impl Model {
         self.layers
             .iter_mut()
             .flat_map(|l| {
-                [&mut l.attn_q, &mut l.attn_k, &mut l.attn_v, &mut l.attn_output, &mut l.ffn_gate, &mut l.ffn_up, &mut l.ffn_down]
+                [
+                    &mut l.attn_q,
+                    &mut l.attn_k,
+                    &mut l.attn_v,
+                    &mut l.attn_output,
+                    &mut l.ffn_gate,
+                    &mut l.ffn_up,
+                    &mut l.ffn_down,
+                ]
             })
             .chain(std::iter::once(&mut self.output))
     }
@@ -184,7 +233,17 @@ impl Model {
     pub fn linears(&self) -> impl Iterator<Item = &Linear> {
         self.layers
             .iter()
-            .flat_map(|l| [&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down])
+            .flat_map(|l| {
+                [
+                    &l.attn_q,
+                    &l.attn_k,
+                    &l.attn_v,
+                    &l.attn_output,
+                    &l.ffn_gate,
+                    &l.ffn_up,
+                    &l.ffn_down,
+                ]
+            })
             .chain(std::iter::once(&self.output))
     }
 }

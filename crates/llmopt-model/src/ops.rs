@@ -35,7 +35,14 @@ pub fn rms_norm_row(row: &mut [f32], weight: &[f32], eps: f32) {
 }
 
 /// Rotary embedding tables for one position: `cos[i]`, `sin[i]` for pair `i` of `rope_dim / 2`.
-pub fn rope_angles(pos: usize, base: f32, freq_scale: f32, rope_dim: usize, cos: &mut [f32], sin: &mut [f32]) {
+pub fn rope_angles(
+    pos: usize,
+    base: f32,
+    freq_scale: f32,
+    rope_dim: usize,
+    cos: &mut [f32],
+    sin: &mut [f32],
+) {
     let theta_scale = base.powf(-2.0 / rope_dim as f32);
     let mut theta = pos as f32;
     for i in 0..rope_dim / 2 {

@@ -33,7 +33,16 @@ fn check_model(name: &str) {
     let mut kv = KvCache::new(&m.config, 64, 4);
     let mut ws = Workspace::new();
     let s = kv.add_sequence();
-    let all = m.forward(&pool, &[SeqInput { seq: s, tokens: &a, logits: Logits::All }], &mut kv, &mut ws, None).unwrap().to_vec();
+    let all = m
+        .forward(
+            &pool,
+            &[SeqInput { seq: s, tokens: &a, logits: Logits::All }],
+            &mut kv,
+            &mut ws,
+            None,
+        )
+        .unwrap()
+        .to_vec();
     assert_eq!(all.len(), a.len() * vocab);
     assert!(all.iter().all(|v| v.is_finite()));
 
@@ -41,7 +50,15 @@ fn check_model(name: &str) {
     let mut kv2 = KvCache::new(&m.config, 64, 4);
     let s2 = kv2.add_sequence();
     for (i, t) in a.iter().enumerate() {
-        let l = m.forward(&pool, &[SeqInput { seq: s2, tokens: std::slice::from_ref(t), logits: Logits::Last }], &mut kv2, &mut ws, None).unwrap();
+        let l = m
+            .forward(
+                &pool,
+                &[SeqInput { seq: s2, tokens: std::slice::from_ref(t), logits: Logits::Last }],
+                &mut kv2,
+                &mut ws,
+                None,
+            )
+            .unwrap();
         let d = max_rel_diff(l, &all[i * vocab..(i + 1) * vocab]);
         assert!(d < 2e-3, "{name}: token {i}: prefill vs decode differ by {d}");
     }
@@ -49,15 +66,35 @@ fn check_model(name: &str) {
     // A ragged batch: `b` fresh, and one more token of `a` appended to its cached sequence.
     let sb = kv.add_sequence();
     let next = [a[3]];
-    let batch = [SeqInput { seq: sb, tokens: &b, logits: Logits::All }, SeqInput { seq: s, tokens: &next, logits: Logits::Last }];
+    let batch = [
+        SeqInput { seq: sb, tokens: &b, logits: Logits::All },
+        SeqInput { seq: s, tokens: &next, logits: Logits::Last },
+    ];
     let ragged = m.forward(&pool, &batch, &mut kv, &mut ws, None).unwrap().to_vec();
     assert_eq!(ragged.len(), (b.len() + 1) * vocab);
     let mut kv3 = KvCache::new(&m.config, 64, 4);
     let s3 = kv3.add_sequence();
-    let alone = m.forward(&pool, &[SeqInput { seq: s3, tokens: &b, logits: Logits::All }], &mut kv3, &mut ws, None).unwrap().to_vec();
+    let alone = m
+        .forward(
+            &pool,
+            &[SeqInput { seq: s3, tokens: &b, logits: Logits::All }],
+            &mut kv3,
+            &mut ws,
+            None,
+        )
+        .unwrap()
+        .to_vec();
     let d = max_rel_diff(&ragged[..b.len() * vocab], &alone);
     assert!(d < 2e-3, "{name}: ragged vs alone differ by {d}");
-    let l = m.forward(&pool, &[SeqInput { seq: s2, tokens: &next, logits: Logits::Last }], &mut kv2, &mut ws, None).unwrap();
+    let l = m
+        .forward(
+            &pool,
+            &[SeqInput { seq: s2, tokens: &next, logits: Logits::Last }],
+            &mut kv2,
+            &mut ws,
+            None,
+        )
+        .unwrap();
     let d = max_rel_diff(&ragged[b.len() * vocab..], l);
     assert!(d < 2e-3, "{name}: appended token differs by {d}");
 }
@@ -85,10 +122,26 @@ fn bad_input_is_an_error_not_a_panic() {
     let mut ws = Workspace::new();
     let s = kv.add_sequence();
     let bad = [m.config.vocab_size as u32];
-    let err = m.forward(&pool, &[SeqInput { seq: s, tokens: &bad, logits: Logits::Last }], &mut kv, &mut ws, None).unwrap_err();
+    let err = m
+        .forward(
+            &pool,
+            &[SeqInput { seq: s, tokens: &bad, logits: Logits::Last }],
+            &mut kv,
+            &mut ws,
+            None,
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
     let long = [1u32; 9];
-    let err = m.forward(&pool, &[SeqInput { seq: s, tokens: &long, logits: Logits::Last }], &mut kv, &mut ws, None).unwrap_err();
+    let err = m
+        .forward(
+            &pool,
+            &[SeqInput { seq: s, tokens: &long, logits: Logits::Last }],
+            &mut kv,
+            &mut ws,
+            None,
+        )
+        .unwrap_err();
     assert!(err.to_string().contains("KV cache full"), "{err}");
     assert_eq!(kv.seq_len(s).unwrap(), 0, "a failed call leaves the cache as it was");
 }

@@ -32,14 +32,37 @@ fn greedy(m: &Model, pool: &ThreadPool, prompt: &[u32], n: usize) -> (Vec<u32>, 
     let mut kv = KvCache::new(&m.config, prompt.len() + n, 16);
     let mut ws = Workspace::new();
     let s = kv.add_sequence();
-    let mut logits = m.forward(pool, &[SeqInput { seq: s, tokens: prompt, logits: Logits::Last }], &mut kv, &mut ws, None).unwrap().to_vec();
+    let mut logits = m
+        .forward(
+            pool,
+            &[SeqInput { seq: s, tokens: prompt, logits: Logits::Last }],
+            &mut kv,
+            &mut ws,
+            None,
+        )
+        .unwrap()
+        .to_vec();
     let (mut out, mut margins) = (Vec::new(), Vec::new());
     for _ in 0..n {
         let t = argmax(&logits);
-        let second = logits.iter().enumerate().filter(|(i, _)| *i as u32 != t).map(|(_, &v)| v).fold(f32::NEG_INFINITY, f32::max);
+        let second = logits
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u32 != t)
+            .map(|(_, &v)| v)
+            .fold(f32::NEG_INFINITY, f32::max);
         margins.push(logits[t as usize] - second);
         out.push(t);
-        logits = m.forward(pool, &[SeqInput { seq: s, tokens: &[t], logits: Logits::Last }], &mut kv, &mut ws, None).unwrap().to_vec();
+        logits = m
+            .forward(
+                pool,
+                &[SeqInput { seq: s, tokens: &[t], logits: Logits::Last }],
+                &mut kv,
+                &mut ws,
+                None,
+            )
+            .unwrap()
+            .to_vec();
     }
     (out, margins)
 }
@@ -57,9 +80,12 @@ fn first_difference(a: &[u32], b: &[u32]) -> usize {
 
 fn check(model_file: &str) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llamacpp-greedy.json");
-    let all: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let fixture = all["models"].as_array().unwrap().iter().find(|m| m["model"] == model_file).unwrap();
-    let m = Model::from_gguf(Arc::new(GgufFile::open(llmopt_testdata::model(model_file)).unwrap())).unwrap();
+    let all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let fixture =
+        all["models"].as_array().unwrap().iter().find(|m| m["model"] == model_file).unwrap();
+    let m = Model::from_gguf(Arc::new(GgufFile::open(llmopt_testdata::model(model_file)).unwrap()))
+        .unwrap();
     let pool = ThreadPool::new(2);
     let (mut report, mut failed) = (Vec::new(), false);
     for case in fixture["cases"].as_array().unwrap() {
@@ -75,7 +101,11 @@ fn check(model_file: &str) {
             "{} {:?}: equal to llama.cpp for {ours}/32 tokens (llama.cpp -fa off: {theirs}/32){}",
             if ok { "ok  " } else { "FAIL" },
             case["prompt"],
-            if ours < got.len() { format!(", then a {:.3} logit margin; ours {:?}", margins[ours], &got[..]) } else { String::new() }
+            if ours < got.len() {
+                format!(", then a {:.3} logit margin; ours {:?}", margins[ours], &got[..])
+            } else {
+                String::new()
+            }
         ));
     }
     assert!(!failed, "{model_file}:\n{}", report.join("\n"));

@@ -20,7 +20,11 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     if let Some(s) = &args.system {
         messages.push(ChatMessage { role: "system".into(), content: s.clone() });
     }
-    eprintln!("chat with {} ({} tokens of context). /reset clears the history, /exit quits.", args.run.model.display(), capacity);
+    eprintln!(
+        "chat with {} ({} tokens of context). /reset clears the history, /exit quits.",
+        args.run.model.display(),
+        capacity
+    );
     let stdin = std::io::stdin();
     let stdout = std::io::stdout();
     let mut line = String::new();
@@ -52,22 +56,32 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         let room = capacity.saturating_sub(tokens.len());
         if room == 0 {
             messages.pop();
-            eprintln!("error: the conversation ({} tokens) fills the context of {capacity}", tokens.len());
+            eprintln!(
+                "error: the conversation ({} tokens) fills the context of {capacity}",
+                tokens.len()
+            );
             eprintln!("hint: /reset to start over, or a larger --ctx");
             continue;
         }
         let mut out = stdout.lock();
         let mut stream = Utf8Stream::default();
         let mut reply = Vec::new();
-        let stats = gen.generate(&tokens[keep..], args.max_tokens.min(room), &mut sampler, &|t| m.is_eog(t), &mut |t| {
-            let piece = m.tokenizer.token_to_piece(t);
-            reply.push(t);
-            stream.push(&piece, &mut out).is_ok()
-        })?;
+        let stats = gen.generate(
+            &tokens[keep..],
+            args.max_tokens.min(room),
+            &mut sampler,
+            &|t| m.is_eog(t),
+            &mut |t| {
+                let piece = m.tokenizer.token_to_piece(t);
+                reply.push(t);
+                stream.push(&piece, &mut out).is_ok()
+            },
+        )?;
         stream.finish(&mut out).context("cannot write to stdout")?;
         writeln!(out).context("cannot write to stdout")?;
         eprintln!("[{} tokens, {:.1} tokens/s]", stats.generated_tokens, stats.generate_tps());
-        messages.push(ChatMessage { role: "assistant".into(), content: m.tokenizer.decode(&reply) });
+        messages
+            .push(ChatMessage { role: "assistant".into(), content: m.tokenizer.decode(&reply) });
     }
     Ok(())
 }

@@ -8,7 +8,8 @@ use crate::{cli::PerplexityArgs, load::Loaded};
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
-    let mut text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let mut text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     // As llama.cpp's -f: one trailing newline is not part of the text.
     if text.ends_with('\n') {
         text.pop();
@@ -19,9 +20,18 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
     let bos = if m.tokenizer.add_bos() { m.tokenizer.bos() } else { None };
     let cfg = PerplexityConfig { ctx: args.ctx, max_chunks: args.chunks, bos };
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} chunks, {msg} [{elapsed} < {eta}]").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} chunks, {msg} [{elapsed} < {eta}]")
+            .expect("valid template"),
+    );
     if !args.json && tokens.len() >= args.ctx {
-        eprintln!("{} tokens in {}; {} chunks of {} available", tokens.len(), args.file.display(), tokens.len() / args.ctx.max(1), args.ctx);
+        eprintln!(
+            "{} tokens in {}; {} chunks of {} available",
+            tokens.len(),
+            args.file.display(),
+            tokens.len() / args.ctx.max(1),
+            args.ctx
+        );
     }
     let report = ppl(&m.model, &m.pool, &tokens, &cfg, &mut |done, total, running| {
         bar.set_length(total as u64);
@@ -40,9 +50,13 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
         });
         println!("{v}");
     } else {
-        let running: Vec<String> = report.running.iter().enumerate().map(|(i, p)| format!("[{}]{p:.4}", i + 1)).collect();
+        let running: Vec<String> =
+            report.running.iter().enumerate().map(|(i, p)| format!("[{}]{p:.4}", i + 1)).collect();
         println!("{}", running.join(","));
-        println!("Final estimate: PPL = {:.4} +/- {:.5} ({} tokens scored in {} chunks of {})", report.perplexity, report.stderr, report.tokens_scored, report.chunks, args.ctx);
+        println!(
+            "Final estimate: PPL = {:.4} +/- {:.5} ({} tokens scored in {} chunks of {})",
+            report.perplexity, report.stderr, report.tokens_scored, report.chunks, args.ctx
+        );
     }
     Ok(())
 }

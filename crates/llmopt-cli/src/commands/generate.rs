@@ -34,7 +34,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     }
     let m = Loaded::open(&args.run.model, args.run.threads)?;
     let tokens = if args.chat {
-        let text = m.chat_template()?.render(&[ChatMessage { role: "user".into(), content: args.prompt.clone() }], true)?;
+        let text = m
+            .chat_template()?
+            .render(&[ChatMessage { role: "user".into(), content: args.prompt.clone() }], true)?;
         m.tokenizer.encode(&text, true, true)
     } else {
         // As llama.cpp does for a raw prompt: special tokens written in the text are parsed.
@@ -48,22 +50,32 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let needed = tokens.len() + args.max_tokens;
     let ctx = m.model.config.context_length;
     if needed > ctx {
-        return Err(GenerateError::TooLong { tokens: needed, prompt: tokens.len(), max_new: args.max_tokens, context: ctx }.into());
+        return Err(GenerateError::TooLong {
+            tokens: needed,
+            prompt: tokens.len(),
+            max_new: args.max_tokens,
+            context: ctx,
+        }
+        .into());
     }
     let mut gen = Generator::new(&m.model, &m.pool, needed);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut stream = Utf8Stream::default();
     let mut io_err = None;
-    let stats = gen.generate(&tokens, args.max_tokens, &mut sampler, &|t| m.is_eog(t), &mut |t| {
-        match stream.push(&m.tokenizer.token_to_piece(t), &mut out) {
+    let stats = gen.generate(
+        &tokens,
+        args.max_tokens,
+        &mut sampler,
+        &|t| m.is_eog(t),
+        &mut |t| match stream.push(&m.tokenizer.token_to_piece(t), &mut out) {
             Ok(()) => true,
             Err(e) => {
                 io_err = Some(e);
                 false
             }
-        }
-    })?;
+        },
+    )?;
     if let Some(e) = io_err {
         return Err(e).context("cannot write to stdout");
     }

@@ -55,7 +55,12 @@ fn build(f: &GgufFile) -> Report {
                 r.parameters += t.n_elements();
                 r.bytes += t.n_bytes;
             }
-            None => rows.push(TypeRow { ty: name, tensors: 1, parameters: t.n_elements(), bytes: t.n_bytes }),
+            None => rows.push(TypeRow {
+                ty: name,
+                tensors: 1,
+                parameters: t.n_elements(),
+                bytes: t.n_bytes,
+            }),
         }
     }
     rows.sort_by_key(|r| std::cmp::Reverse(r.bytes));
@@ -70,7 +75,11 @@ fn build(f: &GgufFile) -> Report {
         supported: cfg.is_some(),
         parameters,
         tensor_bytes,
-        bits_per_weight: if parameters > 0 { tensor_bytes as f64 * 8.0 / parameters as f64 } else { 0.0 },
+        bits_per_weight: if parameters > 0 {
+            tensor_bytes as f64 * 8.0 / parameters as f64
+        } else {
+            0.0
+        },
         context_length: key("context_length"),
         layers: cfg.as_ref().map(|c| c.n_layer),
         d_model: cfg.as_ref().map(|c| c.d_model),
@@ -78,10 +87,15 @@ fn build(f: &GgufFile) -> Report {
         kv_heads: cfg.as_ref().map(|c| c.n_kv_head),
         head_dim: cfg.as_ref().map(|c| c.head_dim),
         ffn_dim: cfg.as_ref().map(|c| c.ffn_dim),
-        vocab_size: cfg.as_ref().map(|c| c.vocab_size).or(meta.get_array("tokenizer.ggml.tokens").map(|a| a.len())),
-        tokenizer: meta.get_str("tokenizer.ggml.model").map(|m| match meta.get_str("tokenizer.ggml.pre") {
-            Some(pre) => format!("{m} (pre-tokenizer {pre})"),
-            None => m.to_owned(),
+        vocab_size: cfg
+            .as_ref()
+            .map(|c| c.vocab_size)
+            .or(meta.get_array("tokenizer.ggml.tokens").map(|a| a.len())),
+        tokenizer: meta.get_str("tokenizer.ggml.model").map(|m| {
+            match meta.get_str("tokenizer.ggml.pre") {
+                Some(pre) => format!("{m} (pre-tokenizer {pre})"),
+                None => m.to_owned(),
+            }
         }),
         chat_template: meta.get_str("tokenizer.chat_template").is_some(),
         architecture: arch_name,
@@ -107,7 +121,8 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 /// Prints the report as tables or JSON.
 #[allow(clippy::print_stdout)]
 pub fn run(args: &InspectArgs) -> Result<()> {
-    let f = GgufFile::open(&args.model).with_context(|| format!("cannot inspect {}", args.model.display()))?;
+    let f = GgufFile::open(&args.model)
+        .with_context(|| format!("cannot inspect {}", args.model.display()))?;
     let r = build(&f);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -129,7 +144,10 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         ("context length", opt(&r.context_length)),
         ("layers", opt(&r.layers)),
         ("d_model", opt(&r.d_model)),
-        ("heads / KV heads / head dim", format!("{} / {} / {}", opt(&r.heads), opt(&r.kv_heads), opt(&r.head_dim))),
+        (
+            "heads / KV heads / head dim",
+            format!("{} / {} / {}", opt(&r.heads), opt(&r.kv_heads), opt(&r.head_dim)),
+        ),
         ("feed-forward", opt(&r.ffn_dim)),
         ("vocabulary", opt(&r.vocab_size)),
         ("tokenizer", opt(&r.tokenizer)),

@@ -15,7 +15,9 @@ pub enum GgufError {
     NotGguf { found: [u8; 4] },
     #[error("unsupported GGUF version {version} (this reader handles versions 2 and 3)")]
     UnsupportedVersion { version: u32 },
-    #[error("truncated file: {field} at byte offset {offset} needs {needed} bytes, file has {len}")]
+    #[error(
+        "truncated file: {field} at byte offset {offset} needs {needed} bytes, file has {len}"
+    )]
     Truncated { field: String, offset: u64, needed: u64, len: u64 },
     #[error("corrupt file: {field} at byte offset {offset}: {reason}")]
     Corrupt { field: String, offset: u64, reason: String },

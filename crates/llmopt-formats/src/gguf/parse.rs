@@ -73,7 +73,12 @@ impl<'a> Cursor<'a> {
     }
 
     /// Checks that `count` items of at least `min_size` bytes each can fit in what remains.
-    fn check_count(&self, count: u64, min_size: u64, field: &dyn Fn() -> String) -> Result<(), GgufError> {
+    fn check_count(
+        &self,
+        count: u64,
+        min_size: u64,
+        field: &dyn Fn() -> String,
+    ) -> Result<(), GgufError> {
         let remaining = (self.buf.len() - self.pos) as u64;
         match count.checked_mul(min_size) {
             Some(need) if need <= remaining => Ok(()),
@@ -86,7 +91,12 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn value(&mut self, ty: ValueType, field: &dyn Fn() -> String, depth: u32) -> Result<MetaValue, GgufError> {
+    fn value(
+        &mut self,
+        ty: ValueType,
+        field: &dyn Fn() -> String,
+        depth: u32,
+    ) -> Result<MetaValue, GgufError> {
         Ok(match ty {
             ValueType::U8 => MetaValue::U8(self.array::<1>(field)?[0]),
             ValueType::I8 => MetaValue::I8(self.array::<1>(field)?[0] as i8),
@@ -103,7 +113,13 @@ impl<'a> Cursor<'a> {
                 match self.array::<1>(field)?[0] {
                     0 => MetaValue::Bool(false),
                     1 => MetaValue::Bool(true),
-                    b => return Err(self.corrupt(field(), at, format!("bool byte is {b}, not 0 or 1"))),
+                    b => {
+                        return Err(self.corrupt(
+                            field(),
+                            at,
+                            format!("bool byte is {b}, not 0 or 1"),
+                        ))
+                    }
                 }
             }
             ValueType::String => MetaValue::String(self.string(field)?),
@@ -113,8 +129,9 @@ impl<'a> Cursor<'a> {
                     return Err(self.corrupt(field(), at, "arrays nested too deeply"));
                 }
                 let tag = self.u32(&|| format!("{} (array element type)", field()))?;
-                let elem = ValueType::from_u32(tag)
-                    .ok_or_else(|| self.corrupt(field(), at, format!("unknown array element type {tag}")))?;
+                let elem = ValueType::from_u32(tag).ok_or_else(|| {
+                    self.corrupt(field(), at, format!("unknown array element type {tag}"))
+                })?;
                 let count = self.u64(&|| format!("{} (array length)", field()))?;
                 self.check_count(count, elem.min_size(), field)?;
                 let mut items = Vec::with_capacity(count as usize);
@@ -156,8 +173,9 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
         let key = c.string(&|| format!("metadata key #{i}"))?;
         let at = c.pos;
         let tag = c.u32(&|| format!("type of metadata '{key}'"))?;
-        let ty = ValueType::from_u32(tag)
-            .ok_or_else(|| c.corrupt(format!("metadata '{key}'"), at, format!("unknown value type {tag}")))?;
+        let ty = ValueType::from_u32(tag).ok_or_else(|| {
+            c.corrupt(format!("metadata '{key}'"), at, format!("unknown value type {tag}"))
+        })?;
         let value = c.value(ty, &|| format!("metadata '{key}'"), 0)?;
         metadata.insert(key, value);
     }
@@ -186,14 +204,22 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
         let dims_at = c.pos;
         let n_dims = c.u32(&|| format!("tensor '{name}' n_dims"))?;
         if n_dims == 0 || n_dims > MAX_DIMS {
-            return Err(c.corrupt(format!("tensor '{name}' n_dims"), dims_at, format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
+            return Err(c.corrupt(
+                format!("tensor '{name}' n_dims"),
+                dims_at,
+                format!("{n_dims} dimensions (1 to {MAX_DIMS} allowed)"),
+            ));
         }
         let mut shape = Vec::with_capacity(n_dims as usize);
         for d in 0..n_dims {
             let at = c.pos;
             let ne = c.u64(&|| format!("tensor '{name}' dimension {d}"))?;
             if ne == 0 || ne > (1 << 40) {
-                return Err(c.corrupt(format!("tensor '{name}' dimension {d}"), at, format!("size {ne} is out of range")));
+                return Err(c.corrupt(
+                    format!("tensor '{name}' dimension {d}"),
+                    at,
+                    format!("size {ne} is out of range"),
+                ));
             }
             shape.push(ne);
         }
@@ -207,7 +233,11 @@ pub fn parse_header(buf: &[u8]) -> Result<Header, GgufError> {
         let off_at = c.pos;
         let offset = c.u64(&|| format!("tensor '{name}' offset"))?;
         if offset % alignment != 0 {
-            return Err(c.corrupt(format!("tensor '{name}' offset"), off_at, format!("{offset} is not a multiple of the alignment {alignment}")));
+            return Err(c.corrupt(
+                format!("tensor '{name}' offset"),
+                off_at,
+                format!("{offset} is not a multiple of the alignment {alignment}"),
+            ));
         }
         let n_elems = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let n_bytes = n_elems.and_then(|n| {

@@ -56,7 +56,10 @@ fn put_value(out: &mut Vec<u8>, v: &MetaValue) -> io::Result<()> {
         MetaValue::Array(items) => {
             let elem = items.first().map_or(0, tag);
             if items.iter().any(|i| tag(i) != elem) {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "GGUF arrays hold one element type"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "GGUF arrays hold one element type",
+                ));
             }
             out.extend_from_slice(&elem.to_le_bytes());
             out.extend_from_slice(&(items.len() as u64).to_le_bytes());
@@ -69,7 +72,11 @@ fn put_value(out: &mut Vec<u8>, v: &MetaValue) -> io::Result<()> {
 }
 
 /// Writes a GGUF v3 file with `meta` and `tensors` (data aligned to `general.alignment` or 32).
-pub fn write_gguf(w: &mut impl Write, meta: &Metadata, tensors: &[TensorToWrite<'_>]) -> io::Result<()> {
+pub fn write_gguf(
+    w: &mut impl Write,
+    meta: &Metadata,
+    tensors: &[TensorToWrite<'_>],
+) -> io::Result<()> {
     let align = meta.get_u64("general.alignment").unwrap_or(DEFAULT_ALIGNMENT) as usize;
     let mut head = Vec::new();
     head.extend_from_slice(b"GGUF");

@@ -14,7 +14,7 @@ fn blocks<'a>(
     wb: usize,
     a: &'a [u8],
 ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-    assert!(n % QK_K == 0, "vec_dot: n = {n} is not a multiple of {QK_K}");
+    assert!(n.is_multiple_of(QK_K), "vec_dot: n = {n} is not a multiple of {QK_K}");
     let nb = n / QK_K;
     assert!(w.len() >= nb * wb && a.len() >= nb * Q8K, "vec_dot: rows shorter than {n}");
     w.chunks_exact(wb).zip(a.chunks_exact(Q8K)).take(nb)

@@ -12,7 +12,7 @@ fn blocks<'a>(
     a: &'a [u8],
     ab: usize,
 ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-    assert!(n % QK == 0, "vec_dot: n = {n} is not a multiple of {QK}");
+    assert!(n.is_multiple_of(QK), "vec_dot: n = {n} is not a multiple of {QK}");
     let nb = n / QK;
     assert!(w.len() >= nb * wb && a.len() >= nb * ab, "vec_dot: rows shorter than {n}");
     w.chunks_exact(wb).zip(a.chunks_exact(ab)).take(nb)

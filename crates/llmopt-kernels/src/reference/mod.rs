@@ -42,7 +42,7 @@ fn q8_activation_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
 
 /// Q8_0 activations as llama.cpp's x86 build makes them (see `q8_activation_block`).
 pub fn quantize_row_q8_0(x: &[f32], y: &mut [u8]) {
-    assert!(x.len() % 32 == 0 && y.len() == x.len() / 32 * 34, "q8_0: bad lengths");
+    assert!(x.len().is_multiple_of(32) && y.len() == x.len() / 32 * 34, "q8_0: bad lengths");
     for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(34)) {
         let (d, _) = q8_activation_block(xb, &mut yb[2..]);
         yb[..2].copy_from_slice(&llmopt_tensor::f32_to_f16(d).to_le_bytes());
@@ -51,7 +51,7 @@ pub fn quantize_row_q8_0(x: &[f32], y: &mut [u8]) {
 
 /// Q8_1 activations as llama.cpp's x86 build makes them, plus `s = d * sum(qs)` as f16.
 pub fn quantize_row_q8_1(x: &[f32], y: &mut [u8]) {
-    assert!(x.len() % 32 == 0 && y.len() == x.len() / 32 * 36, "q8_1: bad lengths");
+    assert!(x.len().is_multiple_of(32) && y.len() == x.len() / 32 * 36, "q8_1: bad lengths");
     for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(36)) {
         let (d, sum) = q8_activation_block(xb, &mut yb[4..]);
         yb[..2].copy_from_slice(&llmopt_tensor::f32_to_f16(d).to_le_bytes());

@@ -52,7 +52,10 @@ fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
     let d = amax / 127.0;
     let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
     let i = v.map(|v| {
-        _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
+        _mm256_cvtps_epi32(_mm256_round_ps(
+            _mm256_mul_ps(v, id),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        ))
     });
     let sum =
         hsum_i32_8(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
@@ -63,7 +66,7 @@ fn q8_block(x: &[f32], qs: &mut [u8]) -> (f32, i32) {
 /// Q8_0 activations; `x.len()` a multiple of 32, `y.len() == x.len() / 32 * 34`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn quantize_row_q8_0(x: &[f32], y: &mut [u8]) {
-    assert!(x.len() % 32 == 0 && y.len() == x.len() / 32 * 34);
+    assert!(x.len().is_multiple_of(32) && y.len() == x.len() / 32 * 34);
     for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(34)) {
         let (d, _) = q8_block(xb, &mut yb[2..]);
         yb[..2].copy_from_slice(&f16_bytes(d));
@@ -73,7 +76,7 @@ pub(crate) fn quantize_row_q8_0(x: &[f32], y: &mut [u8]) {
 /// Q8_1 activations; `y.len() == x.len() / 32 * 36`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn quantize_row_q8_1(x: &[f32], y: &mut [u8]) {
-    assert!(x.len() % 32 == 0 && y.len() == x.len() / 32 * 36);
+    assert!(x.len().is_multiple_of(32) && y.len() == x.len() / 32 * 36);
     for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(36)) {
         let (d, sum) = q8_block(xb, &mut yb[4..]);
         yb[..2].copy_from_slice(&f16_bytes(d));
@@ -84,7 +87,7 @@ pub(crate) fn quantize_row_q8_1(x: &[f32], y: &mut [u8]) {
 /// Q8_K activations; `x.len()` a multiple of 256, `y.len() == x.len() / 256 * 292`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn quantize_row_q8_k(x: &[f32], y: &mut [u8]) {
-    assert!(x.len() % 256 == 0 && y.len() == x.len() / 256 * 292);
+    assert!(x.len().is_multiple_of(256) && y.len() == x.len() / 256 * 292);
     let sign = _mm256_set1_ps(-0.0);
     for (xb, yb) in x.chunks_exact(256).zip(y.chunks_exact_mut(292)) {
         let mut m = _mm256_setzero_ps();
