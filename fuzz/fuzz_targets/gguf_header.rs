@@ -10,7 +10,11 @@ fuzz_target!(|data: &[u8]| {
         for t in &h.tensors {
             let end = t.offset.checked_add(t.n_bytes).expect("accepted tensor end overflows");
             assert!(end <= data.len() as u64, "accepted tensor '{}' ends past the buffer", t.name);
-            assert!(t.offset >= h.data_offset, "accepted tensor '{}' starts before the data section", t.name);
+            assert!(
+                t.offset >= h.data_offset,
+                "accepted tensor '{}' starts before the data section",
+                t.name
+            );
         }
     }
 });

@@ -2,6 +2,8 @@
 //! ggml's arithmetic (f64 sum in RMSNorm, rope angles advanced by repeated multiplication) so that
 //! results track llama.cpp's closely; the kernels crate may later replace them with SIMD versions.
 
+use half::f16;
+
 use crate::arch::{Activation, RopeStyle};
 
 /// In-place RMSNorm of each `width`-wide row of `x`, multiplied by `weight`.
@@ -76,7 +78,8 @@ pub fn rope_apply(row: &mut [f32], head_dim: usize, style: RopeStyle, cos: &[f32
     }
 }
 
-/// `gate[i] = act(gate[i]) * up[i]`.
+/// `gate[i] = act(gate[i]) * up[i]`, with ggml's arithmetic: SiLU through [`expf_poly`], GELU
+/// evaluated on the f16-rounded input and rounded to f16 (ggml looks it up in an f16 table).
 pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
     match act {
         Activation::Silu => {
@@ -86,20 +89,62 @@ pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
         }
         Activation::GeluTanh => {
             for (g, &u) in gate.iter_mut().zip(up) {
-                *g = gelu_tanh(*g) * u;
+                *g = gelu_tanh_f16(*g) * u;
             }
         }
     }
 }
 
-/// SiLU: x * sigmoid(x).
+/// GELU as ggml's f16 table gives it: 0 below -10, identity above 10, else gelu of the f16 input,
+/// rounded to f16.
+pub fn gelu_tanh_f16(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        let xh = f16::from_f32(x).to_f32();
+        f16::from_f32(gelu_tanh(xh)).to_f32()
+    }
+}
+
+/// SiLU: x / (1 + e^-x), with e^x from [`expf_poly`] (ggml's vector SiLU).
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + expf_poly(0.0 - x))
+}
+
+/// e^x in f32 by the range reduction and degree-5 polynomial of ggml's `ggml_v_expf` (ARM's
+/// optimized-routines algorithm, error under 1.5 ulp); same operations and fused multiply-adds, so
+/// results are bit-identical to ggml's vector code.
+pub fn expf_poly(x: f32) -> f32 {
+    let f = f32::from_bits;
+    let r = f(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(f(0x3fb8_aa3b), r); // log2(e)
+    let n = z - r;
+    let b = (-n).mul_add(f(0x35bf_be8e), (-n).mul_add(f(0x3f31_7200), x)); // ln2 lo, hi
+    let e = z.to_bits() << 23;
+    let k = f(e.wrapping_add(1f32.to_bits()));
+    let u = b * b;
+    let j = f(0x3c07_2010)
+        .mul_add(b, f(0x3d2b_9f17))
+        .mul_add(u, f(0x3e2a_af33).mul_add(b, f(0x3eff_fedb)))
+        .mul_add(u, f(0x3f7f_fff6) * b);
+    if n.abs() <= 126.0 {
+        return j.mul_add(k, k);
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f(g.wrapping_add(0x7f00_0000));
+    let s2 = f(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
 }
 
 /// GELU, tanh approximation (as `gelu_pytorch_tanh`).
 pub fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_560_802_865_4;
     const COEF_A: f32 = 0.044_715;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
 }
@@ -164,7 +209,23 @@ mod tests {
     }
 
     #[test]
+    fn polynomial_exp_is_within_two_ulp_of_libm() {
+        for i in -2000..2000 {
+            let x = i as f32 * 0.0437;
+            let (a, b) = (expf_poly(x), x.exp());
+            let ulp = (a.to_bits() as i64 - b.to_bits() as i64).abs();
+            assert!(ulp <= 2, "x={x}: {a} vs {b} ({ulp} ulp)");
+        }
+        assert_eq!(expf_poly(-200.0), 0.0);
+        assert_eq!(expf_poly(100.0), f32::INFINITY);
+        assert!((expf_poly(-100.0) - (-100f32).exp()).abs() <= f32::MIN_POSITIVE);
+    }
+
+    #[test]
     fn activations_match_known_values() {
+        assert!((gelu_tanh_f16(1.0) - 0.841_192).abs() < 1e-3);
+        assert_eq!(gelu_tanh_f16(-11.0), 0.0);
+        assert_eq!(gelu_tanh_f16(12.5), 12.5);
         assert!((silu(1.0) - 0.731_058_6).abs() < 1e-6);
         assert!((gelu_tanh(1.0) - 0.841_192).abs() < 1e-5);
         assert_eq!(gelu_tanh(0.0), 0.0);

@@ -71,6 +71,12 @@ fn agreement(ours: &[f32], theirs: &[f32]) -> Agreement {
     }
 }
 
+fn kl(p_logits: &[f32], q_logits: &[f32]) -> f64 {
+    let lse = |v: &[f32]| { let m = v.iter().fold(f32::MIN, |a, &b| a.max(b)); f64::from(m) + v.iter().map(|&x| (f64::from(x - m)).exp()).sum::<f64>().ln() };
+    let (lp, lq) = (lse(p_logits), lse(q_logits));
+    p_logits.iter().zip(q_logits).map(|(&a, &b)| { let la = f64::from(a) - lp; let lb = f64::from(b) - lq; la.exp() * (la - lb) }).sum()
+}
+
 struct Candle {
     model: ModelWeights,
 }
@@ -376,5 +382,40 @@ fn zz_prompts() {
         }
         let a = agreement(&ours[(n-1)*vocab..], &last);
         eprintln!("n {n:2}: all: worst cos {wc:.6} worst rel {wr:.2e} min ov {wo} argmax mismatches {am} (margin>0.5: {amt}) | last: cos {:.6} rel {:.2e} ov {} am {:?}", a.cosine, a.rel_diff, a.top_k_overlap, a.argmax);
+    }
+}
+
+#[allow(clippy::print_stderr)]
+#[test]
+#[ignore]
+fn zz_fox() {
+    let path = llmopt_testdata::model(llmopt_testdata::SMOLLM2);
+    let file = Arc::new(GgufFile::open(&path).unwrap());
+    let tok = llmopt_tokenizer::Tokenizer::from_gguf(file.metadata()).unwrap();
+    let m = Model::from_gguf(file).unwrap();
+    let vocab = m.config.vocab_size;
+    let pool = ThreadPool::new(2);
+    let prompts = ["The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the", "1, 2, 3, 4, 5, 6, 7, 8, 9,"];
+    let mut cq = Candle::load(&path);
+    let mut qs = vec![];
+    for p in prompts { let ids = tok.encode(p, true, false); cq.model.clear_kv_cache(); qs.push(ids.iter().enumerate().map(|(i, t)| cq.forward(std::slice::from_ref(t), i)).collect::<Vec<_>>()); }
+    std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
+    let fs = { let path = path.clone(); let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(p, true, false)).collect(); std::thread::spawn(move || {
+        let mut cf = Candle::load(&path);
+        ids.iter().map(|ids| { cf.model.clear_kv_cache(); ids.iter().enumerate().map(|(i, t)| cf.forward(std::slice::from_ref(t), i)).collect::<Vec<_>>() }).collect::<Vec<_>>()
+    }).join().unwrap() };
+    for (k, p) in prompts.iter().enumerate() {
+        let ids = tok.encode(p, true, false);
+        let run = |bs: usize| { let mut kv = KvCache::new(&m.config, 64, bs); let mut ws = Workspace::new(); let s = kv.add_sequence();
+            m.forward(&pool, &[SeqInput { seq: s, tokens: &ids, logits: Logits::All }], &mut kv, &mut ws, None).unwrap().to_vec() };
+        let o16 = run(16); let o64 = run(64);
+        eprintln!("{p:?}");
+        for i in 0..ids.len() {
+            let (o, q, f) = (&o16[i*vocab..(i+1)*vocab], &qs[k][i], &fs[k][i]);
+            let a = agreement(o, q); let b = agreement(o, f); let c = agreement(q, f); let d = agreement(o, &o64[i*vocab..(i+1)*vocab]);
+            let tf = top_k(f, 2);
+            eprintln!("  KL pos {i:2}: ours||cq {:.2e} ours||cf {:.2e} cq||cf {:.2e}", kl(q, o), kl(f, o), kl(f, q));
+            eprintln!("  pos {i:2} tok {:5}: ours~cq cos {:.5} rel {:.2e} | ours~cf cos {:.5} rel {:.2e} | cq~cf cos {:.5} rel {:.2e} | bs16~bs64 rel {:.1e} | am {} {} {} margin_f {:.2} maxlogit {:.1}", ids[i], a.cosine, a.rel_diff, b.cosine, b.rel_diff, c.cosine, c.rel_diff, d.rel_diff, a.argmax.0, a.argmax.1, c.argmax.1, f[tf[0]]-f[tf[1]], f[tf[0]]);
+        }
     }
 }

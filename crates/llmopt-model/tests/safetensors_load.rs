@@ -32,6 +32,9 @@ const N_LAYER: usize = 2;
 const TOKENS: [u32; 13] = [504, 3575, 282, 4649, 314, 7042, 28, 284, 260, 3575, 282, 4521, 314];
 /// Bound on max |hf - gguf| / max |gguf| over all positions' logits; see the test for why.
 const MAX_REL_DIFF: f32 = 2e-2;
+/// Top-2 margin (in logits) under which the top token may flip between the two paths (about twice
+/// the largest change of a margin measured between them, 0.13).
+const NEAR_TIE: f32 = 0.25;
 
 /// A fresh directory under the system temp dir, removed on drop (also when a test fails).
 struct TempDir(PathBuf);
@@ -214,9 +217,10 @@ fn top2(v: &[f32]) -> (usize, usize) {
 /// the 2e-2 bound leaves ~2.5x headroom, while a wrong permutation, a missing norm or a swapped
 /// tensor changes the logits by far more (and the top tokens with them).
 ///
-/// The top token must agree at every position. Where the GGUF's own top-2 margin is below the
-/// noise the bound allows (position 7 of this prompt: 0.056), the rounding difference may
-/// legitimately flip it, so there the HF token must be one of the GGUF's top two.
+/// The top token must agree at every position where it is not a near tie: the top-1 minus top-2
+/// margin moved by at most 0.13 between the two paths at any position, so where the GGUF's margin
+/// is under `NEAR_TIE` (only position 7 of this prompt: 0.056 in the GGUF, 0.0096 here) rounding
+/// may legitimately flip it, and there the HF token must be one of the GGUF's top two.
 #[test]
 fn smollm2_two_layers_from_safetensors_match_the_gguf() {
     let file = smollm2();
@@ -257,7 +261,7 @@ fn smollm2_two_layers_from_safetensors_match_the_gguf() {
     let vocab = cfg.vocab_size;
     for (pos, (a, b)) in la.chunks_exact(vocab).zip(lb.chunks_exact(vocab)).enumerate() {
         let (top, second) = top2(b);
-        if b[top] - b[second] > 2.0 * MAX_REL_DIFF * scale {
+        if b[top] - b[second] > NEAR_TIE {
             assert_eq!(argmax(a), top, "top token at position {pos}");
         } else {
             assert!([top, second].contains(&argmax(a)), "top token at position {pos} (a near tie)");

@@ -19,14 +19,23 @@ fn small_gguf() -> Vec<u8> {
     m.insert("t.f64", MetaValue::F64(-2.25));
     m.insert("t.bool", MetaValue::Bool(true));
     m.insert("t.str", MetaValue::String("héllo".into()));
-    m.insert("t.arr", MetaValue::Array(vec![MetaValue::String("a".into()), MetaValue::String("bc".into())]));
+    m.insert(
+        "t.arr",
+        MetaValue::Array(vec![MetaValue::String("a".into()), MetaValue::String("bc".into())]),
+    );
     m.insert("t.nested", MetaValue::Array(vec![MetaValue::Array(vec![MetaValue::F32(1.0)])]));
     let types = [GgmlType::F32, GgmlType::F16, GgmlType::Q4_1, GgmlType::Q4_K];
-    let datas: Vec<Vec<u8>> = types.iter().map(|ty| vec![0x3c; 2 * ty.row_bytes(256).expect("whole blocks")]).collect();
+    let datas: Vec<Vec<u8>> =
+        types.iter().map(|ty| vec![0x3c; 2 * ty.row_bytes(256).expect("whole blocks")]).collect();
     let tensors: Vec<TensorToWrite<'_>> = types
         .iter()
         .zip(&datas)
-        .map(|(ty, d)| TensorToWrite { name: format!("blk.0.{}.weight", ty.name()), ty: *ty, shape: vec![256, 2], data: d })
+        .map(|(ty, d)| TensorToWrite {
+            name: format!("blk.0.{}.weight", ty.name()),
+            ty: *ty,
+            shape: vec![256, 2],
+            data: d,
+        })
         .collect();
     let mut out = Vec::new();
     write_gguf(&mut out, &m, &tensors).expect("writing to a Vec cannot fail");
