@@ -35,16 +35,18 @@ impl Loaded {
         Ok(Self { file, model, tokenizer, pool: ThreadPool::new(threads) })
     }
 
-    /// The model's chat template, or an error saying it has none.
+    /// The model's chat template; a model without one (e.g. a base model) gets its family's turn
+    /// format (Gemma's, else ChatML), as llama.cpp does, with a note on stderr.
+    #[allow(clippy::print_stderr)]
     pub fn chat_template(&self) -> Result<ChatTemplate> {
-        ChatTemplate::from_gguf(self.file.metadata())
-            .context("cannot read the chat template")?
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{} has no chat template (tokenizer.chat_template)",
-                    self.file.path().display()
-                )
-            })
+        let meta = self.file.metadata();
+        if meta.get("tokenizer.chat_template").is_none() {
+            eprintln!(
+                "note: {} has no chat template; using its family's built-in turn format",
+                self.file.path().display()
+            );
+        }
+        ChatTemplate::from_gguf_or_builtin(meta).context("cannot read the chat template")
     }
 
     /// Whether `id` ends a generation (EOS, end-of-turn).
