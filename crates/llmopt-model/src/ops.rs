@@ -144,7 +144,7 @@ pub fn expf_poly(x: f32) -> f32 {
 
 /// GELU, tanh approximation (as `gelu_pytorch_tanh`).
 pub fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_560_802_865_4;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6; // the f32 nearest sqrt(2/pi), as ggml's constant
     const COEF_A: f32 = 0.044_715;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
 }
