@@ -3,10 +3,11 @@
 //! default flash attention and again with `-fa off`, made by `scripts/gen-llamacpp-fixtures.py`;
 //! provenance inside). The prompt ids come from the fixture, so this tests the model alone.
 //!
-//! The rule: our continuation equals llama.cpp's (default or `-fa off`), or departs from it only at a
-//! near-tie (top-2 logit margin under `NEAR_TIE` at the first differing token). These small quantized
-//! models have many near-ties: llama.cpp itself changes its answer on 6 of the 9 prompts when only its
-//! attention kernel changes. The table printed to stderr says, per prompt, how far we agree.
+//! The rule: our continuation equals one of llama.cpp's (default, `-fa off`, or `--no-repack`, which
+//! keeps K-quant weights in their file layout), or departs from the default one only at a near-tie
+//! (top-2 logit margin under `NEAR_TIE` at the first differing token). These small quantized models
+//! have many near-ties: llama.cpp itself changes 5 of the 9 answers when only its attention kernel
+//! changes, and 4 of 9 with `--no-repack`. The table printed to stderr says how far we agree.
 
 use std::sync::Arc;
 
@@ -92,16 +93,26 @@ fn check(model_file: &str) {
         let prompt = ids(&case["prompt_ids"]);
         let want = ids(&case["generated_ids"]);
         let fa_off = ids(&case["flash_attn_off"]["generated_ids"]);
+        let no_repack = ids(&case["no_repack"]["generated_ids"]);
         let (got, margins) = greedy(&m, &pool, &prompt, want.len());
         let ours = first_difference(&got, &want);
         let theirs = first_difference(&fa_off, &want);
-        let ok = got == want || got == fa_off || margins[ours] < NEAR_TIE;
+        let variant = if got == want {
+            ""
+        } else if got == no_repack {
+            ", identical to llama.cpp --no-repack"
+        } else if got == fa_off {
+            ", identical to llama.cpp -fa off"
+        } else {
+            ""
+        };
+        let ok = !variant.is_empty() || got == want || margins[ours] < NEAR_TIE;
         failed |= !ok;
         report.push(format!(
             "{} {:?}: equal to llama.cpp for {ours}/32 tokens (llama.cpp -fa off: {theirs}/32){}{}",
             if ok { "ok  " } else { "FAIL" },
             case["prompt"],
-            if got == fa_off && ours < got.len() { ", identical to llama.cpp -fa off" } else { "" },
+            variant,
             if ours < got.len() {
                 format!(", then a {:.3} logit margin; ours {:?}", margins[ours], &got[..])
             } else {
