@@ -1,16 +1,37 @@
-//! Our SmolLM2 logits against an independent engine: candle-transformers' `quantized_llama` on the same
-//! GGUF file (candle is a dev-dependency only, a test oracle; see DESIGN.md).
+//! Our SmolLM2 logits against an independent engine: candle-transformers' `quantized_llama` (candle
+//! 0.11, a dev-dependency only, DESIGN.md) on the same GGUF file and a fixed prompt.
 //!
-//! Both engines use the same Q4_1 weights and both quantize the activations of every matmul to 8 bits
-//! (Q8_1 blocks) before the integer dot products, but with their own rounding, accumulation order and
-//! attention/softmax arithmetic, so the logits agree closely but not bit for bit. The bounds below were
-//! measured on this file (figures in the messages) and leave roughly 2-3x headroom; a real bug (wrong
-//! RoPE pairing, a missing norm, a swapped head, an off-by-one position) moves the cosine far below them.
+//! Both engines use the same Q4_1 weights and quantize every matmul's activations to Q8_1 blocks,
+//! but they round in different places (ours also keeps K/V and the attention in f16, as llama.cpp
+//! does; candle keeps them in f32), and over 30 layers a few flipped 8-bit roundings grow into
+//! logit differences of a few percent. That is the noise floor, not a bug. Measured on this prompt:
 //!
-//! candle's `ModelWeights::forward` returns only the last position's logits. For the last token we
-//! compare one prefill against one prefill; for every position we compare our prefill (`Logits::All`)
-//! against candle fed one token at a time through its KV cache (`index_pos = i`), which yields the
-//! logits at each position.
+//! | all 13 positions                      | worst cosine | worst max-diff/max | mean KL |
+//! |---------------------------------------|--------------|--------------------|---------|
+//! | ours vs candle                        | 0.9950       | 5.7e-2             | 3.5e-3  |
+//! | candle Q8 vs candle f32 activations¹ | 0.9934       | 6.0e-2             | 3.7e-3  |
+//! | ours vs candle f32 activations *      | 0.9964       | 4.8e-2             | 3.1e-3  |
+//!
+//! ¹ `CANDLE_DEQUANTIZE_ALL=1`: candle dequantizes the weights and multiplies in f32. Ours is as
+//! close to that reference as candle's own quantized path is. The last position (a confident
+//! prediction) agrees better: cosine 0.99989, max|diff|/max|logit| 2.6e-2 (0.77 of a 29.5 logit),
+//! top-10 10/10.
+//!
+//! The bounds leave about 2x headroom over those figures (1 - cosine, max diff, KL). Planted bugs
+//! in our model, same prompt, for scale (worst position): rope pairing as NEOX: cosine -0.01, KL
+//! 0.79; one layer dropped: cosine 0.27, KL 0.37; rope base x0.1: cosine 0.970, max diff 0.16, KL
+//! 0.042; RMSNorm eps x100: max diff 0.14, KL 0.018; attention scale x1.1: max diff 0.12, KL 0.017.
+//! All of these fail below. Rope base x0.5 (cosine 0.9905, max diff 6.9e-2, mean KL 8e-3) sits
+//! inside the noise and is caught only by the last position's max diff (5.8e-2), barely: errors
+//! that small need the perplexity and greedy-continuation tests against llama.cpp. Cosine of raw
+//! logits alone is weak (a shared offset dominates it); the max-diff and KL bounds do most of the
+//! work for subtle errors. Other prompts have a noisier floor (a repeated sentence reached cosine
+//! 0.955 at one position), so these bounds belong to this prompt.
+//!
+//! candle's `ModelWeights::forward` returns the last position's logits only. For the last token we
+//! compare one prefill against one prefill; for every position, our prefill (`Logits::All`) against
+//! candle fed one token at a time through its KV cache (`index_pos = i`); candle's decode
+//! reproduces its prefill's last logits bit for bit, so this adds no error of its own.
 
 use std::sync::Arc;
 
@@ -21,18 +42,24 @@ use llmopt_kernels::ThreadPool;
 use llmopt_model::{KvCache, Logits, Model, SeqInput, Workspace};
 
 const PROMPT: &str = "The capital of France is Paris, and the capital of Germany is";
-/// `llama-tokenize -m SmolLM2-135M-Instruct.Q4_1.gguf -p PROMPT --ids` (llama.cpp 0.3.36); SmolLM2 adds
-/// no BOS. Pinned so the prompt this test runs cannot drift with the tokenizer.
+/// `llama-tokenize -m SmolLM2-135M-Instruct.Q4_1.gguf -p PROMPT --ids` (llama.cpp 0.3.36); SmolLM2
+/// adds no BOS. Pinned so that the prompt this test runs, and so its measured figures, cannot
+/// drift.
 const PROMPT_IDS: [u32; 13] = [504, 3575, 282, 4649, 314, 7042, 28, 284, 260, 3575, 282, 4521, 314];
 
-/// Last-position bounds (prefill vs prefill).
-const MIN_COSINE: f64 = 0.999;
-const MAX_REL_DIFF: f32 = 2e-2;
-/// Every-position bounds (our prefill vs candle's token-by-token decode).
-const MIN_COSINE_ALL: f64 = 0.999;
-const MAX_REL_DIFF_ALL: f32 = 3e-2;
 const TOP_K: usize = 10;
 const MIN_TOP_K_OVERLAP: usize = 8;
+/// Last position, prefill against prefill (measured 0.99989 and 2.6e-2).
+const LAST_MIN_COSINE: f64 = 0.999;
+const LAST_MAX_REL_DIFF: f32 = 5e-2;
+/// Every position (measured worst 0.9950, 5.7e-2, mean KL 3.5e-3).
+const ALL_MIN_COSINE: f64 = 0.99;
+const ALL_MAX_REL_DIFF: f32 = 0.1;
+const ALL_MAX_MEAN_KL: f64 = 1e-2;
+/// Below this gap between candle's first and second logits, the argmax is a near-tie that 8-bit
+/// noise may decide either way; there ours must only be among candle's top 3. (Smallest gap on this
+/// prompt: 0.12 at position 7, where both engines still agree.)
+const NEAR_TIE: f32 = 0.5;
 
 #[derive(Debug)]
 struct Agreement {
@@ -40,8 +67,34 @@ struct Agreement {
     /// max |ours - candle| / max |candle|.
     rel_diff: f32,
     max_abs_diff: f32,
-    argmax: (usize, usize),
+    /// KL(candle || ours) of the softmax distributions, in nats.
+    kl: f64,
+    /// Our top tokens, best first, and candle's.
+    top: (Vec<usize>, Vec<usize>),
+    /// candle's top-1 minus top-2 logit.
+    margin: f32,
     top_k_overlap: usize,
+}
+
+impl Agreement {
+    fn argmax(&self) -> (usize, usize) {
+        (self.top.0[0], self.top.1[0])
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "cosine {:.6}, max|diff| {:.3} ({:.2e} of max|logit|), KL {:.2e}, \
+             argmax {} vs {} (candle's margin {:.2}), top-{TOP_K} overlap {}",
+            self.cosine,
+            self.max_abs_diff,
+            self.rel_diff,
+            self.kl,
+            self.top.0[0],
+            self.top.1[0],
+            self.margin,
+            self.top_k_overlap
+        )
+    }
 }
 
 fn top_k(v: &[f32], k: usize) -> Vec<usize> {
@@ -49,6 +102,11 @@ fn top_k(v: &[f32], k: usize) -> Vec<usize> {
     idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
     idx.truncate(k);
     idx
+}
+
+fn log_sum_exp(v: &[f32]) -> f64 {
+    let m = v.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    f64::from(m) + v.iter().map(|&x| f64::from(x - m).exp()).sum::<f64>().ln()
 }
 
 fn agreement(ours: &[f32], theirs: &[f32]) -> Agreement {
@@ -59,6 +117,15 @@ fn agreement(ours: &[f32], theirs: &[f32]) -> Agreement {
         na += f64::from(a) * f64::from(a);
         nb += f64::from(b) * f64::from(b);
     }
+    let (lo, lt) = (log_sum_exp(ours), log_sum_exp(theirs));
+    let kl = ours
+        .iter()
+        .zip(theirs)
+        .map(|(&a, &b)| {
+            let (pa, pb) = (f64::from(a) - lo, f64::from(b) - lt);
+            pb.exp() * (pb - pa)
+        })
+        .sum();
     let max_abs_diff = ours.iter().zip(theirs).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
     let (ta, tb) = (top_k(ours, TOP_K), top_k(theirs, TOP_K));
@@ -66,17 +133,14 @@ fn agreement(ours: &[f32], theirs: &[f32]) -> Agreement {
         cosine: dot / (na.sqrt() * nb.sqrt()),
         rel_diff: max_abs_diff / scale,
         max_abs_diff,
-        argmax: (ta[0], tb[0]),
+        kl,
+        margin: theirs[tb[0]] - theirs[tb[1]],
         top_k_overlap: ta.iter().filter(|i| tb.contains(i)).count(),
+        top: (ta, tb),
     }
 }
 
-fn kl(p_logits: &[f32], q_logits: &[f32]) -> f64 {
-    let lse = |v: &[f32]| { let m = v.iter().fold(f32::MIN, |a, &b| a.max(b)); f64::from(m) + v.iter().map(|&x| (f64::from(x - m)).exp()).sum::<f64>().ln() };
-    let (lp, lq) = (lse(p_logits), lse(q_logits));
-    p_logits.iter().zip(q_logits).map(|(&a, &b)| { let la = f64::from(a) - lp; let lb = f64::from(b) - lq; la.exp() * (la - lb) }).sum()
-}
-
+/// candle's quantized llama on CPU.
 struct Candle {
     model: ModelWeights,
 }
@@ -85,33 +149,24 @@ impl Candle {
     fn load(path: &std::path::Path) -> Self {
         let mut f = std::fs::File::open(path).unwrap();
         let content = gguf_file::Content::read(&mut f).unwrap();
-        // SmolLM2 ties its output to the embeddings: the file has no `output.weight`, and
-        // quantized_llama then uses `token_embd.weight` (checked in the test below).
+        // SmolLM2 ties its output to the embeddings: there is no `output.weight`, and
+        // quantized_llama (0.11) then uses `token_embd.weight` for the vocabulary projection, as we
+        // do. (It would fail to load, or give unrelated logits, otherwise.)
+        assert!(!content.tensor_infos.contains_key("output.weight"));
         assert!(content.tensor_infos.contains_key("token_embd.weight"));
         let model = ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap();
         Self { model }
     }
 
-    /// Logits of the last token of `ids`, fed at positions `index_pos..`.
+    /// Logits of the last of `ids`, fed at positions `index_pos..` after what the KV cache holds.
     fn forward(&mut self, ids: &[u32], index_pos: usize) -> Vec<f32> {
         let x = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
         self.model.forward(&x, index_pos).unwrap().squeeze(0).unwrap().to_vec1::<f32>().unwrap()
     }
 }
 
-fn check(what: &str, a: &Agreement, min_cos: f64, max_rel: f32) {
-    assert_eq!(a.argmax.0, a.argmax.1, "{what}: argmax differs: {a:?}");
-    assert!(a.top_k_overlap >= MIN_TOP_K_OVERLAP, "{what}: top-{TOP_K} overlap too small: {a:?}");
-    assert!(a.cosine > min_cos, "{what}: cosine {} <= {min_cos}: {a:?}", a.cosine);
-    assert!(
-        a.rel_diff < max_rel,
-        "{what}: max|diff|/max|logit| {} >= {max_rel}: {a:?}",
-        a.rel_diff
-    );
-}
-
-// The measured figures are the point of this test (the issue asks for them), and assertion messages only
-// show on failure; print them to stderr, which `cargo test` shows with `--nocapture`.
+// The measured figures are what the issue asks for, and assertion messages show only on failure:
+// print them to stderr (`cargo test -- --nocapture` shows them).
 #[allow(clippy::print_stderr)]
 #[test]
 fn smollm2_logits_match_candle_quantized_llama() {
@@ -144,278 +199,79 @@ fn smollm2_logits_match_candle_quantized_llama() {
         .unwrap()
         .to_vec();
     assert_eq!(ours.len(), n * vocab);
+    let row = |i: usize| &ours[i * vocab..(i + 1) * vocab];
 
-    // candle: one prefill (last position only), then token by token for every position.
+    // candle: one prefill (last position only).
     let mut candle = Candle::load(&path);
     let last = candle.forward(&ids, 0);
     assert_eq!(last.len(), vocab, "candle's vocabulary differs from ours");
-
-    let a = agreement(&ours[(n - 1) * vocab..], &last);
-    eprintln!(
-        "last position (prefill vs prefill): cosine {:.6}, max|diff| {:.4} ({:.2e} of max|logit|), argmax {} vs {}, top-{TOP_K} overlap {}",
-        a.cosine, a.max_abs_diff, a.rel_diff, a.argmax.0, a.argmax.1, a.top_k_overlap
+    let a = agreement(row(n - 1), &last);
+    eprintln!("last position, prefill vs prefill: {}", a.summary());
+    assert_eq!(a.argmax().0, a.argmax().1, "last position: argmax differs: {}", a.summary());
+    assert!(
+        a.top_k_overlap >= MIN_TOP_K_OVERLAP,
+        "last position: top-{TOP_K} overlap too small: {}",
+        a.summary()
     );
-    check("last position", &a, MIN_COSINE, MAX_REL_DIFF);
+    assert!(
+        a.cosine > LAST_MIN_COSINE,
+        "last position: cosine below {LAST_MIN_COSINE}: {}",
+        a.summary()
+    );
+    assert!(
+        a.rel_diff < LAST_MAX_REL_DIFF,
+        "last position: max|diff|/max|logit| above {LAST_MAX_REL_DIFF}: {}",
+        a.summary()
+    );
 
+    // candle token by token: logits at every position.
     candle.model.clear_kv_cache();
-    let (mut worst_cos, mut worst_rel, mut worst_overlap) = (1f64, 0f32, TOP_K);
+    let (mut worst_cos, mut worst_rel, mut worst_overlap, mut sum_kl) = (1f64, 0f32, TOP_K, 0f64);
     for (i, t) in ids.iter().enumerate() {
         let theirs = candle.forward(std::slice::from_ref(t), i);
-        let a = agreement(&ours[i * vocab..(i + 1) * vocab], &theirs);
-        eprintln!(
-            "position {i:2} (our prefill vs candle decode): cosine {:.6}, max|diff| {:.4} ({:.2e}), argmax {} vs {}, top-{TOP_K} overlap {}",
-            a.cosine, a.max_abs_diff, a.rel_diff, a.argmax.0, a.argmax.1, a.top_k_overlap
+        if i + 1 == n {
+            // Bit-identical here; a tolerance in case another CPU takes another candle kernel.
+            let d = agreement(&theirs, &last);
+            assert!(d.rel_diff < 1e-3, "candle's decode differs from its prefill: {}", d.summary());
+        }
+        let a = agreement(row(i), &theirs);
+        eprintln!("position {i:2}, our prefill vs candle's decode: {}", a.summary());
+        let (ours_top, theirs_top) = a.argmax();
+        if a.margin >= NEAR_TIE {
+            assert_eq!(ours_top, theirs_top, "position {i}: argmax differs: {}", a.summary());
+        } else {
+            assert!(
+                a.top.1[..3].contains(&ours_top),
+                "position {i}: our argmax is not in candle's top 3 (near-tie): {}",
+                a.summary()
+            );
+        }
+        assert!(
+            a.top_k_overlap >= MIN_TOP_K_OVERLAP,
+            "position {i}: top-{TOP_K} overlap too small: {}",
+            a.summary()
         );
-        check(&format!("position {i}"), &a, MIN_COSINE_ALL, MAX_REL_DIFF_ALL);
+        assert!(
+            a.cosine > ALL_MIN_COSINE,
+            "position {i}: cosine below {ALL_MIN_COSINE}: {}",
+            a.summary()
+        );
+        assert!(
+            a.rel_diff < ALL_MAX_REL_DIFF,
+            "position {i}: max|diff|/max|logit| above {ALL_MAX_REL_DIFF}: {}",
+            a.summary()
+        );
         worst_cos = worst_cos.min(a.cosine);
         worst_rel = worst_rel.max(a.rel_diff);
         worst_overlap = worst_overlap.min(a.top_k_overlap);
+        sum_kl += a.kl;
     }
-    eprintln!("all {n} positions: worst cosine {worst_cos:.6}, worst max|diff|/max|logit| {worst_rel:.2e}, worst top-{TOP_K} overlap {worst_overlap}");
-}
-
-// TEMP experiment: noise floor of 8-bit activations.
-#[allow(clippy::print_stderr)]
-#[test]
-#[ignore]
-fn zz_noise_floor() {
-    let path = llmopt_testdata::model(llmopt_testdata::SMOLLM2);
-    let file = Arc::new(GgufFile::open(&path).unwrap());
-    let ids = PROMPT_IDS.to_vec();
-    let n = ids.len();
-    let model = Model::from_gguf(file).unwrap();
-    let vocab = model.config.vocab_size;
-    let pool = ThreadPool::new(2);
-    let mut kv = KvCache::new(&model.config, 64, 16);
-    let mut ws = Workspace::new();
-    let s = kv.add_sequence();
-    let ours = model
-        .forward(
-            &pool,
-            &[SeqInput { seq: s, tokens: &ids, logits: Logits::All }],
-            &mut kv,
-            &mut ws,
-            None,
-        )
-        .unwrap()
-        .to_vec();
-    let mut cq = Candle::load(&path);
-    let mut q_all = vec![];
-    for (i, t) in ids.iter().enumerate() {
-        q_all.push(cq.forward(std::slice::from_ref(t), i));
-    }
-    cq.model.clear_kv_cache();
-    let q_last = cq.forward(&ids, 0);
-    std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
-    let (f_last, f_all) = {
-        let path = path.clone();
-        let ids = ids.clone();
-        std::thread::spawn(move || {
-            let mut cf = Candle::load(&path);
-            let f_last = cf.forward(&ids, 0);
-            cf.model.clear_kv_cache();
-            let mut f_all = vec![];
-            for (i, t) in ids.iter().enumerate() {
-                f_all.push(cf.forward(std::slice::from_ref(t), i));
-            }
-            (f_last, f_all)
-        })
-        .join()
-        .unwrap()
-    };
-    // determinism
-    let mut kv2 = KvCache::new(&model.config, 64, 16);
-    let s2 = kv2.add_sequence();
-    let ours2 = model
-        .forward(
-            &pool,
-            &[SeqInput { seq: s2, tokens: &ids, logits: Logits::All }],
-            &mut kv2,
-            &mut ws,
-            None,
-        )
-        .unwrap()
-        .to_vec();
-    eprintln!(
-        "ours run-to-run max diff {}",
-        ours.iter().zip(&ours2).fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+    let mean_kl = sum_kl / n as f64;
+    let all = format!(
+        "all {n} positions: worst cosine {worst_cos:.6}, worst max|diff|/max|logit| \
+         {worst_rel:.2e}, worst top-{TOP_K} overlap {worst_overlap}, \
+         mean KL(candle || ours) {mean_kl:.2e}"
     );
-    cq.model.clear_kv_cache();
-    let q_last2 = cq.forward(&ids, 0);
-    eprintln!(
-        "candle run-to-run max diff {}",
-        q_last.iter().zip(&q_last2).fold(0f32, |m, (a, b)| m.max((a - b).abs()))
-    );
-    // off-by-one position sensitivity
-    cq.model.clear_kv_cache();
-    let mut shifted = vec![];
-    for (i, t) in ids.iter().enumerate() {
-        shifted.push(cq.forward(std::slice::from_ref(t), i + 1));
-    }
-    for i in 0..n {
-        let a = agreement(&shifted[i], &q_all[i]);
-        let o = &ours[i * vocab..(i + 1) * vocab];
-        let t = top_k(o, 2);
-        let tq = top_k(&q_all[i], 2);
-        let tf = top_k(&f_all[i], 2);
-        eprintln!("pos {i:2}: shifted-by-1~cq cos {:.6} rel {:.2e} ov {} am {:?} | argmax ours {} ({:.3}) cq {} ({:.3}) cf {} ({:.3})", a.cosine, a.rel_diff, a.top_k_overlap, a.argmax, t[0], o[t[0]]-o[t[1]], tq[0], q_all[i][tq[0]]-q_all[i][tq[1]], tf[0], f_all[i][tf[0]]-f_all[i][tf[1]]);
-    }
-    let o_last = &ours[(n - 1) * vocab..];
-    eprintln!("LAST ours~cq {:?}", agreement(o_last, &q_last));
-    eprintln!("LAST ours~cf {:?}", agreement(o_last, &f_last));
-    eprintln!("LAST cq~cf   {:?}", agreement(&q_last, &f_last));
-    eprintln!("LAST cqdec~cq {:?}", agreement(&q_all[n - 1], &q_last));
-    eprintln!("LAST cfdec~cf {:?}", agreement(&f_all[n - 1], &f_last));
-    for i in 0..n {
-        let o = &ours[i * vocab..(i + 1) * vocab];
-        let a = agreement(o, &q_all[i]);
-        let b = agreement(o, &f_all[i]);
-        let c = agreement(&q_all[i], &f_all[i]);
-        eprintln!("pos {i:2}: ours~cq cos {:.6} rel {:.2e} | ours~cf cos {:.6} rel {:.2e} | cq~cf cos {:.6} rel {:.2e} ov {} {} {}", a.cosine, a.rel_diff, b.cosine, b.rel_diff, c.cosine, c.rel_diff, a.top_k_overlap, b.top_k_overlap, c.top_k_overlap);
-    }
-}
-
-#[allow(clippy::print_stderr)]
-#[test]
-#[ignore]
-fn zz_sensitivity() {
-    let path = llmopt_testdata::model(llmopt_testdata::SMOLLM2);
-    let file = Arc::new(GgufFile::open(&path).unwrap());
-    let ids = PROMPT_IDS.to_vec();
-    let n = ids.len();
-    let base = Model::from_gguf(file).unwrap();
-    let vocab = base.config.vocab_size;
-    let pool = ThreadPool::new(2);
-    let mut cq = Candle::load(&path);
-    let mut q_all = vec![];
-    for (i, t) in ids.iter().enumerate() {
-        q_all.push(cq.forward(std::slice::from_ref(t), i));
-    }
-    eprintln!(
-        "rope_base {} rms_eps {} attn_scale {}",
-        base.config.rope_base, base.config.rms_eps, base.config.attn_scale
-    );
-    let mut variants: Vec<(&str, Model)> = vec![("baseline", base.clone())];
-    let mut m = base.clone();
-    m.config.arch = Box::leak(Box::new(llmopt_model::ArchSpec {
-        rope: llmopt_model::arch::RopeStyle::Halves,
-        ..*m.config.arch
-    }));
-    variants.push(("rope halves", m));
-    let mut m = base.clone();
-    m.config.rope_base *= 0.1;
-    variants.push(("rope base x0.1", m));
-    let mut m = base.clone();
-    m.config.rope_base *= 0.5;
-    variants.push(("rope base x0.5", m));
-    let mut m = base.clone();
-    m.config.rms_eps *= 100.0;
-    variants.push(("rms eps x100", m));
-    let mut m = base.clone();
-    m.config.attn_scale *= 1.1;
-    variants.push(("attn scale x1.1", m));
-    let mut m = base.clone();
-    m.layers.remove(29);
-    m.config.n_layer -= 1;
-    variants.push(("drop last layer", m));
-    let mut m = base.clone();
-    m.layers.remove(15);
-    m.config.n_layer -= 1;
-    variants.push(("drop layer 15", m));
-    let mut m = base.clone();
-    m.config.sliding_window = Some(4);
-    variants.push(("window 4", m));
-    for (name, m) in &variants {
-        let mut kv = KvCache::new(&m.config, 64, 16);
-        let mut ws = Workspace::new();
-        let s = kv.add_sequence();
-        let ours = m
-            .forward(
-                &pool,
-                &[SeqInput { seq: s, tokens: &ids, logits: Logits::All }],
-                &mut kv,
-                &mut ws,
-                None,
-            )
-            .unwrap()
-            .to_vec();
-        let (mut wc, mut wr, mut wo, mut am) = (1f64, 0f32, 10, 0);
-        for i in 0..n {
-            let a = agreement(&ours[i * vocab..(i + 1) * vocab], &q_all[i]);
-            wc = wc.min(a.cosine);
-            wr = wr.max(a.rel_diff);
-            wo = wo.min(a.top_k_overlap);
-            am += usize::from(a.argmax.0 != a.argmax.1);
-        }
-        let a = agreement(&ours[(n - 1) * vocab..], &q_all[n - 1]);
-        eprintln!("{name:16}: all: worst cos {wc:.6} worst rel {wr:.2e} min ov {wo} argmax mismatches {am} | last: cos {:.6} rel {:.2e} ov {} am {:?}", a.cosine, a.rel_diff, a.top_k_overlap, a.argmax);
-    }
-}
-
-#[allow(clippy::print_stderr)]
-#[test]
-#[ignore]
-fn zz_prompts() {
-    let path = llmopt_testdata::model(llmopt_testdata::SMOLLM2);
-    let file = Arc::new(GgufFile::open(&path).unwrap());
-    let tok = llmopt_tokenizer::Tokenizer::from_gguf(file.metadata()).unwrap();
-    let m = Model::from_gguf(file).unwrap();
-    let vocab = m.config.vocab_size;
-    let pool = ThreadPool::new(2);
-    let mut cq = Candle::load(&path);
-    for p in ["Once upon a time, in a small village by the sea, there lived an old fisherman who", "def fibonacci(n):\n    if n < 2:\n        return n\n    return", "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the", "Water boils at a temperature of 100 degrees Celsius at sea level, but at higher altitudes it", "1, 2, 3, 4, 5, 6, 7, 8, 9,"] {
-        let ids = tok.encode(p, true, false);
-        let n = ids.len();
-        let mut kv = KvCache::new(&m.config, 64, 16);
-        let mut ws = Workspace::new();
-        let s = kv.add_sequence();
-        let ours = m.forward(&pool, &[SeqInput { seq: s, tokens: &ids, logits: Logits::All }], &mut kv, &mut ws, None).unwrap().to_vec();
-        cq.model.clear_kv_cache();
-        let last = cq.forward(&ids, 0);
-        cq.model.clear_kv_cache();
-        let (mut wc, mut wr, mut wo, mut am, mut amt) = (1f64, 0f32, 10, 0, 0);
-        for (i, t) in ids.iter().enumerate() {
-            let q = cq.forward(std::slice::from_ref(t), i);
-            let a = agreement(&ours[i*vocab..(i+1)*vocab], &q); wc = wc.min(a.cosine); wr = wr.max(a.rel_diff); wo = wo.min(a.top_k_overlap);
-            let tq = top_k(&q, 2);
-            if a.argmax.0 != a.argmax.1 { am += 1; if q[tq[0]] - q[tq[1]] > 0.5 { amt += 1; } }
-        }
-        let a = agreement(&ours[(n-1)*vocab..], &last);
-        eprintln!("n {n:2}: all: worst cos {wc:.6} worst rel {wr:.2e} min ov {wo} argmax mismatches {am} (margin>0.5: {amt}) | last: cos {:.6} rel {:.2e} ov {} am {:?}", a.cosine, a.rel_diff, a.top_k_overlap, a.argmax);
-    }
-}
-
-#[allow(clippy::print_stderr)]
-#[test]
-#[ignore]
-fn zz_fox() {
-    let path = llmopt_testdata::model(llmopt_testdata::SMOLLM2);
-    let file = Arc::new(GgufFile::open(&path).unwrap());
-    let tok = llmopt_tokenizer::Tokenizer::from_gguf(file.metadata()).unwrap();
-    let m = Model::from_gguf(file).unwrap();
-    let vocab = m.config.vocab_size;
-    let pool = ThreadPool::new(2);
-    let prompts = ["The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the", "1, 2, 3, 4, 5, 6, 7, 8, 9,"];
-    let mut cq = Candle::load(&path);
-    let mut qs = vec![];
-    for p in prompts { let ids = tok.encode(p, true, false); cq.model.clear_kv_cache(); qs.push(ids.iter().enumerate().map(|(i, t)| cq.forward(std::slice::from_ref(t), i)).collect::<Vec<_>>()); }
-    std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1");
-    let fs = { let path = path.clone(); let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(p, true, false)).collect(); std::thread::spawn(move || {
-        let mut cf = Candle::load(&path);
-        ids.iter().map(|ids| { cf.model.clear_kv_cache(); ids.iter().enumerate().map(|(i, t)| cf.forward(std::slice::from_ref(t), i)).collect::<Vec<_>>() }).collect::<Vec<_>>()
-    }).join().unwrap() };
-    for (k, p) in prompts.iter().enumerate() {
-        let ids = tok.encode(p, true, false);
-        let run = |bs: usize| { let mut kv = KvCache::new(&m.config, 64, bs); let mut ws = Workspace::new(); let s = kv.add_sequence();
-            m.forward(&pool, &[SeqInput { seq: s, tokens: &ids, logits: Logits::All }], &mut kv, &mut ws, None).unwrap().to_vec() };
-        let o16 = run(16); let o64 = run(64);
-        eprintln!("{p:?}");
-        for i in 0..ids.len() {
-            let (o, q, f) = (&o16[i*vocab..(i+1)*vocab], &qs[k][i], &fs[k][i]);
-            let a = agreement(o, q); let b = agreement(o, f); let c = agreement(q, f); let d = agreement(o, &o64[i*vocab..(i+1)*vocab]);
-            let tf = top_k(f, 2);
-            eprintln!("  KL pos {i:2}: ours||cq {:.2e} ours||cf {:.2e} cq||cf {:.2e}", kl(q, o), kl(f, o), kl(f, q));
-            eprintln!("  pos {i:2} tok {:5}: ours~cq cos {:.5} rel {:.2e} | ours~cf cos {:.5} rel {:.2e} | cq~cf cos {:.5} rel {:.2e} | bs16~bs64 rel {:.1e} | am {} {} {} margin_f {:.2} maxlogit {:.1}", ids[i], a.cosine, a.rel_diff, b.cosine, b.rel_diff, c.cosine, c.rel_diff, d.rel_diff, a.argmax.0, a.argmax.1, c.argmax.1, f[tf[0]]-f[tf[1]], f[tf[0]]);
-        }
-    }
+    eprintln!("{all}");
+    assert!(mean_kl < ALL_MAX_MEAN_KL, "mean KL above {ALL_MAX_MEAN_KL}: {all}");
 }
