@@ -3,12 +3,13 @@
 
 use std::{
     io::Write,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output, Stdio},
 };
 
 use llmopt_formats::gguf::{parse_header, write_gguf, MetaValue, Metadata, TensorToWrite};
 use llmopt_tensor::GgmlType;
+use llmopt_testdata::TempDir;
 
 fn llmopt(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_llmopt")).args(args).output().expect("run llmopt")
@@ -32,12 +33,6 @@ fn assert_fails(out: &Output, words: &[&str]) {
     for w in words {
         assert!(err.contains(w), "stderr lacks {w:?}: {err}");
     }
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("llmopt-cli-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[test]
@@ -174,16 +169,17 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
 
 #[test]
 fn bad_model_files_are_named_errors() {
-    let dir = temp_dir("bad");
+    let tmp = TempDir::new("cli-bad");
+    let dir = tmp.path();
     assert_fails(&llmopt(&["inspect", "/no/such/model.gguf"]), &["/no/such/model.gguf", "hint:"]);
-    let not_gguf = write_file(&dir, "notes.gguf", b"this is a text file, not a model\n");
+    let not_gguf = write_file(dir, "notes.gguf", b"this is a text file, not a model\n");
     assert_fails(
         &llmopt(&["generate", "-m", &not_gguf, "-p", "hi"]),
         &["not a GGUF file", "hint:"],
     );
 
     let real = std::fs::read(smollm2()).unwrap();
-    let truncated = write_file(&dir, "truncated.gguf", &real[..200_000]);
+    let truncated = write_file(dir, "truncated.gguf", &real[..200_000]);
     assert_fails(&llmopt(&["inspect", &truncated]), &["truncated", "offset"]);
 
     // An architecture this build does not know.
@@ -198,7 +194,7 @@ fn bad_model_files_are_named_errors() {
     }];
     let mut bytes = Vec::new();
     write_gguf(&mut bytes, &meta, &tensors).unwrap();
-    let unknown_arch = write_file(&dir, "mamba.gguf", &bytes);
+    let unknown_arch = write_file(dir, "mamba.gguf", &bytes);
     assert_fails(
         &llmopt(&["generate", "-m", &unknown_arch, "-p", "hi"]),
         &["unknown architecture 'mamba'", "supported", "llama"],
@@ -208,12 +204,11 @@ fn bad_model_files_are_named_errors() {
     let header = parse_header(&bytes).unwrap();
     let at = header.tensors[0].info_offset as usize + 8 + "x.weight".len() + 4 + 16;
     bytes[at..at + 4].copy_from_slice(&77u32.to_le_bytes());
-    let bad_type = write_file(&dir, "badtype.gguf", &bytes);
+    let bad_type = write_file(dir, "badtype.gguf", &bytes);
     assert_fails(
         &llmopt(&["inspect", &bad_type]),
         &["'x.weight'", "type 77", &format!("offset {at}")],
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -240,13 +235,12 @@ fn bad_run_options_are_named_errors() {
         &llmopt(&["eval", "perplexity", "-m", &m, "-f", "/no/such.txt"]),
         &["/no/such.txt"],
     );
-    let dir = temp_dir("short");
-    let short = write_file(&dir, "short.txt", b"Too short to score.");
+    let tmp = TempDir::new("cli-short");
+    let short = write_file(tmp.path(), "short.txt", b"Too short to score.");
     assert_fails(
         &llmopt(&["eval", "perplexity", "-m", &m, "-f", &short]),
         &["fewer than one chunk", "hint:"],
     );
-    std::fs::remove_dir_all(&dir).unwrap();
     // Usage errors come from clap with exit code 2.
     let out = llmopt(&["generate", "--prompt", "hi"]);
     assert_eq!(out.status.code(), Some(2));

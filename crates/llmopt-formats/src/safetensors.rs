@@ -373,24 +373,7 @@ pub fn write_safetensors(path: &Path, tensors: &[TensorToWrite<'_>]) -> Result<(
 mod tests {
     use super::*;
 
-    /// A directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            let p =
-                std::env::temp_dir().join(format!("llmopt-formats-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use llmopt_testdata::TempDir;
 
     fn f32_bytes(v: &[f32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -398,7 +381,7 @@ mod tests {
 
     #[test]
     fn reads_a_single_file_with_each_float_dtype() {
-        let d = TempDir::new("single");
+        let d = TempDir::new("formats-single");
         let a = f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let h: Vec<u8> = [0x3c00u16, 0xc000].iter().flat_map(|x| x.to_le_bytes()).collect();
         let b: Vec<u8> = [0x3f80u16, 0x4000, 0x4040].iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -407,10 +390,10 @@ mod tests {
             TensorToWrite { name: "h".into(), dtype: Dtype::F16, shape: vec![2], data: &h },
             TensorToWrite { name: "b".into(), dtype: Dtype::BF16, shape: vec![3], data: &b },
         ];
-        write_safetensors(&d.0.join(SINGLE_FILE), &ts).unwrap();
-        for path in [d.0.clone(), d.0.join(SINGLE_FILE)] {
+        write_safetensors(&d.path().join(SINGLE_FILE), &ts).unwrap();
+        for path in [d.path().to_path_buf(), d.path().join(SINGLE_FILE)] {
             let m = SafetensorsModel::open(&path).unwrap();
-            assert_eq!(m.dir(), d.0);
+            assert_eq!(m.dir(), d.path());
             assert_eq!(m.names().collect::<Vec<_>>(), ["a", "b", "h"]);
             for t in &ts {
                 let got = m.require(&t.name).unwrap();
@@ -431,7 +414,7 @@ mod tests {
 
     #[test]
     fn reads_shards_through_the_index() {
-        let d = TempDir::new("sharded");
+        let d = TempDir::new("formats-sharded");
         let a: &'static [u8] = f32_bytes(&[1.0, 2.0]).leak();
         let b: &'static [u8] = f32_bytes(&[3.0]).leak();
         let t = |name: &str, data: &'static [u8]| TensorToWrite {
@@ -440,12 +423,14 @@ mod tests {
             shape: vec![data.len() / 4],
             data,
         };
-        write_safetensors(&d.0.join("model-00001-of-00002.safetensors"), &[t("x.a", a)]).unwrap();
-        write_safetensors(&d.0.join("model-00002-of-00002.safetensors"), &[t("x.b", b)]).unwrap();
+        write_safetensors(&d.path().join("model-00001-of-00002.safetensors"), &[t("x.a", a)])
+            .unwrap();
+        write_safetensors(&d.path().join("model-00002-of-00002.safetensors"), &[t("x.b", b)])
+            .unwrap();
         let index = r#"{"metadata": {"total_size": 12}, "weight_map": {
             "x.a": "model-00001-of-00002.safetensors", "x.b": "model-00002-of-00002.safetensors"}}"#;
-        std::fs::write(d.0.join(INDEX_FILE), index).unwrap();
-        let m = SafetensorsModel::open(&d.0).unwrap();
+        std::fs::write(d.path().join(INDEX_FILE), index).unwrap();
+        let m = SafetensorsModel::open(d.path()).unwrap();
         assert_eq!(m.files().len(), 2);
         assert_eq!(m.require("x.a").unwrap().data(), a);
         assert_eq!(m.require("x.b").unwrap().data(), b);
@@ -458,34 +443,40 @@ mod tests {
 
         // An index that disagrees with its shards.
         std::fs::write(
-            d.0.join(INDEX_FILE),
+            d.path().join(INDEX_FILE),
             index.replace("\"x.b\": \"model-00002", "\"x.b\": \"model-00001"),
         )
         .unwrap();
-        let e = SafetensorsModel::open(&d.0).unwrap_err();
+        let e = SafetensorsModel::open(d.path()).unwrap_err();
         assert!(e.to_string().contains("'x.b'"), "{e}");
         // A shard outside the directory.
-        std::fs::write(d.0.join(INDEX_FILE), r#"{"weight_map": {"x.a": "../model.safetensors"}}"#)
-            .unwrap();
-        let e = SafetensorsModel::open(&d.0).unwrap_err();
+        std::fs::write(
+            d.path().join(INDEX_FILE),
+            r#"{"weight_map": {"x.a": "../model.safetensors"}}"#,
+        )
+        .unwrap();
+        let e = SafetensorsModel::open(d.path()).unwrap_err();
         assert!(e.to_string().contains("plain file name"), "{e}");
         // Bad JSON says where.
-        std::fs::write(d.0.join(INDEX_FILE), "{\n  \"weight_map\": {\n    \"x.a\": }\n}").unwrap();
-        match SafetensorsModel::open(&d.0).unwrap_err() {
-            HfError::Json { line, path, .. } => assert_eq!((line, path), (3, d.0.join(INDEX_FILE))),
+        std::fs::write(d.path().join(INDEX_FILE), "{\n  \"weight_map\": {\n    \"x.a\": }\n}")
+            .unwrap();
+        match SafetensorsModel::open(d.path()).unwrap_err() {
+            HfError::Json { line, path, .. } => {
+                assert_eq!((line, path), (3, d.path().join(INDEX_FILE)))
+            }
             e => panic!("expected a JSON error, got {e}"),
         }
     }
 
     #[test]
     fn unsupported_dtypes_are_listed_but_not_handed_out() {
-        let d = TempDir::new("dtype");
+        let d = TempDir::new("formats-dtype");
         // Written by hand: the writer only takes supported dtypes.
         let header = r#"{"pos":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}"#;
         let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend_from_slice(&[0u8; 16]);
-        let path = d.0.join("x.safetensors");
+        let path = d.path().join("x.safetensors");
         std::fs::write(&path, bytes).unwrap();
         let m = SafetensorsModel::open(&path).unwrap();
         assert_eq!(m.names().collect::<Vec<_>>(), ["pos"]);
@@ -496,15 +487,15 @@ mod tests {
 
     #[test]
     fn broken_files_are_errors_naming_the_file() {
-        let d = TempDir::new("broken");
-        let e = SafetensorsModel::open(&d.0).unwrap_err();
+        let d = TempDir::new("formats-broken");
+        let e = SafetensorsModel::open(d.path()).unwrap_err();
         assert!(
             matches!(e, HfError::MissingFile { .. }) && e.to_string().contains(SINGLE_FILE),
             "{e}"
         );
-        let e = SafetensorsModel::open(d.0.join("nothing.safetensors")).unwrap_err();
+        let e = SafetensorsModel::open(d.path().join("nothing.safetensors")).unwrap_err();
         assert!(matches!(e, HfError::MissingFile { .. }), "{e}");
-        let path = d.0.join(SINGLE_FILE);
+        let path = d.path().join(SINGLE_FILE);
         for bytes in [
             &b""[..],
             b"\x10\0\0\0\0\0\0\0{}",
@@ -512,7 +503,7 @@ mod tests {
             b"\xff\xff\xff\xff\xff\xff\xff\xff",
         ] {
             std::fs::write(&path, bytes).unwrap();
-            let e = SafetensorsModel::open(&d.0).unwrap_err();
+            let e = SafetensorsModel::open(d.path()).unwrap_err();
             assert!(
                 matches!(e, HfError::BadHeader { .. }) && e.to_string().contains(SINGLE_FILE),
                 "{e}"
@@ -524,6 +515,6 @@ mod tests {
         bytes.extend_from_slice(header.as_bytes());
         bytes.extend_from_slice(&[0u8; 12]);
         std::fs::write(&path, bytes).unwrap();
-        assert!(matches!(SafetensorsModel::open(&d.0), Err(HfError::BadHeader { .. })));
+        assert!(matches!(SafetensorsModel::open(d.path()), Err(HfError::BadHeader { .. })));
     }
 }

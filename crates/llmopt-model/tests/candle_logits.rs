@@ -6,13 +6,13 @@
 //! does; candle keeps them in f32), and over 30 layers a few flipped 8-bit roundings grow into
 //! logit differences of a few percent. That is the noise floor, not a bug. Measured on this prompt:
 //!
-//! | all 13 positions                      | worst cosine | worst max-diff/max | mean KL |
-//! |---------------------------------------|--------------|--------------------|---------|
-//! | ours vs candle                        | 0.9950       | 5.7e-2             | 3.5e-3  |
-//! | candle Q8 vs candle f32 activations¹ | 0.9934       | 6.0e-2             | 3.7e-3  |
-//! | ours vs candle f32 activations *      | 0.9964       | 4.8e-2             | 3.1e-3  |
+//! | all 13 positions                        | worst cosine | worst max-diff/max | mean KL |
+//! |-----------------------------------------|--------------|--------------------|---------|
+//! | ours vs candle                          | 0.9950       | 5.7e-2             | 3.5e-3  |
+//! | candle Q8 vs candle f32 activations (1) | 0.9934       | 6.0e-2             | 3.7e-3  |
+//! | ours vs candle f32 activations (1)      | 0.9964       | 4.8e-2             | 3.1e-3  |
 //!
-//! ¹ `CANDLE_DEQUANTIZE_ALL=1`: candle dequantizes the weights and multiplies in f32. Ours is as
+//! (1) `CANDLE_DEQUANTIZE_ALL=1`: candle dequantizes the weights and multiplies in f32. Ours is as
 //! close to that reference as candle's own quantized path is. The last position (a confident
 //! prediction) agrees better: cosine 0.99989, max|diff|/max|logit| 2.6e-2 (0.77 of a 29.5 logit),
 //! top-10 10/10.

@@ -7,10 +7,7 @@
 //! back exactly the GGUF's dequantized matrices and nearly its logits. The other tests use tiny
 //! synthetic checkpoints for shards, BF16, Gemma's norm offset and the error cases.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{path::Path, sync::Arc};
 
 use llmopt_formats::{
     gguf::GgufFile,
@@ -36,24 +33,7 @@ const MAX_REL_DIFF: f32 = 2e-2;
 /// the largest change of a margin measured between them, 0.13).
 const NEAR_TIE: f32 = 0.25;
 
-/// A fresh directory under the system temp dir, removed on drop (also when a test fails).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let p =
-            std::env::temp_dir().join(format!("llmopt-safetensors-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use llmopt_testdata::TempDir;
 
 fn le_bytes(v: &[f32], dtype: Dtype) -> Vec<u8> {
     match dtype {
@@ -225,12 +205,12 @@ fn top2(v: &[f32]) -> (usize, usize) {
 fn smollm2_two_layers_from_safetensors_match_the_gguf() {
     let file = smollm2();
     let cfg = truncated_config(&file);
-    let dir = TempDir::new("smollm2");
-    write_smollm2_as_hf(&file, &cfg, &dir.0);
-    let size = std::fs::metadata(dir.0.join(SINGLE_FILE)).unwrap().len();
+    let dir = TempDir::new("safetensors-smollm2");
+    write_smollm2_as_hf(&file, &cfg, dir.path());
+    let size = std::fs::metadata(dir.path().join(SINGLE_FILE)).unwrap().len();
     assert!(size < 100_000_000, "checkpoint is {size} bytes");
 
-    let hf = Model::from_safetensors(&dir.0).unwrap();
+    let hf = Model::from_safetensors(dir.path()).unwrap();
     let gguf = Model::from_source(cfg.clone(), &file).unwrap();
     assert_eq!(hf.config, cfg, "config.json maps to the GGUF's config");
     assert_eq!(hf.layers.len(), N_LAYER);
@@ -354,24 +334,25 @@ fn write_tiny(dir: &Path, class: &str, dtype: Dtype) -> Vec<HfTensor> {
 
 #[test]
 fn bf16_shards_load_the_same_weights_as_f32() {
-    let (f32_dir, bf16_dir) = (TempDir::new("tiny-f32"), TempDir::new("tiny-bf16"));
-    write_tiny(&f32_dir.0, "LlamaForCausalLM", Dtype::F32);
+    let (f32_dir, bf16_dir) =
+        (TempDir::new("safetensors-tiny-f32"), TempDir::new("safetensors-tiny-bf16"));
+    write_tiny(f32_dir.path(), "LlamaForCausalLM", Dtype::F32);
     // The BF16 copy as two shards and an index.
     let tensors = tiny_tensors(ArchSpec::by_name("llama").unwrap(), Dtype::BF16);
     let (first, second) = tensors.split_at(tensors.len() / 2);
     let mut weight_map = Vec::new();
     for (i, part) in [first, second].into_iter().enumerate() {
         let shard = format!("model-0000{}-of-00002.safetensors", i + 1);
-        write_checkpoint(&bf16_dir.0.join(&shard), part);
+        write_checkpoint(&bf16_dir.path().join(&shard), part);
         weight_map.extend(part.iter().map(|t| format!("\"{}\": \"{shard}\"", t.name)));
     }
     let index = format!("{{\"metadata\": {{}}, \"weight_map\": {{{}}}}}", weight_map.join(", "));
-    std::fs::write(bf16_dir.0.join(INDEX_FILE), index).unwrap();
-    std::fs::write(bf16_dir.0.join(CONFIG_FILE), tiny_config("LlamaForCausalLM").to_json())
+    std::fs::write(bf16_dir.path().join(INDEX_FILE), index).unwrap();
+    std::fs::write(bf16_dir.path().join(CONFIG_FILE), tiny_config("LlamaForCausalLM").to_json())
         .unwrap();
 
-    let a = Model::from_safetensors(&f32_dir.0).unwrap();
-    let b = Model::from_safetensors(&bf16_dir.0).unwrap();
+    let a = Model::from_safetensors(f32_dir.path()).unwrap();
+    let b = Model::from_safetensors(bf16_dir.path()).unwrap();
     for (la, lb) in a.linears().zip(b.linears()) {
         assert_eq!((la.weight.ty, lb.weight.ty), (GgmlType::F32, GgmlType::BF16), "{}", la.name);
         assert!(dequantized(la) == dequantized(lb), "{}", la.name);
@@ -388,13 +369,13 @@ fn bf16_shards_load_the_same_weights_as_f32() {
 
 #[test]
 fn gemma3_gets_its_norm_offset_and_attention_scale() {
-    let dir = TempDir::new("tiny-gemma3");
-    let tensors = write_tiny(&dir.0, "Gemma3ForCausalLM", Dtype::F32);
+    let dir = TempDir::new("safetensors-tiny-gemma3");
+    let tensors = write_tiny(dir.path(), "Gemma3ForCausalLM", Dtype::F32);
     let mut config = tiny_config("Gemma3ForCausalLM");
     config.query_pre_attn_scalar = Some(16.0);
     config.sliding_window = Some(4);
-    std::fs::write(dir.0.join(CONFIG_FILE), config.to_json()).unwrap();
-    let m = Model::from_safetensors(&dir.0).unwrap();
+    std::fs::write(dir.path().join(CONFIG_FILE), config.to_json()).unwrap();
+    let m = Model::from_safetensors(dir.path()).unwrap();
     assert_eq!((m.config.attn_scale, m.config.sliding_window), (0.25, Some(4)));
     let stored = |name: &str| -> Vec<f32> {
         let t = tensors.iter().find(|t| t.name == name).unwrap();
@@ -439,17 +420,17 @@ fn raw_safetensors(tensors: &[(&str, &str, Vec<usize>, usize)]) -> Vec<u8> {
 
 #[test]
 fn broken_checkpoints_are_errors_that_say_what_is_wrong() {
-    let dir = TempDir::new("tiny-errors");
-    let tensors = write_tiny(&dir.0, "LlamaForCausalLM", Dtype::F32);
-    Model::from_safetensors(&dir.0).unwrap();
-    Model::from_safetensors(dir.0.join(SINGLE_FILE))
+    let dir = TempDir::new("safetensors-tiny-errors");
+    let tensors = write_tiny(dir.path(), "LlamaForCausalLM", Dtype::F32);
+    Model::from_safetensors(dir.path()).unwrap();
+    Model::from_safetensors(dir.path().join(SINGLE_FILE))
         .expect("a file path finds config.json beside it");
-    let load_err = |what: &str| Model::from_safetensors(&dir.0).map(|_| ()).expect_err(what);
+    let load_err = |what: &str| Model::from_safetensors(dir.path()).map(|_| ()).expect_err(what);
 
     // Unknown architecture class.
     let mut c = tiny_config("LlamaForCausalLM");
     c.architectures = vec!["MambaForCausalLM".into()];
-    std::fs::write(dir.0.join(CONFIG_FILE), c.to_json()).unwrap();
+    std::fs::write(dir.path().join(CONFIG_FILE), c.to_json()).unwrap();
     let e = load_err("unknown class");
     assert!(
         matches!(&e, HfLoadError::Model(ModelError::UnknownArchitecture(a)) if a == "MambaForCausalLM"),
@@ -458,7 +439,7 @@ fn broken_checkpoints_are_errors_that_say_what_is_wrong() {
 
     // Bad JSON: the error gives the file and the line.
     std::fs::write(
-        dir.0.join(CONFIG_FILE),
+        dir.path().join(CONFIG_FILE),
         "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"hidden_size\": 8,,\n}",
     )
     .unwrap();
@@ -467,19 +448,20 @@ fn broken_checkpoints_are_errors_that_say_what_is_wrong() {
     assert!(e.to_string().contains(CONFIG_FILE) && e.to_string().contains("line 3"), "{e}");
 
     // Missing config.json.
-    std::fs::remove_file(dir.0.join(CONFIG_FILE)).unwrap();
+    std::fs::remove_file(dir.path().join(CONFIG_FILE)).unwrap();
     let e = load_err("no config");
     assert!(
         matches!(&e, HfLoadError::Format(HfError::MissingFile { .. }))
             && e.to_string().contains(CONFIG_FILE),
         "{e}"
     );
-    std::fs::write(dir.0.join(CONFIG_FILE), tiny_config("LlamaForCausalLM").to_json()).unwrap();
+    std::fs::write(dir.path().join(CONFIG_FILE), tiny_config("LlamaForCausalLM").to_json())
+        .unwrap();
 
     // A missing tensor is named as the checkpoint names it.
     let without: Vec<HfTensor> =
         tensors.into_iter().filter(|t| t.name != "model.layers.0.mlp.up_proj.weight").collect();
-    write_checkpoint(&dir.0.join(SINGLE_FILE), &without);
+    write_checkpoint(&dir.path().join(SINGLE_FILE), &without);
     let e = load_err("missing tensor");
     assert!(matches!(&e, HfLoadError::Model(ModelError::MissingTensor { .. })), "{e}");
     assert!(
@@ -500,8 +482,8 @@ fn broken_checkpoints_are_errors_that_say_what_is_wrong() {
     let bytes = raw_safetensors(
         &specs.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.clone(), *b)).collect::<Vec<_>>(),
     );
-    std::fs::write(dir.0.join(SINGLE_FILE), bytes).unwrap();
-    Model::from_safetensors(&dir.0).expect("an unused I64 tensor is ignored");
+    std::fs::write(dir.path().join(SINGLE_FILE), bytes).unwrap();
+    Model::from_safetensors(dir.path()).expect("an unused I64 tensor is ignored");
     for s in &mut specs {
         if s.0 == "model.layers.0.self_attn.q_proj.weight" {
             (s.1, s.3) = ("I64", q * D * 8);
@@ -510,7 +492,7 @@ fn broken_checkpoints_are_errors_that_say_what_is_wrong() {
     let bytes = raw_safetensors(
         &specs.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.clone(), *b)).collect::<Vec<_>>(),
     );
-    std::fs::write(dir.0.join(SINGLE_FILE), bytes).unwrap();
+    std::fs::write(dir.path().join(SINGLE_FILE), bytes).unwrap();
     let e = load_err("I64 weight");
     let msg = e.to_string();
     assert!(matches!(&e, HfLoadError::Model(ModelError::BadTensor { .. })), "{e}");
@@ -522,7 +504,7 @@ fn broken_checkpoints_are_errors_that_say_what_is_wrong() {
     );
 
     // No weights at all.
-    std::fs::remove_file(dir.0.join(SINGLE_FILE)).unwrap();
+    std::fs::remove_file(dir.path().join(SINGLE_FILE)).unwrap();
     let e = load_err("no weights");
     assert!(
         matches!(&e, HfLoadError::Format(HfError::MissingFile { .. }))

