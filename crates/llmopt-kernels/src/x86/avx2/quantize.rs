@@ -101,8 +101,9 @@ pub(crate) fn quantize_row_q8_k(x: &[f32], y: &mut [u8]) {
             yb.fill(0);
             continue;
         }
-        // The first element whose magnitude is amax fixes the sign, like the scalar scan.
-        let max = *xb.iter().find(|v| v.abs() == amax).expect("amax is attained");
+        // The first element whose magnitude is amax fixes the sign, like the scalar scan. A NaN
+        // (from a broken model file) makes amax NaN and matches nothing: garbage in, no panic.
+        let max = xb.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
         let iscale = -127.0 / max;
         let vs = _mm256_set1_ps(iscale);
         for g in 0..8 {
