@@ -3,4 +3,6 @@
 
 pub mod perplexity;
 
-pub use perplexity::{perplexity, PerplexityConfig, PerplexityError, PerplexityReport};
+pub use perplexity::{
+    perplexity, strip_final_newline, PerplexityConfig, PerplexityError, PerplexityReport,
+};

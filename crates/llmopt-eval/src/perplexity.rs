@@ -42,6 +42,13 @@ pub enum PerplexityError {
     Model(#[from] ModelError),
 }
 
+/// Makes `text` what llama.cpp's `-f` reads: one trailing newline is not part of the text.
+pub fn strip_final_newline(text: &mut String) {
+    if text.ends_with('\n') {
+        text.pop();
+    }
+}
+
 /// Log-probability of `target` under `logits` (max-shifted, sum of exponentials in f64, as llama.cpp).
 pub fn log_softmax_at(logits: &[f32], target: usize) -> f64 {
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);

@@ -24,10 +24,7 @@ fn check(name: &str) {
     let tok = Tokenizer::from_gguf(file.metadata()).unwrap();
     let model = Model::from_gguf(file).unwrap();
     let mut text = std::fs::read_to_string(llmopt_testdata::britannica()).unwrap();
-    // llama.cpp's -f drops one trailing newline.
-    if text.ends_with('\n') {
-        text.pop();
-    }
+    llmopt_eval::strip_final_newline(&mut text);
     let tokens = tok.encode(&text, true, false);
     assert_eq!(
         tokens.len() as u64,

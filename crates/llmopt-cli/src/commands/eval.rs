@@ -10,10 +10,7 @@ use crate::{cli::PerplexityArgs, load::Loaded};
 pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
     let mut text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    // As llama.cpp's -f: one trailing newline is not part of the text.
-    if text.ends_with('\n') {
-        text.pop();
-    }
+    llmopt_eval::strip_final_newline(&mut text);
     let m = Loaded::open(&args.run.model, args.run.threads)?;
     // llama.cpp tokenizes the whole text with the model's special-token rule (BOS when it adds one).
     let tokens = m.tokenizer.encode(&text, true, false);
