@@ -1,8 +1,10 @@
 //! matmul throughput for the formats our default models use, at SmolLM2-135M's FFN shape
-//! (576 x 1536), decode (1 token) and prefill (64 tokens), 1 and 2 threads.
+//! (576 x 1536), decode (1 token) and prefill (64 tokens), 1 and 2 threads; and prefill of 128
+//! tokens through the tile kernels (`matmul`) against one `vec_dot` per pair (`pairs`, the path
+//! before tiles), both ways round (576 -> 1536 and 1536 -> 576).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use llmopt_kernels::{matmul, ThreadPool, WeightView};
+use llmopt_kernels::{matmul, Isa, Kernels, ThreadPool, WeightView};
 use llmopt_tensor::{f32_to_f16, GgmlType};
 
 /// Deterministic pseudo-random weights: encoded gaussians-ish, or bytes with sane K-quant scales.
@@ -54,5 +56,83 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The pre-tile prefill path: quantize, then one `vec_dot` per (row, token) in tasks of 64 rows
+/// x 16 tokens.
+fn pairs(
+    pool: &ThreadPool,
+    w: &WeightView<'_>,
+    x: &[f32],
+    n_tok: usize,
+    a: &mut [u8],
+    y: &mut [f32],
+) {
+    let k = Kernels::get(Isa::best()).unwrap();
+    let (dot, vdt) = (k.vec_dot(w.ty).unwrap(), w.ty.spec().vec_dot_type);
+    let (w_row, a_row) = (w.ty.row_bytes(w.cols).unwrap(), vdt.row_bytes(w.cols).unwrap());
+    let quant = k.quantize(vdt).unwrap();
+    for (xt, at) in x.chunks_exact(w.cols).zip(a.chunks_exact_mut(a_row)) {
+        quant(xt, at);
+    }
+    let a: &[u8] = a;
+    let n_rc = w.rows.div_ceil(64);
+    let out = Out(y.as_mut_ptr());
+    pool.run(n_rc * n_tok.div_ceil(16), &|i| {
+        let (r0, t0) = ((i % n_rc) * 64, (i / n_rc) * 16);
+        for r in r0..(r0 + 64).min(w.rows) {
+            let wr = &w.data[r * w_row..(r + 1) * w_row];
+            for t in t0..(t0 + 16).min(n_tok) {
+                let v = dot(w.cols, wr, &a[t * a_row..(t + 1) * a_row]);
+                // SAFETY: each (r, t) belongs to one task, inside `y` (n_tok * rows).
+                unsafe { *out.at(t * w.rows + r) = v };
+            }
+        }
+    });
+}
+
+/// `y`'s pointer, shared by tasks writing disjoint elements.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: tasks write disjoint elements and `run` returns after all of them.
+unsafe impl Sync for Out {}
+impl Out {
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+fn bench_prefill(c: &mut Criterion) {
+    let n_tok = 128;
+    let mut g = c.benchmark_group("prefill128");
+    g.sample_size(10);
+    g.warm_up_time(std::time::Duration::from_millis(500));
+    g.measurement_time(std::time::Duration::from_secs(2));
+    use GgmlType::*;
+    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
+        for (rows, cols) in [(1536usize, 576usize), (576, 1536)] {
+            if !cols.is_multiple_of(ty.spec().block_len) {
+                continue;
+            }
+            let data = weights(ty, rows, cols);
+            let w = WeightView { ty, rows, cols, data: &data };
+            let x: Vec<f32> = (0..n_tok * cols).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
+            let mut y = vec![0.0f32; n_tok * rows];
+            let mut scratch = Vec::new();
+            let mut a = vec![0u8; n_tok * ty.spec().vec_dot_type.row_bytes(cols).unwrap()];
+            g.throughput(Throughput::Elements((rows * cols * n_tok) as u64));
+            for threads in [1usize, 2] {
+                let pool = ThreadPool::new(threads);
+                let shape = format!("{ty}/{cols}to{rows}/t{threads}");
+                g.bench_function(BenchmarkId::new(&shape, "tiles"), |b| {
+                    b.iter(|| matmul(&pool, &w, &x, n_tok, &mut scratch, &mut y).unwrap())
+                });
+                g.bench_function(BenchmarkId::new(&shape, "pairs"), |b| {
+                    b.iter(|| pairs(&pool, &w, &x, n_tok, &mut a, &mut y))
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_prefill);
 criterion_main!(benches);

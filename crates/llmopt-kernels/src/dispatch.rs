@@ -10,6 +10,23 @@ use crate::{reference, KernelError};
 pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 /// Quantize a row of f32 activations into a format's bytes.
 pub type QuantizeFn = fn(x: &[f32], y: &mut [u8]);
+/// `tile(n, w, w_row, a, a_row, out)`: the dots of `rows` weight rows (row `r` at
+/// `w[r * w_row..]`) with `toks` activation rows (token `t` at `a[t * a_row..]`), each over `n`
+/// elements, into `out[t * rows + r]`; `rows` and `toks` are the [`TileKernel`]'s. Each result
+/// equals the same [`Isa`]'s [`VecDotFn`] on that pair, bit for bit.
+pub type TileFn = fn(n: usize, w: &[u8], w_row: usize, a: &[u8], a_row: usize, out: &mut [f32]);
+
+/// A [`TileFn`] and its fixed tile shape: weight blocks are unpacked once per tile and reused
+/// across `toks` tokens, activation blocks reused across `rows` rows (prefill).
+#[derive(Clone, Copy, Debug)]
+pub struct TileKernel {
+    /// Weight rows per call.
+    pub rows: usize,
+    /// Tokens per call.
+    pub toks: usize,
+    /// The kernel.
+    pub f: TileFn,
+}
 
 /// An instruction set to run kernels with. Pass [`Isa::Scalar`] to force the reference path
 /// (tests do); [`Isa::best`] is what `matmul` uses.
@@ -46,6 +63,7 @@ pub struct Kernels {
     isa: Isa,
     vec_dot: [Option<VecDotFn>; 15],
     quantize: [Option<QuantizeFn>; 15],
+    tile: [Option<TileKernel>; 15],
     simd_dot: [bool; 15],
     simd_quant: [bool; 15],
 }
@@ -79,6 +97,7 @@ fn build(isa: Isa) -> Kernels {
         isa,
         vec_dot: [None; 15],
         quantize: [None; 15],
+        tile: [None; 15],
         simd_dot: [false; 15],
         simd_quant: [false; 15],
     };
@@ -96,6 +115,7 @@ fn build(isa: Isa) -> Kernels {
             if let Some(f) = crate::x86::avx2::vec_dot(ty) {
                 (k.vec_dot[s], k.simd_dot[s]) = (Some(f), true);
             }
+            k.tile[s] = crate::x86::avx2::tile(ty);
             if let Some(f) = crate::x86::avx2::quantize(ty) {
                 (k.quantize[s], k.simd_quant[s]) = (Some(f), true);
             }
@@ -131,6 +151,12 @@ impl Kernels {
     /// Quantizer into activation format `ty`.
     pub fn quantize(&self, ty: GgmlType) -> Option<QuantizeFn> {
         self.quantize[slot(ty)]
+    }
+
+    /// The multi-row x multi-token kernel for weight type `ty`, where one is written (else
+    /// callers loop over [`Kernels::vec_dot`], which gives the same numbers).
+    pub fn tile(&self, ty: GgmlType) -> Option<TileKernel> {
+        self.tile[slot(ty)]
     }
 
     /// Whether `vec_dot(ty)` is a SIMD kernel (false: the scalar reference).

@@ -16,8 +16,8 @@ pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use dispatch::{Isa, Kernels, QuantizeFn, VecDotFn};
-pub use matmul::{matmul, matmul_with, WeightView};
+pub use dispatch::{Isa, Kernels, QuantizeFn, TileFn, TileKernel, VecDotFn};
+pub use matmul::{matmul, matmul_many, matmul_many_with, matmul_with, WeightView};
 pub use pool::ThreadPool;
 
 use llmopt_tensor::{GgmlType, TensorError};

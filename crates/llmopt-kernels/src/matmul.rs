@@ -1,9 +1,11 @@
 //! `y = W x` for every Linear: quantize the activations once, then dot each weight row with each
-//! token, parallel over row chunks (decode) or row chunks x token tiles (prefill).
+//! token, parallel over row chunks (decode) or row chunks x token tiles (prefill), where a
+//! [`TileKernel`] takes R rows x T tokens at once; [`matmul_many`] shares one input and one
+//! `pool.run` among several weights (Q/K/V, gate/up).
 
 use llmopt_tensor::GgmlType;
 
-use crate::{Isa, KernelError, Kernels, ThreadPool};
+use crate::{Isa, KernelError, Kernels, ThreadPool, TileKernel, VecDotFn};
 
 /// A row-major weight matrix in a ggml format: `rows` rows of `cols` elements, each row
 /// `ty.row_bytes(cols)` bytes.
@@ -19,9 +21,13 @@ pub struct WeightView<'a> {
     pub data: &'a [u8],
 }
 
-/// Tokens per tile in prefill: a tile's activations stay in L1 while a chunk of weight rows
+/// Tokens per task in prefill: a task's activations stay in L1 while a chunk of weight rows
 /// streams past them once.
 const TOK_TILE: usize = 16;
+/// Largest `rows * toks` of a [`TileKernel`] that the task loop takes (its stack buffer).
+const MAX_TILE: usize = 16;
+/// Weights per `pool.run` in [`matmul_many`]; more are run in several batches.
+const MAX_JOBS: usize = 8;
 
 /// `y[t * rows + r] = dot(w_row_r, x[t * cols..(t + 1) * cols])` for `t in 0..n_tok`, with the
 /// best kernels for this CPU. `scratch` holds the quantized activations and only grows.
@@ -36,6 +42,33 @@ pub fn matmul(
     matmul_with(Isa::best(), pool, w, x, n_tok, scratch, y)
 }
 
+/// [`matmul`] with an explicit instruction set (e.g. [`Isa::Scalar`] to force the reference).
+pub fn matmul_with(
+    isa: Isa,
+    pool: &ThreadPool,
+    w: &WeightView<'_>,
+    x: &[f32],
+    n_tok: usize,
+    scratch: &mut Vec<u8>,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_many_with(isa, pool, std::slice::from_ref(w), x, n_tok, scratch, &mut [y])
+}
+
+/// `ys[k] = ws[k] x` for weights sharing one input (all `ws[k].cols` equal): the activations are
+/// quantized once per distinct `vec_dot_type` and all the weights' tasks run in one
+/// `pool.run`. Each `ys[k]` equals what [`matmul`] would write, bit for bit.
+pub fn matmul_many(
+    pool: &ThreadPool,
+    ws: &[WeightView<'_>],
+    x: &[f32],
+    n_tok: usize,
+    scratch: &mut Vec<u8>,
+    ys: &mut [&mut [f32]],
+) -> Result<(), KernelError> {
+    matmul_many_with(Isa::best(), pool, ws, x, n_tok, scratch, ys)
+}
+
 fn check(what: &'static str, expected: usize, found: usize) -> Result<(), KernelError> {
     if expected == found {
         Ok(())
@@ -47,7 +80,7 @@ fn check(what: &'static str, expected: usize, found: usize) -> Result<(), Kernel
 /// Raw output pointer shared by the tasks; each (row, token) element is written by one task.
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
-// SAFETY: tasks write disjoint elements (see `matmul_with`), and `run` returns only after all
+// SAFETY: tasks write disjoint elements (see `Job::task`), and `run` returns only after all
 // tasks finish, while the `&mut [f32]` it came from is still borrowed.
 unsafe impl Send for Out {}
 // SAFETY: as above.
@@ -60,64 +93,199 @@ impl Out {
     }
 }
 
-/// [`matmul`] with an explicit instruction set (e.g. [`Isa::Scalar`] to force the reference).
-pub fn matmul_with(
+/// Byte offset in `scratch` of the activations for weight `k`'s `vec_dot_type`, and the total
+/// bytes: one region per distinct type, in order of first appearance (no allocation).
+fn act_offset(
+    ws: &[WeightView<'_>],
+    k: usize,
+    n_tok: usize,
+) -> Result<(usize, usize), KernelError> {
+    let mut off = None;
+    let mut total = 0;
+    for (j, w) in ws.iter().enumerate() {
+        let vdt = w.ty.spec().vec_dot_type;
+        if ws[..j].iter().any(|p| p.ty.spec().vec_dot_type == vdt) {
+            continue; // Not the first weight with this type: its region exists already.
+        }
+        if vdt == ws[k].ty.spec().vec_dot_type {
+            off = Some(total);
+        }
+        if vdt != GgmlType::F32 {
+            total += n_tok * vdt.row_bytes(w.cols)?;
+        }
+    }
+    Ok((off.expect("weight k's own type is among ws"), total))
+}
+
+/// [`matmul_many`] with an explicit instruction set.
+pub fn matmul_many_with(
     isa: Isa,
     pool: &ThreadPool,
-    w: &WeightView<'_>,
+    ws: &[WeightView<'_>],
     x: &[f32],
     n_tok: usize,
     scratch: &mut Vec<u8>,
-    y: &mut [f32],
+    ys: &mut [&mut [f32]],
 ) -> Result<(), KernelError> {
-    let (rows, cols) = (w.rows, w.cols);
-    let w_row = w.ty.row_bytes(cols)?;
-    check("weight bytes (rows * row_bytes(cols))", rows * w_row, w.data.len())?;
-    check("x (n_tok * cols)", n_tok * cols, x.len())?;
-    check("y (n_tok * rows)", n_tok * rows, y.len())?;
+    check("ys (one output per weight)", ws.len(), ys.len())?;
     let k = Kernels::get(isa)?;
-    let dot = k.vec_dot(w.ty).ok_or(KernelError::Unsupported { ty: w.ty, isa })?;
-    let vdt = w.ty.spec().vec_dot_type;
-    let a_row = vdt.row_bytes(cols)?;
-    let acts: &[u8] = if vdt == GgmlType::F32 {
-        bytemuck::cast_slice(x)
-    } else {
-        let quant = k.quantize(vdt).ok_or(KernelError::Unsupported { ty: vdt, isa })?;
-        if scratch.len() < n_tok * a_row {
-            scratch.resize(n_tok * a_row, 0);
+    for (w, y) in ws.iter().zip(ys.iter()) {
+        let w_row = w.ty.row_bytes(w.cols)?;
+        check("weight bytes (rows * row_bytes(cols))", w.rows * w_row, w.data.len())?;
+        check("x (n_tok * cols)", n_tok * w.cols, x.len())?;
+        check("y (n_tok * rows)", n_tok * w.rows, y.len())?;
+        k.vec_dot(w.ty).ok_or(KernelError::Unsupported { ty: w.ty, isa })?;
+        let vdt = w.ty.spec().vec_dot_type;
+        if vdt != GgmlType::F32 {
+            k.quantize(vdt).ok_or(KernelError::Unsupported { ty: vdt, isa })?;
         }
-        for (xt, at) in x.chunks_exact(cols.max(1)).zip(scratch.chunks_exact_mut(a_row.max(1))) {
+    }
+    let Some(cols) = ws.first().map(|w| w.cols) else { return Ok(()) };
+    let (_, total) = act_offset(ws, 0, n_tok)?;
+    if scratch.len() < total {
+        scratch.resize(total, 0);
+    }
+    for (i, w) in ws.iter().enumerate() {
+        let vdt = w.ty.spec().vec_dot_type;
+        if vdt == GgmlType::F32 || ws[..i].iter().any(|p| p.ty.spec().vec_dot_type == vdt) {
+            continue;
+        }
+        let quant = k.quantize(vdt).ok_or(KernelError::Unsupported { ty: vdt, isa })?;
+        let (off, _) = act_offset(ws, i, n_tok)?;
+        let a_row = vdt.row_bytes(cols)?;
+        let region = &mut scratch[off..off + n_tok * a_row];
+        for (xt, at) in x.chunks_exact(cols.max(1)).zip(region.chunks_exact_mut(a_row.max(1))) {
             quant(xt, at);
         }
-        &scratch[..n_tok * a_row]
-    };
-    if rows == 0 || n_tok == 0 {
-        return Ok(());
+    }
+    let scratch: &[u8] = scratch;
+    for (bi, (wb, yb)) in ws.chunks(MAX_JOBS).zip(ys.chunks_mut(MAX_JOBS)).enumerate() {
+        let mut jobs: [Option<Job<'_>>; MAX_JOBS] = [None; MAX_JOBS];
+        let mut n_tasks = 0;
+        for (i, (w, y)) in wb.iter().zip(yb.iter_mut()).enumerate() {
+            let vdt = w.ty.spec().vec_dot_type;
+            let a_row = vdt.row_bytes(cols)?;
+            let acts: &[u8] = if vdt == GgmlType::F32 {
+                bytemuck::cast_slice(x)
+            } else {
+                let (off, _) = act_offset(ws, bi * MAX_JOBS + i, n_tok)?;
+                &scratch[off..off + n_tok * a_row]
+            };
+            let job = Job::new(k, w, acts, a_row, n_tok, pool.n_threads(), Out(y.as_mut_ptr()))?;
+            n_tasks += job.n_tasks();
+            jobs[i] = Some(job);
+        }
+        let task = |mut i: usize| {
+            for job in jobs.iter().flatten() {
+                if i < job.n_tasks() {
+                    return job.task(i);
+                }
+                i -= job.n_tasks();
+            }
+        };
+        pool.run(n_tasks, &task);
+    }
+    Ok(())
+}
+
+/// One weight's share of a `pool.run`: its kernels, activations, output and task grid (row
+/// chunks x token tiles).
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    w: WeightView<'a>,
+    w_row: usize,
+    dot: VecDotFn,
+    tile: Option<TileKernel>,
+    acts: &'a [u8],
+    a_row: usize,
+    n_tok: usize,
+    out: Out,
+    row_chunk: usize,
+    n_row_chunks: usize,
+    tok_tile: usize,
+}
+
+impl<'a> Job<'a> {
+    fn new(
+        k: &Kernels,
+        w: &WeightView<'a>,
+        acts: &'a [u8],
+        a_row: usize,
+        n_tok: usize,
+        n_threads: usize,
+        out: Out,
+    ) -> Result<Job<'a>, KernelError> {
+        let isa = k.isa();
+        let dot = k.vec_dot(w.ty).ok_or(KernelError::Unsupported { ty: w.ty, isa })?;
+        let tile = k.tile(w.ty).filter(|t| t.rows * t.toks <= MAX_TILE && n_tok >= t.toks);
+        // Row chunks: ~4 per thread for balance, at least 8 rows and at most 64 per chunk, a
+        // whole number of tile rows.
+        let mut row_chunk = w.rows.div_ceil(4 * n_threads).clamp(8, 64);
+        if let Some(t) = tile {
+            row_chunk = row_chunk.next_multiple_of(t.rows);
+        }
+        Ok(Job {
+            w: *w,
+            w_row: w.ty.row_bytes(w.cols)?,
+            dot,
+            tile,
+            acts,
+            a_row,
+            n_tok,
+            out,
+            row_chunk,
+            n_row_chunks: w.rows.div_ceil(row_chunk),
+            tok_tile: n_tok.min(TOK_TILE),
+        })
     }
 
-    let n_threads = pool.n_threads();
-    // Row chunks: ~4 per thread for balance, at least 8 rows and at most 64 per chunk.
-    let row_chunk = rows.div_ceil(4 * n_threads).clamp(8, 64);
-    let n_row_chunks = rows.div_ceil(row_chunk);
-    let tok_tile = if n_tok <= TOK_TILE { n_tok } else { TOK_TILE };
-    let n_tok_tiles = n_tok.div_ceil(tok_tile);
-    let out = Out(y.as_mut_ptr());
-    let data = w.data;
+    fn n_tasks(&self) -> usize {
+        if self.w.rows == 0 || self.n_tok == 0 {
+            return 0;
+        }
+        self.n_row_chunks * self.n_tok.div_ceil(self.tok_tile)
+    }
 
-    let task = |i: usize| {
-        let (rc, tt) = (i % n_row_chunks, i / n_row_chunks);
-        let (r0, r1) = (rc * row_chunk, ((rc + 1) * row_chunk).min(rows));
-        let (t0, t1) = (tt * tok_tile, ((tt + 1) * tok_tile).min(n_tok));
-        for r in r0..r1 {
+    /// Rows `rs` x tokens `ts` one pair at a time.
+    fn pairs(&self, rs: std::ops::Range<usize>, ts: std::ops::Range<usize>) {
+        let (data, acts, cols) = (self.w.data, self.acts, self.w.cols);
+        let (w_row, a_row, rows) = (self.w_row, self.a_row, self.w.rows);
+        for r in rs {
             let wr = &data[r * w_row..(r + 1) * w_row];
-            for t in t0..t1 {
-                let v = dot(cols, wr, &acts[t * a_row..(t + 1) * a_row]);
+            for t in ts.clone() {
+                let v = (self.dot)(cols, wr, &acts[t * a_row..(t + 1) * a_row]);
                 // SAFETY: `t * rows + r < n_tok * rows == y.len()`, and each (r, t) pair
                 // belongs to exactly one task (row chunk x token tile).
-                unsafe { *out.at(t * rows + r) = v };
+                unsafe { *self.out.at(t * rows + r) = v };
             }
         }
-    };
-    pool.run(n_row_chunks * n_tok_tiles, &task);
-    Ok(())
+    }
+
+    /// Task `i`: row chunk `i % n_row_chunks` x token tile `i / n_row_chunks`.
+    fn task(&self, i: usize) {
+        let (rows, row_chunk, tok_tile) = (self.w.rows, self.row_chunk, self.tok_tile);
+        let (rc, tt) = (i % self.n_row_chunks, i / self.n_row_chunks);
+        let (r0, r1) = (rc * row_chunk, ((rc + 1) * row_chunk).min(rows));
+        let (t0, t1) = (tt * tok_tile, ((tt + 1) * tok_tile).min(self.n_tok));
+        let Some(tk) = self.tile else { return self.pairs(r0..r1, t0..t1) };
+        let (tr, tn) = (tk.rows, tk.toks);
+        let r_full = r0 + (r1 - r0) / tr * tr;
+        let t_full = t0 + (t1 - t0) / tn * tn;
+        let (w_row, a_row) = (self.w_row, self.a_row);
+        let mut buf = [0.0f32; MAX_TILE];
+        for r in (r0..r_full).step_by(tr) {
+            let w = &self.w.data[r * w_row..(r + tr) * w_row];
+            for t in (t0..t_full).step_by(tn) {
+                let a = &self.acts[t * a_row..(t + tn) * a_row];
+                (tk.f)(self.w.cols, w, w_row, a, a_row, &mut buf);
+                for (j, &v) in buf[..tr * tn].iter().enumerate() {
+                    let (dt, dr) = (j / tr, j % tr);
+                    // SAFETY: as in `pairs`: (r + dr, t + dt) is in this task's rows x tokens.
+                    unsafe { *self.out.at((t + dt) * rows + r + dr) = v };
+                }
+            }
+            self.pairs(r..r + tr, t_full..t1);
+        }
+        self.pairs(r_full..r1, t0..t1);
+    }
 }

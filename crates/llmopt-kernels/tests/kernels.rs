@@ -7,50 +7,15 @@
 //! rounding over up to ~1000 terms, also within 1e-5 relative to the absolute sum.
 //! Activation quantizers must match the scalar bytes exactly.
 
+mod common;
+
+use common::{random_acts, random_weights};
 use llmopt_kernels::{matmul_with, Isa, Kernels, ThreadPool, WeightView};
-use llmopt_tensor::{f32_to_f16, GgmlType};
+use llmopt_tensor::GgmlType;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, Normal};
+use rand::SeedableRng;
 
 const TOL: f64 = 1e-5;
-
-fn f16_le(v: f32) -> [u8; 2] {
-    f32_to_f16(v).to_le_bytes()
-}
-
-/// Random weights: encoded from gaussians where an encoder exists, else random bytes with sane
-/// f16 super-block scales.
-fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut StdRng) -> Vec<u8> {
-    let n = rows * cols;
-    let mut out = vec![0u8; ty.row_bytes(cols).unwrap() * rows];
-    if let Some(enc) = ty.spec().from_f32 {
-        let normal = Normal::new(0.0f32, 0.05).unwrap();
-        let x: Vec<f32> = (0..n).map(|_| normal.sample(rng)).collect();
-        enc(&x, &mut out);
-        return out;
-    }
-    rng.fill(&mut out[..]);
-    let bb = ty.spec().block_bytes;
-    let scale_offsets: &[usize] = match ty {
-        GgmlType::Q2_K => &[80, 82],
-        GgmlType::Q3_K => &[108],
-        GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        GgmlType::Q6_K => &[208],
-        _ => unreachable!("{ty} has an encoder"),
-    };
-    for b in out.chunks_exact_mut(bb) {
-        for &o in scale_offsets {
-            b[o..o + 2].copy_from_slice(&f16_le(rng.random_range(1e-4f32..2e-3)));
-        }
-    }
-    out
-}
-
-fn random_acts(n: usize, rng: &mut StdRng) -> Vec<f32> {
-    let normal = Normal::new(0.0f32, 1.0).unwrap();
-    (0..n).map(|i| normal.sample(rng) * if i % 97 == 0 { 20.0 } else { 1.0 }).collect()
-}
 
 fn quantize(isa: Isa, ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let vdt = ty.spec().vec_dot_type;

@@ -5,11 +5,13 @@ mod float;
 mod kquants;
 mod legacy;
 mod quantize;
+mod tile_kquants;
+mod tile_legacy;
 mod util;
 
 use llmopt_tensor::GgmlType;
 
-use crate::dispatch::{QuantizeFn, VecDotFn};
+use crate::dispatch::{QuantizeFn, TileFn, TileKernel, VecDotFn};
 
 /// Whether this CPU runs these kernels.
 pub(crate) fn available() -> bool {
@@ -32,6 +34,13 @@ macro_rules! safe {
             unsafe { $f(x, y) }
         }
         wrapped as QuantizeFn
+    }};
+    (tile $f:ident, $r:literal, $t:literal) => {{
+        fn wrapped(n: usize, w: &[u8], w_row: usize, a: &[u8], a_row: usize, out: &mut [f32]) {
+            // SAFETY: as above, only reachable once the CPU features were detected.
+            unsafe { $f::<$r, $t>(n, w, w_row, a, a_row, out) }
+        }
+        TileKernel { rows: $r, toks: $t, f: wrapped as TileFn }
     }};
 }
 
@@ -59,6 +68,22 @@ pub(crate) fn quantize(ty: GgmlType) -> Option<QuantizeFn> {
         Q8_1 => safe!(quant quantize::quantize_row_q8_1),
         Q8_K => safe!(quant quantize::quantize_row_q8_k),
         F16 => safe!(quant quantize::quantize_row_f16),
+        _ => return None,
+    })
+}
+
+/// The AVX2 multi-row x multi-token kernel for weight type `ty`, if one is written.
+pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
+    use tile_kquants::*;
+    use tile_legacy::*;
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 => safe!(tile tile_q4_0_q8_0, 2, 4),
+        Q4_1 => safe!(tile tile_q4_1_q8_1, 2, 4),
+        Q5_0 => safe!(tile tile_q5_0_q8_0, 2, 4),
+        Q8_0 => safe!(tile tile_q8_0_q8_0, 2, 4),
+        Q4_K => safe!(tile tile_q4_k_q8_k, 2, 4),
+        Q6_K => safe!(tile tile_q6_k_q8_k, 2, 4),
         _ => return None,
     })
 }
