@@ -29,6 +29,11 @@ pub enum Command {
         after_help = "Example:\n  llmopt chat --model models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf\n\nType a message and press Enter; /reset clears the history, /exit (or Ctrl-D) quits."
     )]
     Chat(ChatArgs),
+    /// Measure prefill and decode speed like llama-bench, with bandwidth and peak memory.
+    #[command(
+        after_help = "Examples:\n  llmopt bench --model models/SmolLM2-135M-Instruct.Q4_1.gguf\n  llmopt bench -m models/gemma-3-270m-q4_k_m.gguf -p 128,512 -n 128 -t 2 -r 5 --json\n\npp N prefills N tokens into an empty cache in one batch; tg N decodes N tokens one at a\ntime. Each test runs once to warm up, then --reps times; t/s is the mean +/- the standard\ndeviation. Decode's weight bandwidth (weight bytes read per token x tokens/s) is set against\nthe machine's copy bandwidth, measured with the same threads. scripts/bench-vs-llamacpp runs\nthis and llama-bench side by side."
+    )]
+    Bench(BenchArgs),
     /// Measure accuracy: perplexity (and, later, KL divergence and task accuracy).
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -113,6 +118,33 @@ pub struct ChatArgs {
     pub ctx: Option<usize>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Prompt lengths to prefill (pp tests), comma-separated; 0 for none.
+    #[arg(long = "n-prompt", short = 'p', value_delimiter = ',', default_value = "512")]
+    pub n_prompt: Vec<usize>,
+    /// Tokens to decode (tg tests), comma-separated; 0 for none.
+    #[arg(long = "n-gen", short = 'n', value_delimiter = ',', default_value = "128")]
+    pub n_gen: Vec<usize>,
+    /// Timed repetitions of each test, after one warm-up run.
+    #[arg(long, short = 'r', default_value_t = 5)]
+    pub reps: usize,
+    /// KV cache element type (f16 is the only one the engine has today).
+    #[arg(long, default_value = "f16", value_parser = ["f16"])]
+    pub kv: String,
+    /// Seed of the random prompt tokens.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Skip measuring the machine's memory bandwidth (about a second).
+    #[arg(long)]
+    pub no_bandwidth: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

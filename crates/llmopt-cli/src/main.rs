@@ -6,6 +6,7 @@ mod commands;
 mod errors;
 mod load;
 mod stream;
+mod units;
 
 use std::process::ExitCode;
 

@@ -161,6 +161,63 @@ fn perplexity_json_has_the_documented_fields() {
     assert!(ppl > 1.0 && ppl < 1000.0 && v["stderr"].as_f64().unwrap() > 0.0, "{v}");
 }
 
+#[test]
+fn bench_json_reports_tests_bandwidth_and_memory() {
+    let out = llmopt(&[
+        "bench",
+        "-m",
+        &smollm2(),
+        "-p",
+        "16,32",
+        "-n",
+        "3",
+        "-r",
+        "2",
+        "-t",
+        "2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> =
+        v["tests"].as_array().unwrap().iter().map(|t| t["test"].as_str().unwrap()).collect();
+    assert_eq!(names, ["pp16", "pp32", "tg3"]);
+    for t in v["tests"].as_array().unwrap() {
+        assert_eq!(t["reps"], 2);
+        assert_eq!(t["seconds"].as_array().unwrap().len(), 2);
+        assert!(t["tokens_per_s"].as_f64().unwrap() > 0.0, "{t}");
+    }
+    assert_eq!(v["threads"], 2);
+    assert_eq!(v["parameters"], 134_515_008u64);
+    // Every Linear (the tied Q8_0 output included), the norms and one embedding row: the whole
+    // file plus that row, as the embedding matrix doubles as the output projection.
+    let per_token = v["decode_weight_bytes_per_token"].as_f64().unwrap();
+    let weights = v["weight_bytes"].as_f64().unwrap();
+    assert!(per_token > weights && per_token < 1.0001 * weights, "{per_token} vs {weights}");
+    let decode_bw = v["decode_weight_bandwidth_bytes_per_s"].as_f64().unwrap();
+    let tg = v["tests"][2]["tokens_per_s"].as_f64().unwrap();
+    assert!((decode_bw / (tg * per_token) - 1.0).abs() < 1e-9);
+    assert!(v["copy_bandwidth_bytes_per_s"].as_f64().unwrap() > 1e8);
+    assert!(v["read_bandwidth_bytes_per_s"].as_f64().unwrap() > 1e8);
+    // The mapped weights were read, so they count in the peak resident memory.
+    assert!(v["peak_rss_bytes"].as_f64().unwrap() > 0.5 * weights);
+}
+
+#[test]
+fn bench_refuses_what_it_cannot_measure() {
+    let m = smollm2();
+    assert_fails(&llmopt(&["bench", "-m", &m, "-p", "0", "-n", "0"]), &["nothing to measure"]);
+    assert_fails(&llmopt(&["bench", "-m", &m, "-r", "0"]), &["--reps"]);
+    assert_fails(
+        &llmopt(&["bench", "-m", &m, "-p", "100000", "-n", "0"]),
+        &["pp100000", "context"],
+    );
+    // Clap's usage errors: exit code 2 and the values it accepts.
+    let kv = llmopt(&["bench", "-m", &m, "--kv", "q8_0"]);
+    assert_eq!(kv.status.code(), Some(2));
+    assert!(text(&kv.stderr).contains("f16"), "{}", text(&kv.stderr));
+}
+
 fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();

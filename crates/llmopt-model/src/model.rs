@@ -229,6 +229,28 @@ impl Model {
             .chain(std::iter::once(&mut self.output))
     }
 
+    /// Bytes of weights one decode step reads: every Linear (the vocabulary projection included,
+    /// biases too), the norm vectors, and one embedding row. The floor of decode's memory traffic.
+    pub fn decode_bytes_per_token(&self) -> usize {
+        let linears: usize = self
+            .linears()
+            .map(|l| l.weight.n_bytes() + 4 * l.bias.as_ref().map_or(0, Vec::len))
+            .sum();
+        let norm = |v: &Option<Vec<f32>>| 4 * v.as_ref().map_or(0, Vec::len);
+        let norms: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                4 * (l.attn_norm.len() + l.ffn_norm.len())
+                    + norm(&l.attn_q_norm)
+                    + norm(&l.attn_k_norm)
+                    + norm(&l.post_attention_norm)
+                    + norm(&l.post_ffw_norm)
+            })
+            .sum();
+        linears + norms + 4 * self.output_norm.len() + self.token_embd.row_bytes()
+    }
+
     /// Every Linear, read-only.
     pub fn linears(&self) -> impl Iterator<Item = &Linear> {
         self.layers

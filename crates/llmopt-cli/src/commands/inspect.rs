@@ -6,7 +6,7 @@ use llmopt_formats::gguf::GgufFile;
 use llmopt_model::{ArchSpec, ModelConfig};
 use serde::Serialize;
 
-use crate::cli::InspectArgs;
+use crate::{cli::InspectArgs, units::human_bytes};
 
 #[derive(Serialize)]
 struct TypeRow {
@@ -100,17 +100,6 @@ fn build(f: &GgufFile) -> Report {
         chat_template: meta.get_str("tokenizer.chat_template").is_some(),
         architecture: arch_name,
         tensor_types: rows,
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    let b = b as f64;
-    if b >= 1e9 {
-        format!("{:.2} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} MB", b / 1e6)
-    } else {
-        format!("{:.1} KB", b / 1e3)
     }
 }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand; `run` dispatches.
 
+mod bench;
 mod chat;
 mod eval;
 mod generate;
@@ -15,6 +16,7 @@ use crate::cli::{Cli, Command, EvalCommand};
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Inspect(a) => inspect::run(&a),
+        Command::Bench(a) => bench::run(&a),
         Command::Generate(a) => generate::run(&a),
         Command::Chat(a) => chat::run(&a),
         Command::Eval(EvalCommand::Perplexity(a)) => eval::perplexity(&a),

@@ -1,0 +1,21 @@
+//! Measuring a model before and after optimizing it: prefill and decode speed (llama-bench's `pp`
+//! and `tg` tests), the weight bandwidth decode achieves, the machine's copy bandwidth, peak memory.
+
+mod bench;
+mod memory;
+mod stats;
+
+pub use bench::{run_test, BenchTest, TestKind, TestResult};
+pub use memory::{copy_bandwidth, peak_rss_bytes, read_bandwidth};
+pub use stats::Summary;
+
+/// Errors from a measurement.
+#[derive(thiserror::Error, Debug)]
+pub enum ProfileError {
+    /// The model failed while running the test.
+    #[error(transparent)]
+    Model(#[from] llmopt_model::ModelError),
+    /// A test that cannot run as asked (e.g. more tokens than the model's context).
+    #[error("{0}")]
+    Invalid(String),
+}

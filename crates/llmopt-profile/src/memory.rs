@@ -1,0 +1,103 @@
+//! The machine's memory bandwidth (copy and read, across the pool's threads) and this process's
+//! peak resident memory, so that decode speed can be judged against what the hardware allows.
+
+use std::time::Instant;
+
+use llmopt_kernels::ThreadPool;
+
+/// Raw pointer handed to the pool's tasks; each task touches its own disjoint slice.
+#[derive(Clone, Copy)]
+struct Shared(*mut u8);
+// SAFETY: tasks use disjoint ranges, and `ThreadPool::run` returns only after all finish, while
+// the buffers it points into are still borrowed by the caller.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn at(self, i: usize) -> *mut u8 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// Best-of-`reps` bandwidth of copying a `bytes`-byte buffer into another with all the pool's
+/// threads (each its own slice), in bytes per second, counting bytes read plus bytes written
+/// (STREAM's convention). Use a size well above the last-level cache (256 MiB is a good default).
+pub fn copy_bandwidth(pool: &ThreadPool, bytes: usize, reps: usize) -> f64 {
+    let src = vec![1u8; bytes];
+    let mut dst = vec![0u8; bytes];
+    let n_tasks = pool.n_threads();
+    let chunk = bytes.div_ceil(n_tasks);
+    let (s, d) = (Shared(src.as_ptr().cast_mut()), Shared(dst.as_mut_ptr()));
+    let mut best = 0.0f64;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        pool.run(n_tasks, &|i| {
+            let (a, b) = (i * chunk, ((i + 1) * chunk).min(bytes));
+            if a < b {
+                // SAFETY: `a..b` is in bounds of both buffers and belongs to this task alone;
+                // `src` and `dst` are distinct allocations.
+                unsafe { std::ptr::copy_nonoverlapping(s.at(a).cast_const(), d.at(a), b - a) };
+            }
+        });
+        best = best.max(2.0 * bytes as f64 / t.elapsed().as_secs_f64().max(1e-12));
+    }
+    std::hint::black_box(&dst);
+    best
+}
+
+/// Best-of-`reps` bandwidth of reading a `bytes`-byte buffer (summing it as u64 words) with all
+/// the pool's threads, in bytes per second: the access pattern of decode's weight streaming.
+pub fn read_bandwidth(pool: &ThreadPool, bytes: usize, reps: usize) -> f64 {
+    let words = vec![1u64; bytes / 8];
+    let n_tasks = pool.n_threads();
+    let chunk = words.len().div_ceil(n_tasks);
+    let mut best = 0.0f64;
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        pool.run(n_tasks, &|i| {
+            let part = &words[(i * chunk).min(words.len())..((i + 1) * chunk).min(words.len())];
+            // Four independent sums so the loop is bound by loads, not by one add chain.
+            let mut acc = [0u64; 4];
+            for c in part.chunks_exact(4) {
+                for (a, v) in acc.iter_mut().zip(c) {
+                    *a = a.wrapping_add(*v);
+                }
+            }
+            std::hint::black_box(acc);
+        });
+        best = best.max((words.len() * 8) as f64 / t.elapsed().as_secs_f64().max(1e-12));
+    }
+    best
+}
+
+/// This process's peak resident set size (Linux `VmHWM`), in bytes; `None` where unknown.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 =
+        line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidths_are_positive_and_finite() {
+        let pool = ThreadPool::new(2);
+        for bw in [copy_bandwidth(&pool, 8 << 20, 2), read_bandwidth(&pool, 8 << 20, 2)] {
+            assert!(bw.is_finite() && bw > 1e6, "{bw}");
+        }
+    }
+
+    #[test]
+    fn peak_rss_grows_with_a_touched_allocation() {
+        let before = peak_rss_bytes().expect("Linux has /proc/self/status");
+        let big = vec![7u8; 64 << 20];
+        std::hint::black_box(&big);
+        let after = peak_rss_bytes().unwrap();
+        assert!(after >= before && after >= 64 << 20, "{before} -> {after}");
+    }
+}
