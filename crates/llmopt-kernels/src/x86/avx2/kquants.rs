@@ -4,8 +4,6 @@
 
 use std::arch::x86_64::*;
 
-use llmopt_tensor::get_scale_min_k4;
-
 use super::util::*;
 
 fn q8k_d(y: &[u8]) -> f32 {
@@ -24,9 +22,9 @@ pub(crate) fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
         let yd = q8k_d(y);
         let d = yd * f16_at(x, 0);
         let dmin = yd * f16_at(x, 2);
-        let sm: [(u8, u8); 8] = std::array::from_fn(|j| get_scale_min_k4(j, &x[4..16]));
+        let (sc, mins) = scales_mins_k4(&x[4..16]);
         let mut summ = 0i32;
-        for (j, &(_, m)) in sm.iter().enumerate() {
+        for (j, &m) in mins.iter().enumerate() {
             let b0 = i16::from_le_bytes([y[260 + 4 * j], y[261 + 4 * j]]);
             let b1 = i16::from_le_bytes([y[262 + 4 * j], y[263 + 4 * j]]);
             summ += i32::from(m) * (i32::from(b0) + i32::from(b1));
@@ -39,8 +37,8 @@ pub(crate) fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let q4h = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
             let pl = _mm256_maddubs_epi16(q4l, load32(y, 4 + 64 * j));
             let ph = _mm256_maddubs_epi16(q4h, load32(y, 4 + 64 * j + 32));
-            let pl = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sm[2 * j].0)), pl);
-            let ph = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sm[2 * j + 1].0)), ph);
+            let pl = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sc[2 * j])), pl);
+            let ph = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sc[2 * j + 1])), ph);
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);

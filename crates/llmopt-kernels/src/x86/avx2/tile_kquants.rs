@@ -3,8 +3,6 @@
 
 use std::arch::x86_64::*;
 
-use llmopt_tensor::get_scale_min_k4;
-
 use super::util::*;
 
 const Q8K: usize = 292;
@@ -51,14 +49,14 @@ pub(crate) fn tile_q4_k_q8_k<const R: usize, const T: usize>(
     for b in 0..nb {
         let xs: [&[u8]; R] = std::array::from_fn(|r| &w[r * w_row + b * 144..][..144]);
         let ys: [&[u8]; T] = std::array::from_fn(|t| &a[t * a_row + b * Q8K..][..Q8K]);
-        let mut sm = [[(0u8, 0u8); 8]; R];
+        let mut sc = [[0u8; 8]; R];
         let mut mins = [_mm256_setzero_si256(); R];
         for r in 0..R {
-            sm[r] = std::array::from_fn(|j| get_scale_min_k4(j, &xs[r][4..16]));
+            let (s, m) = scales_mins_k4(&xs[r][4..16]);
+            sc[r] = s;
             // Each min twice: lanes 2j, 2j + 1 meet Q8_K's two block sums of sub-block j.
-            let m: [i16; 16] = std::array::from_fn(|i| i16::from(sm[r][i / 2].1));
-            // SAFETY: `m` is 32 readable bytes; `loadu` needs no alignment.
-            mins[r] = unsafe { _mm256_loadu_si256(m.as_ptr().cast()) };
+            let m = _mm_cvtsi64_si128(i64::from_le_bytes(m));
+            mins[r] = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
         }
         // sum_j m_j * (b_2j + b_2j+1): the same exact integer as the per-pair scalar loop.
         for (t, acc_m_t) in acc_m.iter_mut().enumerate() {
@@ -75,8 +73,8 @@ pub(crate) fn tile_q4_k_q8_k<const R: usize, const T: usize>(
                 let q4 = load32(xs[r], 16 + 32 * j);
                 let q4l = _mm256_and_si256(q4, m4);
                 let q4h = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
-                let sl = _mm256_set1_epi16(i16::from(sm[r][2 * j].0));
-                let sh = _mm256_set1_epi16(i16::from(sm[r][2 * j + 1].0));
+                let sl = _mm256_set1_epi16(i16::from(sc[r][2 * j]));
+                let sh = _mm256_set1_epi16(i16::from(sc[r][2 * j + 1]));
                 for (t, sumi_t) in sumi.iter_mut().enumerate() {
                     let pl = _mm256_maddubs_epi16(q4l, load32(ys[t], 4 + 64 * j));
                     let ph = _mm256_maddubs_epi16(q4h, load32(ys[t], 4 + 64 * j + 32));

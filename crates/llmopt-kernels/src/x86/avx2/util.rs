@@ -75,3 +75,37 @@ pub(super) fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
 pub(super) fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
     mul_sum_us8_pairs_float(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
+
+/// The 8 sub-block scales and 8 mins of a Q4_K block's 12 scale bytes, by ggml's `utmp` word
+/// masks: the same values as `get_scale_min_k4(j)` for `j in 0..8`, without 16 byte lookups.
+pub(super) fn scales_mins_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let u = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    let sc = u64::from(u0 & K1) | u64::from((u2 & K2) | (((u0 >> 6) & K3) << 4)) << 32;
+    let mn = u64::from(u1 & K1) | u64::from(((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4)) << 32;
+    (sc.to_le_bytes(), mn.to_le_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scales_mins_k4_equals_get_scale_min_k4() {
+        let mut s = [0u8; 12];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..1000 {
+            for b in &mut s {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state as u8;
+            }
+            let (sc, mn) = super::scales_mins_k4(&s);
+            for j in 0..8 {
+                assert_eq!((sc[j], mn[j]), llmopt_tensor::get_scale_min_k4(j, &s), "{s:?} j={j}");
+            }
+        }
+    }
+}
