@@ -103,7 +103,7 @@ fn simd_vec_dot_matches_reference() {
             }
         }
     }
-    assert_eq!(n_simd, 8, "AVX2: F32 F16 Q4_0 Q4_1 Q5_0 Q8_0 Q4_K Q6_K");
+    assert_eq!(n_simd, 10, "AVX2: F32 F16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! AVX2 dots of Q4_K and Q6_K with Q8_K activations: `maddubs` of unsigned weight bytes with
+//! AVX2 dots of Q4_K, Q5_K and Q6_K with Q8_K activations: `maddubs` of unsigned weight bytes with
 //! int8 activations, `madd` by the broadcast sub-block scale, i32 lanes per super-block, one FMA
 //! per super-block. The mins (Q4_K) and the -32 offset (Q6_K) come from Q8_K's block sums.
 
@@ -37,6 +37,51 @@ pub(crate) fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let q4h = _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4);
             let pl = _mm256_maddubs_epi16(q4l, load32(y, 4 + 64 * j));
             let ph = _mm256_maddubs_epi16(q4h, load32(y, 4 + 64 * j + 32));
+            let pl = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sc[2 * j])), pl);
+            let ph = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sc[2 * j + 1])), ph);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_f32_8(acc) + acc_m
+}
+
+/// Q5_K x Q8_K: Q4_K's loop with the fifth bit of each weight from `qh` (bit `2j` for the
+/// low nibbles of 64-element group `j`, bit `2j + 1` for the high ones).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = n / 256;
+    assert!(w.len() >= nb * 176 && a.len() >= nb * 292);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let one = _mm256_set1_epi8(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = 0.0f32;
+    for (x, y) in w.chunks_exact(176).zip(a.chunks_exact(292)).take(nb) {
+        let yd = q8k_d(y);
+        let d = yd * f16_at(x, 0);
+        let dmin = yd * f16_at(x, 2);
+        let (sc, mins) = scales_mins_k4(&x[4..16]);
+        let mut summ = 0i32;
+        for (j, &m) in mins.iter().enumerate() {
+            let b0 = i16::from_le_bytes([y[260 + 4 * j], y[261 + 4 * j]]);
+            let b1 = i16::from_le_bytes([y[262 + 4 * j], y[263 + 4 * j]]);
+            summ += i32::from(m) * (i32::from(b0) + i32::from(b1));
+        }
+        acc_m -= dmin * summ as f32;
+        let mut hbits = load32(x, 16); // Shifted right by 2 per group: bit 0 is then bit 2j.
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let q4 = load32(x, 48 + 32 * j);
+            let hl = _mm256_and_si256(hbits, one);
+            let hh = _mm256_and_si256(_mm256_srli_epi16(hbits, 1), one);
+            hbits = _mm256_srli_epi16(hbits, 2);
+            let q5l = _mm256_or_si256(_mm256_and_si256(q4, m4), _mm256_slli_epi16(hl, 4));
+            let q5h = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(q4, 4), m4),
+                _mm256_slli_epi16(hh, 4),
+            );
+            let pl = _mm256_maddubs_epi16(q5l, load32(y, 4 + 64 * j));
+            let ph = _mm256_maddubs_epi16(q5h, load32(y, 4 + 64 * j + 32));
             let pl = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sc[2 * j])), pl);
             let ph = _mm256_madd_epi16(_mm256_set1_epi16(i16::from(sc[2 * j + 1])), ph);
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));

@@ -53,8 +53,10 @@ pub(crate) fn vec_dot(ty: GgmlType) -> Option<VecDotFn> {
         Q4_0 => safe!(dot legacy::vec_dot_q4_0_q8_0),
         Q4_1 => safe!(dot legacy::vec_dot_q4_1_q8_1),
         Q5_0 => safe!(dot legacy::vec_dot_q5_0_q8_0),
+        Q5_1 => safe!(dot legacy::vec_dot_q5_1_q8_1),
         Q8_0 => safe!(dot legacy::vec_dot_q8_0_q8_0),
         Q4_K => safe!(dot kquants::vec_dot_q4_k_q8_k),
+        Q5_K => safe!(dot kquants::vec_dot_q5_k_q8_k),
         Q6_K => safe!(dot kquants::vec_dot_q6_k_q8_k),
         _ => return None,
     })
