@@ -1,8 +1,8 @@
-//! Causal attention over the paged KV cache for a ragged batch: one task per (token, head), each
-//! streaming its sequence's cached keys and values with an online softmax (no score buffer), as
-//! llama.cpp's CPU flash attention does, in its two precisions: for small batches (decode) queries are
-//! rounded to f16 and the value accumulator is f16 ([`AttnPrecision::F16`]); for large batches (prefill)
-//! everything is f32 ([`AttnPrecision::F32`]).
+//! Causal attention over the paged KV cache for a ragged batch with an online softmax (no score
+//! matrix), as llama.cpp's CPU flash attention does, in its two precisions: for small batches
+//! (decode) one task per (token, head), query rounded to f16 and an f16 value accumulator
+//! ([`AttnPrecision::F16`]); for large batches (prefill) everything f32, in tiles of tokens x the
+//! heads of one KV head (`attention_prefill`, [`AttnPrecision::F32`]).
 
 use half::{f16, slice::HalfFloatSliceExt};
 use llmopt_kernels::{f16ops, Isa, ThreadPool};
@@ -66,9 +66,11 @@ pub fn attend(
     let n_tok = b.positions.len();
     assert!(hd <= MAX_HEAD_DIM, "head size {hd} exceeds {MAX_HEAD_DIM}");
     assert!(q.len() >= n_tok * nh * hd && out.len() >= n_tok * nh * hd);
+    if b.precision == AttnPrecision::F32 {
+        return crate::attention_prefill::attend_prefill(pool, b, q, k_cache, v_cache, out);
+    }
     let out_ptr = OutPtr(out.as_mut_ptr());
     let group = nh / b.n_kv_head;
-    let kv_dim = b.n_kv_head * hd;
     let task = |i: usize| {
         let (t, h) = (i / nh, i % nh);
         let q_row = &q[(t * nh + h) * hd..][..hd];
@@ -80,12 +82,7 @@ pub fn attend(
         let lo = b.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         let kv_off = (h / group) * hd;
         let rows = &offsets[lo..=pos];
-        match b.precision {
-            AttnPrecision::F32 => {
-                attend_one(q_row, rows, kv_off, kv_dim, k_cache, v_cache, b.scale, o)
-            }
-            AttnPrecision::F16 => attend_one_f16(q_row, rows, kv_off, k_cache, v_cache, b.scale, o),
-        }
+        attend_one_f16(q_row, rows, kv_off, k_cache, v_cache, b.scale, o);
     };
     pool.run(n_tok * nh, &task);
 }
@@ -127,67 +124,6 @@ fn attend_one_f16(
     for (o, a) in out.iter_mut().zip(acc.iter()) {
         *o = a.to_f32() * inv;
     }
-}
-
-/// One query head against the cached rows at `offsets` (+ `kv_off` for its KV head), in f32.
-#[allow(clippy::too_many_arguments)]
-fn attend_one(
-    q: &[f32],
-    offsets: &[usize],
-    kv_off: usize,
-    kv_dim: usize,
-    k: &[f16],
-    v: &[f16],
-    scale: f32,
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    debug_assert!(kv_off + hd <= kv_dim);
-    let qh = q;
-    let mut kbuf = [0f32; MAX_HEAD_DIM];
-    let mut vbuf = [0f32; MAX_HEAD_DIM];
-    let mut acc = [0f32; MAX_HEAD_DIM];
-    let acc = &mut acc[..hd];
-    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
-    for &off in offsets {
-        let base = off + kv_off;
-        k[base..base + hd].convert_to_f32_slice(&mut kbuf[..hd]);
-        let s = dot(qh, &kbuf[..hd]) * scale;
-        let mut w = 1.0;
-        if s > m {
-            let corr = (m - s).exp();
-            m = s;
-            l *= corr;
-            for a in acc.iter_mut() {
-                *a *= corr;
-            }
-        } else {
-            w = (s - m).exp();
-        }
-        l += w;
-        v[base..base + hd].convert_to_f32_slice(&mut vbuf[..hd]);
-        for (a, &x) in acc.iter_mut().zip(&vbuf[..hd]) {
-            *a += w * x;
-        }
-    }
-    let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
-    for (o, &a) in out.iter_mut().zip(acc.iter()) {
-        *o = a * inv;
-    }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums so the compiler vectorises the loop.
-    let mut s = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            s[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    s.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
@@ -271,6 +207,72 @@ mod tests {
                         for (g, w) in got.iter().zip(&want) {
                             assert!((g - w).abs() < tol, "{precision:?} t{t} h{h} {g} vs {w}");
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn prefill_tiles_match_naive_over_key_blocks_and_two_sequences() {
+        // Two sequences of a ragged batch: 150 new tokens after 20 cached for one (several key
+        // blocks and tiles), 70 from empty for the other; GQA 6 heads over 2, window on and off.
+        let (hd, nh, nkv) = (64usize, 6usize, 2usize);
+        let kv_dim = nkv * hd;
+        let val = |i: usize| ((i as f32) * 0.377).sin() * 1.5;
+        let lens = [170usize, 70];
+        let new = [150usize, 70];
+        let mut offsets = Vec::new();
+        let mut seq_offsets = Vec::new();
+        let mut positions = Vec::new();
+        let mut slot = 0;
+        for (s, &len) in lens.iter().enumerate() {
+            let base = offsets.len();
+            for _ in 0..len {
+                offsets.push(slot * kv_dim);
+                slot += 1;
+            }
+            for p in len - new[s]..len {
+                positions.push(p);
+                seq_offsets.push((base, len));
+            }
+        }
+        let kc: Vec<f16> = (0..slot * kv_dim).map(|i| f16::from_f32(val(i))).collect();
+        let vc: Vec<f16> = (0..slot * kv_dim).map(|i| f16::from_f32(val(i + 31337))).collect();
+        let n_tok = positions.len();
+        let q: Vec<f32> = (0..n_tok * nh * hd).map(|i| val(i + 4242)).collect();
+        for window in [None, Some(37)] {
+            let b = AttentionBatch {
+                positions: &positions,
+                seq_offsets: &seq_offsets,
+                offsets: &offsets,
+                n_head: nh,
+                n_kv_head: nkv,
+                head_dim: hd,
+                scale: 0.125,
+                window,
+                precision: AttnPrecision::F32,
+            };
+            let mut out = vec![0f32; q.len()];
+            attend(&ThreadPool::new(2), &b, &q, &kc, &vc, &mut out);
+            for t in (0..n_tok).step_by(7).chain([n_tok - 1]) {
+                let ((base, _), pos) = (seq_offsets[t], positions[t]);
+                let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                for h in 0..nh {
+                    let kvh = h / (nh / nkv);
+                    let rows = |c: &[f16]| -> Vec<Vec<f32>> {
+                        (lo..=pos)
+                            .map(|p| {
+                                let o = offsets[base + p] + kvh * hd;
+                                c[o..o + hd].iter().map(|x| x.to_f32()).collect()
+                            })
+                            .collect()
+                    };
+                    let want =
+                        naive(&q[(t * nh + h) * hd..][..hd], &rows(&kc), &rows(&vc), 0.125, false);
+                    let got = &out[(t * nh + h) * hd..][..hd];
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() < 1e-4, "{window:?} t{t} h{h}: {g} vs {w}");
                     }
                 }
             }

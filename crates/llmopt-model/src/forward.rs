@@ -244,9 +244,20 @@ impl Model {
         // Attention block.
         ws.h[..n * d].copy_from_slice(&ws.x[..n * d]);
         ops::rms_norm_rows(&mut ws.h[..n * d], d, &l.attn_norm, eps);
-        run_linear(pool, &l.attn_q, &ws.h, n, &mut ws.scratch, &mut ws.q, obs)?;
-        run_linear(pool, &l.attn_k, &ws.h, n, &mut ws.scratch, &mut ws.k, obs)?;
-        run_linear(pool, &l.attn_v, &ws.h, n, &mut ws.scratch, &mut ws.v, obs)?;
+        Linear::forward_many(
+            pool,
+            [&l.attn_q, &l.attn_k, &l.attn_v],
+            &ws.h,
+            n,
+            &mut ws.scratch,
+            [&mut ws.q, &mut ws.k, &mut ws.v],
+        )?;
+        if let Some(o) = obs.as_deref_mut() {
+            let x = &ws.h[..n * d];
+            o.on_linear(&l.attn_q.name, n, x, &ws.q[..n * qd]);
+            o.on_linear(&l.attn_k.name, n, x, &ws.k[..n * kvd]);
+            o.on_linear(&l.attn_v.name, n, x, &ws.v[..n * kvd]);
+        }
         if let (Some(qn), Some(kn)) = (&l.attn_q_norm, &l.attn_k_norm) {
             ops::rms_norm_rows(&mut ws.q[..n * qd], hd, qn, eps);
             ops::rms_norm_rows(&mut ws.k[..n * kvd], hd, kn, eps);
@@ -305,9 +316,20 @@ impl Model {
         // Feed-forward block.
         ws.h[..n * d].copy_from_slice(&ws.x[..n * d]);
         ops::rms_norm_rows(&mut ws.h[..n * d], d, &l.ffn_norm, eps);
-        run_linear(pool, &l.ffn_gate, &ws.h, n, &mut ws.scratch, &mut ws.gate, obs)?;
-        run_linear(pool, &l.ffn_up, &ws.h, n, &mut ws.scratch, &mut ws.up, obs)?;
         let f = c.ffn_dim;
+        Linear::forward_many(
+            pool,
+            [&l.ffn_gate, &l.ffn_up],
+            &ws.h,
+            n,
+            &mut ws.scratch,
+            [&mut ws.gate, &mut ws.up],
+        )?;
+        if let Some(o) = obs.as_deref_mut() {
+            let x = &ws.h[..n * d];
+            o.on_linear(&l.ffn_gate.name, n, x, &ws.gate[..n * f]);
+            o.on_linear(&l.ffn_up.name, n, x, &ws.up[..n * f]);
+        }
         ops::gated_activation(&mut ws.gate[..n * f], &ws.up[..n * f], c.arch.activation);
         run_linear(pool, &l.ffn_down, &ws.gate, n, &mut ws.scratch, &mut ws.proj, obs)?;
         if let Some(w) = &l.post_ffw_norm {

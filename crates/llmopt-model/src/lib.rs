@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod attention;
+mod attention_prefill;
 pub mod config;
 mod error;
 pub mod forward;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use llmopt_kernels::{matmul, ThreadPool, WeightView};
+use llmopt_kernels::{matmul, matmul_many, ThreadPool, WeightView};
 use llmopt_tensor::GgmlType;
 
 use crate::ModelError;
@@ -125,6 +125,47 @@ impl Linear {
         self.weight.rows
     }
 
+    /// `ys[k][t] = W_k x[t] + b_k` for Linears sharing one input (Q/K/V, gate/up): the input is
+    /// quantized once and all the products run in one parallel region. Equal to calling
+    /// [`Linear::forward`] on each, bit for bit.
+    pub fn forward_many<const N: usize>(
+        pool: &ThreadPool,
+        lins: [&Linear; N],
+        x: &[f32],
+        n_tok: usize,
+        scratch: &mut Vec<u8>,
+        ys: [&mut [f32]; N],
+    ) -> Result<(), ModelError> {
+        let Some(first) = lins.first() else { return Ok(()) };
+        let x = &x[..n_tok * first.in_features()];
+        // Arrays, not vectors: the decode loop allocates nothing.
+        let views = lins.map(|l| l.weight.view());
+        let mut k = 0;
+        let mut outs = ys.map(|y| {
+            let rows = lins[k].out_features();
+            k += 1;
+            &mut y[..n_tok * rows]
+        });
+        matmul_many(pool, &views, x, n_tok, scratch, &mut outs).map_err(|e| {
+            let names: Vec<&str> = lins.iter().map(|l| l.name.as_str()).collect();
+            ModelError::Kernel { name: names.join(", "), reason: e.to_string() }
+        })?;
+        for (l, y) in lins.iter().zip(outs) {
+            l.add_bias(y);
+        }
+        Ok(())
+    }
+
+    fn add_bias(&self, y: &mut [f32]) {
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(self.out_features()) {
+                for (v, &bb) in row.iter_mut().zip(b) {
+                    *v += bb;
+                }
+            }
+        }
+    }
+
     /// `y[t] = W x[t] + b` for `n_tok` rows; `scratch` holds the quantized activations.
     pub fn forward(
         &self,
@@ -138,13 +179,7 @@ impl Linear {
         let y = &mut y[..n_tok * out];
         matmul(pool, &self.weight.view(), &x[..n_tok * self.in_features()], n_tok, scratch, y)
             .map_err(|e| ModelError::Kernel { name: self.name.clone(), reason: e.to_string() })?;
-        if let Some(b) = &self.bias {
-            for row in y.chunks_exact_mut(out) {
-                for (v, &bb) in row.iter_mut().zip(b) {
-                    *v += bb;
-                }
-            }
-        }
+        self.add_bias(y);
         Ok(())
     }
 }
