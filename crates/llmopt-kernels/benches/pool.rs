@@ -255,7 +255,15 @@ fn bench(c: &mut Criterion) {
                 let started = AtomicUsize::new(0);
                 pool.run(2, &|_| {
                     started.fetch_add(1, SeqCst);
+                    // Yield now and then: when the other thread shares this CPU (a loaded
+                    // machine), pure spinning would cost a scheduler tick (~4 ms) per run.
+                    let mut spins = 0u32;
                     while started.load(SeqCst) < 2 {
+                        spins += 1;
+                        if spins == 1024 {
+                            spins = 0;
+                            std::thread::yield_now();
+                        }
                         std::hint::spin_loop();
                     }
                 })
