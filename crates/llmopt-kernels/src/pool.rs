@@ -155,6 +155,8 @@ pub struct ThreadPool {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     n_threads: usize,
+    /// `run` calls with at least one task (a caller-side counter, for profiling).
+    regions: AtomicU64,
 }
 
 impl std::fmt::Debug for ThreadPool {
@@ -193,12 +195,18 @@ impl ThreadPool {
                     .expect("spawn worker thread")
             })
             .collect();
-        ThreadPool { shared, workers, n_threads }
+        ThreadPool { shared, workers, n_threads, regions: AtomicU64::new(0) }
     }
 
     /// Threads that run tasks, the caller included.
     pub fn n_threads(&self) -> usize {
         self.n_threads
+    }
+
+    /// Parallel regions run so far: `run` calls with at least one task. Profilers divide their
+    /// difference over a decode step by the step count to get regions per token.
+    pub fn regions(&self) -> u64 {
+        self.regions.load(Relaxed)
     }
 
     /// Run `f(i)` for every `i in 0..n_tasks` across the workers and the caller; returns when all
@@ -207,6 +215,7 @@ impl ThreadPool {
         if n_tasks == 0 {
             return;
         }
+        self.regions.fetch_add(1, Relaxed);
         if self.workers.is_empty() || n_tasks == 1 {
             (0..n_tasks).for_each(f);
             return;
@@ -313,6 +322,18 @@ impl Drop for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_parallel_regions() {
+        for threads in [1, 2] {
+            let pool = ThreadPool::new(threads);
+            pool.run(0, &|_| {});
+            assert_eq!(pool.regions(), 0);
+            pool.run(1, &|_| {});
+            pool.run(5, &|_| {});
+            assert_eq!(pool.regions(), 2, "{threads} threads");
+        }
+    }
 
     #[test]
     fn every_task_runs_exactly_once_many_calls() {
