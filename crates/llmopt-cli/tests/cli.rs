@@ -199,6 +199,8 @@ fn bench_json_reports_tests_bandwidth_and_memory() {
     assert!((decode_bw / (tg * per_token) - 1.0).abs() < 1e-9);
     assert!(v["copy_bandwidth_bytes_per_s"].as_f64().unwrap() > 1e8);
     assert!(v["read_bandwidth_bytes_per_s"].as_f64().unwrap() > 1e8);
+    assert!(v["sync_seconds_per_region"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["tests"][2]["regions_per_token"], 5.0 * 30.0 + 1.0);
     // The mapped weights were read, so they count in the peak resident memory.
     assert!(v["peak_rss_bytes"].as_f64().unwrap() > 0.5 * weights);
 }

@@ -44,6 +44,9 @@ pub struct TestResult {
     pub seconds: Vec<f64>,
     /// Tokens per second over the repetitions.
     pub tokens_per_s: Summary,
+    /// The pool's parallel regions per token of the timed repetitions (per forward call for
+    /// decode, where one token is one call).
+    pub regions_per_token: f64,
 }
 
 /// Runs `test` once untimed (warm-up: page in the weights, grow the buffers), then `reps` timed
@@ -81,8 +84,10 @@ pub fn run_test(
     let mut kv = KvCache::new(&model.config, n, DEFAULT_BLOCK_SIZE);
     let mut ws = Workspace::new();
     let mut seconds = Vec::with_capacity(reps);
+    let mut regions = 0;
     for rep in 0..=reps {
         let seq = kv.add_sequence();
+        let regions_before = pool.regions();
         let started = Instant::now();
         match test.kind {
             TestKind::Prefill => {
@@ -103,10 +108,12 @@ pub fn run_test(
         kv.remove_sequence(seq);
         if rep > 0 {
             seconds.push(elapsed);
+            regions += pool.regions() - regions_before;
         }
         on_rep(rep, reps);
     }
     let tps: Vec<f64> = seconds.iter().map(|s| n as f64 / s.max(1e-12)).collect();
     let tokens_per_s = Summary::of(&tps).expect("reps >= 1");
-    Ok(TestResult { test, seconds, tokens_per_s })
+    let regions_per_token = regions as f64 / (reps * n) as f64;
+    Ok(TestResult { test, seconds, tokens_per_s, regions_per_token })
 }

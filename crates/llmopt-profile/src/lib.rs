@@ -6,7 +6,7 @@ mod memory;
 mod stats;
 
 pub use bench::{run_test, BenchTest, TestKind, TestResult};
-pub use memory::{copy_bandwidth, peak_rss_bytes, read_bandwidth};
+pub use memory::{copy_bandwidth, peak_rss_bytes, read_bandwidth, sync_cost};
 pub use stats::Summary;
 
 /// Errors from a measurement.

@@ -1,7 +1,9 @@
-//! The machine's memory bandwidth (copy and read, across the pool's threads) and this process's
-//! peak resident memory, so that decode speed can be judged against what the hardware allows.
+//! The machine's memory bandwidth (copy and read, across the pool's threads), the thread pool's
+//! cost per parallel region, and this process's peak resident memory: what the hardware allows,
+//! to judge decode speed against.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use llmopt_kernels::ThreadPool;
 
@@ -71,6 +73,34 @@ pub fn read_bandwidth(pool: &ThreadPool, bytes: usize, reps: usize) -> f64 {
     best
 }
 
+/// Seconds per parallel region of the pool when every thread takes part (each task waits until
+/// all of the region's tasks have started, up to 1 ms), averaged over `runs` back-to-back regions
+/// as in a decode step; `None` for a single-thread pool, which has no synchronization.
+pub fn sync_cost(pool: &ThreadPool, runs: usize) -> Option<f64> {
+    let n = pool.n_threads();
+    if n < 2 || runs == 0 {
+        return None;
+    }
+    let arrived = AtomicUsize::new(0);
+    let started = Instant::now();
+    for r in 0..runs {
+        let target = (r + 1) * n;
+        pool.run(n, &|_| {
+            arrived.fetch_add(1, Ordering::AcqRel);
+            let t = Instant::now();
+            let mut spins = 0u32;
+            while arrived.load(Ordering::Acquire) < target {
+                std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                if spins & 1023 == 0 && t.elapsed() > Duration::from_millis(1) {
+                    break;
+                }
+            }
+        });
+    }
+    Some(started.elapsed().as_secs_f64() / runs as f64)
+}
+
 /// This process's peak resident set size (Linux `VmHWM`), in bytes; `None` where unknown.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -90,6 +120,18 @@ mod tests {
         for bw in [copy_bandwidth(&pool, 8 << 20, 2), read_bandwidth(&pool, 8 << 20, 2)] {
             assert!(bw.is_finite() && bw > 1e6, "{bw}");
         }
+    }
+
+    #[test]
+    fn sync_cost_is_small_and_absent_for_one_thread() {
+        assert_eq!(sync_cost(&ThreadPool::new(1), 100), None);
+        let pool = ThreadPool::new(2);
+        let before = pool.regions();
+        let s = sync_cost(&pool, 200).unwrap();
+        assert_eq!(pool.regions() - before, 200);
+        // A region costs microseconds on an idle machine; on a loaded one a task gives up waiting
+        // for the others after 1 ms, which bounds it (with room for the scheduler).
+        assert!(s > 0.0 && s < 0.05, "{s}");
     }
 
     #[test]

@@ -33,6 +33,10 @@ fn prefill_and_decode_time_every_repetition() {
         assert!(r.tokens_per_s.mean >= lo && r.tokens_per_s.mean <= hi);
         // Warm-up plus three timed repetitions.
         assert_eq!(progress, vec![(0, 3), (1, 3), (2, 3), (3, 3)]);
+        if kind == TestKind::Decode {
+            // Per layer QKV, attention, O, gate/up and down; then the logits (ARCHITECTURE.md).
+            assert_eq!(r.regions_per_token, (5 * model.config.n_layer + 1) as f64);
+        }
     }
     assert_eq!(BenchTest { kind: TestKind::Prefill, n_tokens: 512 }.name(), "pp512");
     assert_eq!(BenchTest { kind: TestKind::Decode, n_tokens: 128 }.name(), "tg128");

@@ -6,7 +6,8 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 use llmopt_kernels::Isa;
 use llmopt_profile::{
-    copy_bandwidth, peak_rss_bytes, read_bandwidth, run_test, BenchTest, TestKind, TestResult,
+    copy_bandwidth, peak_rss_bytes, read_bandwidth, run_test, sync_cost, BenchTest, TestKind,
+    TestResult,
 };
 
 use crate::{
@@ -71,12 +72,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Some(read_bandwidth(&m.pool, BANDWIDTH_BYTES, 5)),
         )
     };
-    // Decode's weight bandwidth, from the longest tg test.
-    let decode = results
-        .iter()
-        .filter(|r| r.test.kind == TestKind::Decode)
-        .max_by_key(|r| r.test.n_tokens)
-        .map(|r| (r.test.name(), r.tokens_per_s.mean * bytes_per_token));
+    let sync = sync_cost(&m.pool, 2000);
+    // Decode's weight bandwidth and synchronization share, from the longest tg test.
+    let longest_tg =
+        results.iter().filter(|r| r.test.kind == TestKind::Decode).max_by_key(|r| r.test.n_tokens);
+    let decode = longest_tg.map(|r| (r.test.name(), r.tokens_per_s.mean * bytes_per_token));
     let isa = format!("{:?}", Isa::best()).to_lowercase();
 
     if args.json {
@@ -91,6 +91,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     "tokens_per_s": r.tokens_per_s.mean,
                     "tokens_per_s_sd": r.tokens_per_s.sd,
                     "seconds": r.seconds,
+                    "regions_per_token": r.regions_per_token,
                 })
             })
             .collect();
@@ -108,6 +109,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "copy_bandwidth_bytes_per_s": copy_bw,
             "read_bandwidth_bytes_per_s": read_bw,
             "peak_rss_bytes": peak_rss,
+            "sync_seconds_per_region": sync,
         });
         println!("{v}");
         return Ok(());
@@ -138,6 +140,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "memory bandwidth with {threads} threads: copy {} (read + write), read {}",
             gb_per_s(c),
             gb_per_s(r)
+        );
+    }
+    if let (Some(r), Some(s)) = (longest_tg, sync) {
+        let per_token = r.regions_per_token * s;
+        println!(
+            "thread pool: {:.0} parallel regions per decoded token, {:.2} µs each with all threads \
+             joining: {:.0} µs per token ({:.1}% of {})",
+            r.regions_per_token,
+            s * 1e6,
+            per_token * 1e6,
+            100.0 * per_token * r.tokens_per_s.mean,
+            r.test.name()
         );
     }
     if let Some(rss) = peak_rss {
