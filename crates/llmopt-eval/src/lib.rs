@@ -1,8 +1,17 @@
-//! Accuracy measurement against baselines. Today: perplexity computed exactly as llama.cpp's
-//! `llama-perplexity` does, so our figures compare with its figures number for number.
+//! Accuracy measurement against baselines: perplexity and the KL divergence of a candidate model
+//! from a base model's saved distributions, both computed exactly as llama.cpp's `llama-perplexity`
+//! does (`--kl-divergence-base` / `--kl-divergence`), so our figures compare with its figures
+//! number for number. The library reads and writes through `Read`/`Write`; paths are the CLI's.
 
+pub mod base_logits;
+pub mod kld;
 pub mod perplexity;
 
+pub use base_logits::{BaseFileError, BaseHeader, LogProbRecord};
+pub use kld::{
+    compare_with_base, save_base, token_kld, Estimate, KldError, KldPercentiles, KldReport,
+    KldSums, TokenKld,
+};
 pub use perplexity::{
     perplexity, strip_final_newline, PerplexityConfig, PerplexityError, PerplexityReport,
 };

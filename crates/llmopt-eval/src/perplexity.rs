@@ -56,15 +56,49 @@ pub fn log_softmax_at(logits: &[f32], target: usize) -> f64 {
     f64::from(logits[target] - max) - sum.ln()
 }
 
-/// Computes the perplexity of `tokens` (the whole text, tokenized as the model's tokenizer does with
-/// its special-token rule). `progress(done, total, running_ppl)` is called after each chunk.
-pub fn perplexity(
+/// Running sums of the negative log-likelihood, and llama.cpp's perplexity estimate from them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NllSums {
+    sum: f64,
+    sum2: f64,
+    count: usize,
+}
+
+impl NllSums {
+    pub(crate) fn add(&mut self, nll: f64) {
+        self.sum += nll;
+        self.sum2 += nll * nll;
+        self.count += 1;
+    }
+
+    pub(crate) fn ppl(&self) -> f64 {
+        (self.sum / self.count as f64).exp()
+    }
+
+    pub(crate) fn report(&self, chunks: usize, running: Vec<f64>) -> PerplexityReport {
+        let count = self.count;
+        let mean = self.sum / count as f64;
+        let ppl = mean.exp();
+        let var = self.sum2 / count as f64 - mean * mean;
+        let stderr =
+            if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
+        PerplexityReport {
+            perplexity: ppl,
+            stderr,
+            nll: mean,
+            tokens_scored: count,
+            chunks,
+            running,
+        }
+    }
+}
+
+/// Checks `cfg` against the model and the text; returns how many chunks will be scored.
+pub(crate) fn plan_chunks(
     model: &Model,
-    pool: &ThreadPool,
     tokens: &[u32],
     cfg: &PerplexityConfig,
-    progress: &mut dyn FnMut(usize, usize, f64),
-) -> Result<PerplexityReport, PerplexityError> {
+) -> Result<usize, PerplexityError> {
     let ctx = cfg.ctx;
     let max_ctx = model.config.context_length;
     if ctx < 4 || ctx > max_ctx {
@@ -74,14 +108,29 @@ pub fn perplexity(
     if available == 0 {
         return Err(PerplexityError::TextTooShort { tokens: tokens.len(), ctx });
     }
-    let n_chunks = cfg.max_chunks.map_or(available, |m| m.min(available));
+    Ok(cfg.max_chunks.map_or(available, |m| m.min(available)))
+}
+
+/// What [`for_each_chunk`] calls per chunk: `(chunk, logits, targets)`.
+pub(crate) type ChunkVisitor<'a, E> = dyn FnMut(usize, &[f32], &[u32]) -> Result<(), E> + 'a;
+
+/// Runs chunks `0..n_chunks` of `tokens` (each from an empty cache, its first token replaced by
+/// `cfg.bos`) and hands each chunk's scored rows to `visit(chunk, logits, targets)`: `logits` holds
+/// `ctx - 1 - ctx/2` rows of `vocab` values, row r predicting `targets[r]`.
+pub(crate) fn for_each_chunk<E: From<PerplexityError>>(
+    model: &Model,
+    pool: &ThreadPool,
+    tokens: &[u32],
+    cfg: &PerplexityConfig,
+    n_chunks: usize,
+    visit: &mut ChunkVisitor<'_, E>,
+) -> Result<(), E> {
+    let ctx = cfg.ctx;
     let first = ctx / 2;
     let vocab = model.config.vocab_size;
     let mut kv = KvCache::new(&model.config, ctx, DEFAULT_BLOCK_SIZE);
     let mut ws = Workspace::new();
     let mut chunk = vec![0u32; ctx];
-    let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
-    let mut running = Vec::with_capacity(n_chunks);
     for i in 0..n_chunks {
         chunk.copy_from_slice(&tokens[i * ctx..(i + 1) * ctx]);
         if let Some(bos) = cfg.bos {
@@ -99,34 +148,48 @@ pub fn perplexity(
             Ok(l) => l,
             Err(e) => {
                 kv.remove_sequence(seq);
-                return Err(e.into());
+                return Err(PerplexityError::from(e).into());
             }
         };
         // Row r holds the logits after token first + r, which predict token first + r + 1.
-        for (r, row) in logits.chunks_exact(vocab).enumerate().take(ctx - 1 - first) {
-            let target = tokens[i * ctx + first + r + 1] as usize;
-            let v = -log_softmax_at(row, target);
-            nll += v;
-            nll2 += v * v;
-            count += 1;
-        }
+        let n_scored = ctx - 1 - first;
+        let targets = &tokens[i * ctx + first + 1..(i + 1) * ctx];
+        let result = visit(i, &logits[..n_scored * vocab], targets);
         kv.remove_sequence(seq);
-        let ppl = (nll / count as f64).exp();
-        running.push(ppl);
-        progress(i + 1, n_chunks, ppl);
+        result?;
     }
-    let mean = nll / count as f64;
-    let ppl = mean.exp();
-    let var = nll2 / count as f64 - mean * mean;
-    let stderr = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
-    Ok(PerplexityReport {
-        perplexity: ppl,
-        stderr,
-        nll: mean,
-        tokens_scored: count,
-        chunks: n_chunks,
-        running,
-    })
+    Ok(())
+}
+
+/// Computes the perplexity of `tokens` (the whole text, tokenized as the model's tokenizer does with
+/// its special-token rule). `progress(done, total, running_ppl)` is called after each chunk.
+pub fn perplexity(
+    model: &Model,
+    pool: &ThreadPool,
+    tokens: &[u32],
+    cfg: &PerplexityConfig,
+    progress: &mut dyn FnMut(usize, usize, f64),
+) -> Result<PerplexityReport, PerplexityError> {
+    let n_chunks = plan_chunks(model, tokens, cfg)?;
+    let vocab = model.config.vocab_size;
+    let mut sums = NllSums::default();
+    let mut running = Vec::with_capacity(n_chunks);
+    for_each_chunk::<PerplexityError>(
+        model,
+        pool,
+        tokens,
+        cfg,
+        n_chunks,
+        &mut |i, logits, targets| {
+            for (row, &t) in logits.chunks_exact(vocab).zip(targets) {
+                sums.add(-log_softmax_at(row, t as usize));
+            }
+            running.push(sums.ppl());
+            progress(i + 1, n_chunks, sums.ppl());
+            Ok(())
+        },
+    )?;
+    Ok(sums.report(n_chunks, running))
 }
 
 #[cfg(test)]
