@@ -158,6 +158,11 @@ impl Model {
         ws.offsets.clear();
         ws.write_slots.clear();
         ws.logit_rows.clear();
+        // Every slot offset of the batch fits in the cache's capacity: reserve that once, so the
+        // decode loop's growing sequences never reallocate these.
+        for v in [&mut ws.offsets, &mut ws.seq_offs] {
+            v.reserve(kv.capacity().saturating_sub(v.len()));
+        }
         let mut row = 0;
         for (i, s) in batch.iter().enumerate() {
             let len = starts[i] + s.tokens.len();

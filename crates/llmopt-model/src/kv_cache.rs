@@ -55,7 +55,8 @@ impl KvCache {
             self.seqs.push(None);
             self.seqs.len() - 1
         });
-        self.seqs[slot] = Some(SeqState::default());
+        // Room for every block up front, so growing a sequence never allocates.
+        self.seqs[slot] = Some(SeqState { blocks: Vec::with_capacity(self.n_blocks), len: 0 });
         SeqId(slot as u32)
     }
 
@@ -120,9 +121,11 @@ impl KvCache {
                 capacity: self.capacity(),
             });
         }
-        let taken: Vec<u32> = (0..need).filter_map(|_| self.free.pop()).collect();
         let state = self.seqs[id.0 as usize].as_mut().ok_or(ModelError::UnknownSequence(id.0))?;
-        state.blocks.extend(taken);
+        // `blocks` has room for every block (see `add_sequence`): no allocation here.
+        for _ in 0..need {
+            state.blocks.extend(self.free.pop());
+        }
         state.len = state.len.max(new_len);
         Ok(())
     }
