@@ -34,7 +34,7 @@ pub enum Command {
         after_help = "Examples:\n  llmopt bench --model models/SmolLM2-135M-Instruct.Q4_1.gguf\n  llmopt bench -m models/gemma-3-270m-q4_k_m.gguf -p 128,512 -n 128 -t 2 -r 5 --json\n\npp N prefills N tokens into an empty cache in one batch; tg N decodes N tokens one at a\ntime. Each test runs once to warm up, then --reps times; t/s is the mean +/- the standard\ndeviation. Decode's weight bandwidth (weight bytes read per token x tokens/s) is set against\nthe machine's copy bandwidth, measured with the same threads. scripts/bench-vs-llamacpp runs\nthis and llama-bench side by side."
     )]
     Bench(BenchArgs),
-    /// Measure accuracy: perplexity (and, later, KL divergence and task accuracy).
+    /// Measure accuracy: perplexity, and KL divergence against a saved baseline.
     #[command(subcommand)]
     Eval(EvalCommand),
 }

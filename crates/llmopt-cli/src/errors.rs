@@ -1,7 +1,7 @@
 //! Error reporting: one line that names the problem, then a `hint:` line where one helps.
 
 use llmopt_engine::{GenerateError, SamplerError};
-use llmopt_eval::PerplexityError;
+use llmopt_eval::{KldError, PerplexityError};
 use llmopt_formats::gguf::GgufError;
 use llmopt_model::{ArchSpec, ModelError};
 
@@ -33,6 +33,26 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if cause.downcast_ref::<SamplerError>().is_some() {
             return Some("see `llmopt generate --help` for the valid ranges".into());
+        }
+        if let Some(e) = cause.downcast_ref::<KldError>() {
+            let rerun = "save the base again with --kl-base-out on this text";
+            return match e {
+                KldError::VocabMismatch { .. } | KldError::BosMismatch { .. } => Some(
+                    "KL divergence compares models with the same tokenizer (e.g. two quantizations of one model)"
+                        .into(),
+                ),
+                KldError::CtxMismatch { .. } => {
+                    Some("drop --ctx: with --kl-base it comes from the base file".into())
+                }
+                KldError::ChunksMismatch { base, .. } => {
+                    Some(format!("pass --chunks {base}, as when the base was saved"))
+                }
+                KldError::TextMismatch { .. } | KldError::TextTooShort { .. } => {
+                    Some(format!("pass the --file the base was saved from, or {rerun}"))
+                }
+                KldError::BaseFile(_) => Some(format!("the base file is not usable: {rerun}")),
+                KldError::Perplexity(_) | KldError::Io(_) => None,
+            };
         }
         if let Some(PerplexityError::TextTooShort { .. }) = cause.downcast_ref::<PerplexityError>()
         {
