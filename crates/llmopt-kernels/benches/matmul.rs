@@ -4,7 +4,7 @@
 //! before tiles), both ways round (576 -> 1536 and 1536 -> 576).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use llmopt_kernels::{matmul, Isa, Kernels, ThreadPool, WeightView};
+use llmopt_kernels::{matmul, Isa, Kernels, PackedWeight, ThreadPool, WeightView};
 use llmopt_tensor::{f32_to_f16, GgmlType};
 
 /// Deterministic pseudo-random weights: encoded gaussians-ish, or bytes with sane K-quant scales.
@@ -37,7 +37,7 @@ fn bench(c: &mut Criterion) {
         // Q4_K needs cols % 256 == 0: use the transposed FFN shape (1536 in, 576 out).
         let (rows, cols) = if ty == GgmlType::Q4_K { (cols, rows) } else { (rows, cols) };
         let data = weights(ty, rows, cols);
-        let w = WeightView { ty, rows, cols, data: &data };
+        let w = WeightView { ty, rows, cols, data: &data, packed: None };
         for threads in [1usize, 2] {
             let pool = ThreadPool::new(threads);
             for n_tok in [1usize, 64] {
@@ -113,7 +113,7 @@ fn bench_prefill(c: &mut Criterion) {
                 continue;
             }
             let data = weights(ty, rows, cols);
-            let w = WeightView { ty, rows, cols, data: &data };
+            let w = WeightView { ty, rows, cols, data: &data, packed: None };
             let x: Vec<f32> = (0..n_tok * cols).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
             let mut y = vec![0.0f32; n_tok * rows];
             let mut scratch = Vec::new();
@@ -134,5 +134,40 @@ fn bench_prefill(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_prefill);
+/// The 8-row interleaved weights (`packed`) against the plain layout (`plain`: tiles for prefill,
+/// one `vec_dot` per row for decode), both ways round, 1 and 128 tokens, 1 and 2 threads.
+fn bench_packed(c: &mut Criterion) {
+    let mut g = c.benchmark_group("packed");
+    g.sample_size(10);
+    g.warm_up_time(std::time::Duration::from_millis(500));
+    g.measurement_time(std::time::Duration::from_secs(2));
+    use GgmlType::*;
+    for ty in [Q4_0, Q4_1, Q8_0] {
+        for (rows, cols) in [(1536usize, 576usize), (576, 1536)] {
+            let data = weights(ty, rows, cols);
+            let plain = WeightView { ty, rows, cols, data: &data, packed: None };
+            let Some(p) = PackedWeight::new(Isa::best(), &plain) else { return };
+            let packed = WeightView { packed: Some(&p), ..plain };
+            for n_tok in [1usize, 128] {
+                let x: Vec<f32> =
+                    (0..n_tok * cols).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
+                let mut y = vec![0.0f32; n_tok * rows];
+                let mut scratch = Vec::new();
+                g.throughput(Throughput::Elements((rows * cols * n_tok) as u64));
+                for threads in [1usize, 2] {
+                    let pool = ThreadPool::new(threads);
+                    let shape = format!("{ty}/{cols}to{rows}/n{n_tok}/t{threads}");
+                    for (name, w) in [("plain", &plain), ("packed", &packed)] {
+                        g.bench_function(BenchmarkId::new(&shape, name), |b| {
+                            b.iter(|| matmul(&pool, w, &x, n_tok, &mut scratch, &mut y).unwrap())
+                        });
+                    }
+                }
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_prefill, bench_packed);
 criterion_main!(benches);

@@ -16,6 +16,22 @@ pub type QuantizeFn = fn(x: &[f32], y: &mut [u8]);
 /// equals the same [`Isa`]'s [`VecDotFn`] on that pair, bit for bit.
 pub type TileFn = fn(n: usize, w: &[u8], w_row: usize, a: &[u8], a_row: usize, out: &mut [f32]);
 
+/// `packed(nb, w, a, a_row, sums, out)`: the dots of one 8-row group of a [`crate::PackedWeight`]
+/// (`nb` block records at `w`) with `T` activation rows (token `t` at `a[t * a_row..]`) into
+/// `out[t * 8 + r]`; `sums` holds `nb` i32 activation block sums per token where the kernel
+/// needs them (Q4_0), else is ignored.
+pub(crate) type PackedFn =
+    fn(nb: usize, w: &[u8], a: &[u8], a_row: usize, sums: &[u8], out: &mut [f32]);
+
+/// The packed kernels of one weight type, `f[T - 1]` for `T` = 1..=4 tokens per call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PackedKernel {
+    /// Whether the kernel reads the activations' block sums (`sums`).
+    pub(crate) needs_sums: bool,
+    /// By tokens per call.
+    pub(crate) f: [PackedFn; 4],
+}
+
 /// A [`TileFn`] and its fixed tile shape: weight blocks are unpacked once per tile and reused
 /// across `toks` tokens, activation blocks reused across `rows` rows (prefill).
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +80,7 @@ pub struct Kernels {
     vec_dot: [Option<VecDotFn>; 15],
     quantize: [Option<QuantizeFn>; 15],
     tile: [Option<TileKernel>; 15],
+    packed: [Option<PackedKernel>; 15],
     simd_dot: [bool; 15],
     simd_quant: [bool; 15],
 }
@@ -98,6 +115,7 @@ fn build(isa: Isa) -> Kernels {
         vec_dot: [None; 15],
         quantize: [None; 15],
         tile: [None; 15],
+        packed: [None; 15],
         simd_dot: [false; 15],
         simd_quant: [false; 15],
     };
@@ -116,6 +134,7 @@ fn build(isa: Isa) -> Kernels {
                 (k.vec_dot[s], k.simd_dot[s]) = (Some(f), true);
             }
             k.tile[s] = crate::x86::avx2::tile(ty);
+            k.packed[s] = crate::x86::avx2::packed(ty);
             if let Some(f) = crate::x86::avx2::quantize(ty) {
                 (k.quantize[s], k.simd_quant[s]) = (Some(f), true);
             }
@@ -157,6 +176,16 @@ impl Kernels {
     /// callers loop over [`Kernels::vec_dot`], which gives the same numbers).
     pub fn tile(&self, ty: GgmlType) -> Option<TileKernel> {
         self.tile[slot(ty)]
+    }
+
+    /// Whether weights of type `ty` have kernels over the 8-row interleaved layout
+    /// ([`crate::PackedWeight`]) with this instruction set.
+    pub fn has_packed(&self, ty: GgmlType) -> bool {
+        self.packed[slot(ty)].is_some()
+    }
+
+    pub(crate) fn packed(&self, ty: GgmlType) -> Option<PackedKernel> {
+        self.packed[slot(ty)]
     }
 
     /// Whether `vec_dot(ty)` is a SIMD kernel (false: the scalar reference).

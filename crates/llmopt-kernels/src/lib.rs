@@ -12,6 +12,7 @@ pub mod attn_tile;
 mod dispatch;
 pub mod f16ops;
 mod matmul;
+mod packed;
 mod pool;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
@@ -19,6 +20,7 @@ mod x86;
 
 pub use dispatch::{Isa, Kernels, QuantizeFn, TileFn, TileKernel, VecDotFn};
 pub use matmul::{matmul, matmul_many, matmul_many_with, matmul_with, WeightView};
+pub use packed::{PackedWeight, PACK_ROWS};
 pub use pool::ThreadPool;
 
 use llmopt_tensor::{GgmlType, TensorError};

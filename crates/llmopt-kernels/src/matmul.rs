@@ -5,7 +5,8 @@
 
 use llmopt_tensor::GgmlType;
 
-use crate::{Isa, KernelError, Kernels, ThreadPool, TileKernel, VecDotFn};
+use crate::dispatch::PackedKernel;
+use crate::{Isa, KernelError, Kernels, PackedWeight, ThreadPool, TileKernel, VecDotFn, PACK_ROWS};
 
 /// A row-major weight matrix in a ggml format: `rows` rows of `cols` elements, each row
 /// `ty.row_bytes(cols)` bytes.
@@ -19,6 +20,23 @@ pub struct WeightView<'a> {
     pub cols: usize,
     /// `rows * ty.row_bytes(cols)` bytes.
     pub data: &'a [u8],
+    /// The same rows in the 8-row interleaved layout, where built: used instead of `data` when
+    /// the instruction set has packed kernels for `ty` and [`PackedWeight::matches`] this view
+    /// (else ignored).
+    pub packed: Option<&'a PackedWeight>,
+}
+
+impl<'a> WeightView<'a> {
+    /// A view of plain rows (no packed form).
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Self {
+        Self { ty, rows, cols, data, packed: None }
+    }
+
+    /// The packed form and its kernels, where `k` runs it for this view.
+    fn packed_with(&self, k: &Kernels) -> Option<(&'a PackedWeight, PackedKernel)> {
+        let p = self.packed.filter(|p| p.matches(self))?;
+        Some((p, k.packed(self.ty)?))
+    }
 }
 
 /// Tokens per task in prefill: a task's activations stay in L1 while a chunk of weight rows
@@ -142,8 +160,13 @@ pub fn matmul_many_with(
     }
     let Some(cols) = ws.first().map(|w| w.cols) else { return Ok(()) };
     let (_, total) = act_offset(ws, 0, n_tok)?;
-    if scratch.len() < total {
-        scratch.resize(total, 0);
+    // Packed Q4_0 reads the Q8_0 activations' block sums: i32 per token and block, after the
+    // activation regions.
+    let want_sums = ws.iter().any(|w| w.packed_with(k).is_some_and(|(_, pk)| pk.needs_sums));
+    let n_blocks = cols / 32;
+    let sums_len = if want_sums { n_tok * n_blocks * 4 } else { 0 };
+    if scratch.len() < total + sums_len {
+        scratch.resize(total + sums_len, 0);
     }
     for (i, w) in ws.iter().enumerate() {
         let vdt = w.ty.spec().vec_dot_type;
@@ -158,7 +181,19 @@ pub fn matmul_many_with(
             quant(xt, at);
         }
     }
-    let scratch: &[u8] = scratch;
+    if want_sums {
+        let i = ws.iter().position(|w| w.ty.spec().vec_dot_type == GgmlType::Q8_0);
+        let (off, _) = act_offset(ws, i.expect("packed Q4_0 takes Q8_0 activations"), n_tok)?;
+        let a_row = GgmlType::Q8_0.row_bytes(cols)?;
+        let (acts, sums) = scratch.split_at_mut(total);
+        let blocks = acts[off..off + n_tok * a_row].chunks_exact(34);
+        for (blk, s) in blocks.zip(sums.chunks_exact_mut(4)) {
+            let sum: i32 = blk[2..].iter().map(|&q| i32::from(q as i8)).sum();
+            s.copy_from_slice(&sum.to_le_bytes());
+        }
+    }
+    let (scratch, sums) = scratch.split_at(total);
+    let sums = &sums[..sums_len];
     for (bi, (wb, yb)) in ws.chunks(MAX_JOBS).zip(ys.chunks_mut(MAX_JOBS)).enumerate() {
         let mut jobs: [Option<Job<'_>>; MAX_JOBS] = [None; MAX_JOBS];
         let mut n_tasks = 0;
@@ -171,7 +206,9 @@ pub fn matmul_many_with(
                 let (off, _) = act_offset(ws, bi * MAX_JOBS + i, n_tok)?;
                 &scratch[off..off + n_tok * a_row]
             };
-            let job = Job::new(k, w, acts, a_row, n_tok, pool.n_threads(), Out(y.as_mut_ptr()))?;
+            let out = Out(y.as_mut_ptr());
+            let mut job = Job::new(k, w, acts, a_row, n_tok, pool.n_threads(), out)?;
+            job.sums = sums;
             n_tasks += job.n_tasks();
             jobs[i] = Some(job);
         }
@@ -203,6 +240,9 @@ struct Job<'a> {
     row_chunk: usize,
     n_row_chunks: usize,
     tok_tile: usize,
+    packed: Option<(&'a PackedWeight, PackedKernel)>,
+    /// Activation block sums (i32, `cols / 32` per token) for packed kernels that need them.
+    sums: &'a [u8],
 }
 
 impl<'a> Job<'a> {
@@ -218,10 +258,13 @@ impl<'a> Job<'a> {
         let isa = k.isa();
         let dot = k.vec_dot(w.ty).ok_or(KernelError::Unsupported { ty: w.ty, isa })?;
         let tile = k.tile(w.ty).filter(|t| t.rows * t.toks <= MAX_TILE && n_tok >= t.toks);
+        let packed = w.packed_with(k);
         // Row chunks: ~4 per thread for balance, at least 8 rows and at most 64 per chunk, a
-        // whole number of tile rows.
+        // whole number of tile rows (of 8-row groups when packed).
         let mut row_chunk = w.rows.div_ceil(4 * n_threads).clamp(8, 64);
-        if let Some(t) = tile {
+        if packed.is_some() {
+            row_chunk = row_chunk.next_multiple_of(PACK_ROWS);
+        } else if let Some(t) = tile {
             row_chunk = row_chunk.next_multiple_of(t.rows);
         }
         Ok(Job {
@@ -236,6 +279,8 @@ impl<'a> Job<'a> {
             row_chunk,
             n_row_chunks: w.rows.div_ceil(row_chunk),
             tok_tile: n_tok.min(TOK_TILE),
+            packed,
+            sums: &[],
         })
     }
 
@@ -261,12 +306,52 @@ impl<'a> Job<'a> {
         }
     }
 
+    /// Rows `r0..r1` (`r0` a multiple of 8) x tokens `ts` through the packed kernels: per 8-row
+    /// group, 4 tokens per call, then the 1..3 left.
+    fn packed_task(
+        &self,
+        (p, pk): (&PackedWeight, PackedKernel),
+        r0: usize,
+        r1: usize,
+        t0: usize,
+        t1: usize,
+    ) {
+        let (rows, a_row, nb) = (self.w.rows, self.a_row, self.w.cols / 32);
+        let gb = p.group_bytes();
+        let mut buf = [0.0f32; 4 * PACK_ROWS];
+        for g0 in (r0..r1).step_by(PACK_ROWS) {
+            let w = &p.data()[g0 / PACK_ROWS * gb..][..gb];
+            let n_r = (r1 - g0).min(PACK_ROWS);
+            let mut t = t0;
+            while t < t1 {
+                let n_t = (t1 - t).min(4);
+                let a = &self.acts[t * a_row..(t + n_t) * a_row];
+                let sums =
+                    if pk.needs_sums { &self.sums[t * nb * 4..(t + n_t) * nb * 4] } else { &[] };
+                (pk.f[n_t - 1])(nb, w, a, a_row, sums, &mut buf);
+                for dt in 0..n_t {
+                    for dr in 0..n_r {
+                        // SAFETY: as in `pairs`: (g0 + dr, t + dt) is in this task's rows x
+                        // tokens, and `g0 + dr < r1 <= rows`.
+                        unsafe {
+                            *self.out.at((t + dt) * rows + g0 + dr) = buf[dt * PACK_ROWS + dr]
+                        };
+                    }
+                }
+                t += n_t;
+            }
+        }
+    }
+
     /// Task `i`: row chunk `i % n_row_chunks` x token tile `i / n_row_chunks`.
     fn task(&self, i: usize) {
         let (rows, row_chunk, tok_tile) = (self.w.rows, self.row_chunk, self.tok_tile);
         let (rc, tt) = (i % self.n_row_chunks, i / self.n_row_chunks);
         let (r0, r1) = (rc * row_chunk, ((rc + 1) * row_chunk).min(rows));
         let (t0, t1) = (tt * tok_tile, ((tt + 1) * tok_tile).min(self.n_tok));
+        if let Some(p) = self.packed {
+            return self.packed_task(p, r0, r1, t0, t1);
+        }
         let Some(tk) = self.tile else { return self.pairs(r0..r1, t0..t1) };
         let (tr, tn) = (tk.rows, tk.toks);
         let r_full = r0 + (r1 - r0) / tr * tr;

@@ -160,7 +160,7 @@ fn matmul_equals_naive_loop_1_and_2_threads() {
         let cols = if ty.spec().block_len == 256 { 768 } else { 576 };
         for rows in [1usize, 37, 130] {
             let data = random_weights(ty, rows, cols, &mut rng);
-            let w = WeightView { ty, rows, cols, data: &data };
+            let w = WeightView { ty, rows, cols, data: &data, packed: None };
             for n_tok in [1usize, 3, 17] {
                 let x = random_acts(n_tok * cols, &mut rng);
                 let want = naive(&w, &x, n_tok);
@@ -187,10 +187,10 @@ fn matmul_equals_naive_loop_1_and_2_threads() {
 fn matmul_rejects_bad_shapes() {
     let pool = ThreadPool::new(1);
     let data = vec![0u8; 18 * 2];
-    let w = WeightView { ty: GgmlType::Q4_0, rows: 2, cols: 32, data: &data };
+    let w = WeightView { ty: GgmlType::Q4_0, rows: 2, cols: 32, data: &data, packed: None };
     let mut y = vec![0.0; 2];
     let mut s = Vec::new();
     assert!(matmul_with(Isa::Scalar, &pool, &w, &[0.0; 31], 1, &mut s, &mut y).is_err());
-    let w = WeightView { ty: GgmlType::Q4_K, rows: 2, cols: 32, data: &data };
+    let w = WeightView { ty: GgmlType::Q4_K, rows: 2, cols: 32, data: &data, packed: None };
     assert!(matmul_with(Isa::Scalar, &pool, &w, &[0.0; 32], 1, &mut s, &mut y).is_err());
 }

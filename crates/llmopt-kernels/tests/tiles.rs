@@ -74,7 +74,7 @@ fn tile_kernels_equal_vec_dot_bitwise() {
         let tk = k.tile(ty).unwrap();
         for &cols in widths(ty) {
             let data = random_weights(ty, tk.rows, cols, &mut rng);
-            let w = WeightView { ty, rows: tk.rows, cols, data: &data };
+            let w = WeightView { ty, rows: tk.rows, cols, data: &data, packed: None };
             let x = random_acts(tk.toks * cols, &mut rng);
             let want = pairs(Isa::Avx2, &w, &x, tk.toks);
             let a = quantize(Isa::Avx2, ty, &x, tk.toks);
@@ -97,7 +97,7 @@ fn matmul_tile_path_equals_pairs_and_reference() {
         for &cols in widths(ty) {
             for rows in [3usize, 37, 130] {
                 let data = random_weights(ty, rows, cols, &mut rng);
-                let w = WeightView { ty, rows, cols, data: &data };
+                let w = WeightView { ty, rows, cols, data: &data, packed: None };
                 for n_tok in [1usize, 2, 3, 5, 17, 33] {
                     let x = random_acts(n_tok * cols, &mut rng);
                     let reference = pairs(Isa::Scalar, &w, &x, n_tok);
@@ -133,7 +133,7 @@ fn matmul_many_equals_separate_matmuls() {
         .collect();
     let ws: Vec<WeightView<'_>> = shapes
         .iter()
-        .map(|(ty, rows, d)| WeightView { ty: *ty, rows: *rows, cols, data: d })
+        .map(|(ty, rows, d)| WeightView { ty: *ty, rows: *rows, cols, data: d, packed: None })
         .collect();
     for isa in [Isa::Scalar, Isa::best()] {
         for threads in [1, 3] {
@@ -163,14 +163,14 @@ fn matmul_many_equals_separate_matmuls() {
 fn matmul_many_rejects_mismatched_inputs() {
     let pool = ThreadPool::new(1);
     let data = vec![0u8; 18 * 2];
-    let w = WeightView { ty: GgmlType::Q4_0, rows: 2, cols: 32, data: &data };
+    let w = WeightView { ty: GgmlType::Q4_0, rows: 2, cols: 32, data: &data, packed: None };
     let mut s = Vec::new();
     let (mut y0, mut y1) = (vec![0.0; 2], vec![0.0; 3]);
     let x = [0.0; 32];
     assert!(matmul_many_with(Isa::Scalar, &pool, &[w, w], &x, 1, &mut s, &mut [&mut y0]).is_err());
     let r = matmul_many_with(Isa::Scalar, &pool, &[w, w], &x, 1, &mut s, &mut [&mut y0, &mut y1]);
     assert!(r.is_err());
-    let w64 = WeightView { ty: GgmlType::Q4_0, rows: 1, cols: 64, data: &data };
+    let w64 = WeightView { ty: GgmlType::Q4_0, rows: 1, cols: 64, data: &data, packed: None };
     let r = matmul_many_with(Isa::Scalar, &pool, &[w, w64], &x, 1, &mut s, &mut [&mut y0, &mut y1]);
     assert!(r.is_err());
     assert!(matmul_many_with(Isa::Scalar, &pool, &[], &x, 1, &mut s, &mut []).is_ok());

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use llmopt_kernels::{matmul, matmul_many, ThreadPool, WeightView};
+use llmopt_kernels::{matmul, matmul_many, Isa, PackedWeight, ThreadPool, WeightView};
 use llmopt_tensor::GgmlType;
 
 use crate::ModelError;
@@ -46,13 +46,28 @@ impl Bytes {
     }
 }
 
-/// A row-major matrix of `rows` rows of `cols` values in format `ty`.
+/// A row-major matrix of `rows` rows of `cols` values in format `ty`, and optionally the same
+/// rows repacked for the kernels ([`Weight::pack`], done when a model loads).
+///
+/// Replacing a weight never runs on stale packed data: a new `Weight` (from [`Weight::new`])
+/// starts unpacked, so assigning `linear.weight = ...` drops the old packed form (call
+/// [`Weight::pack`] on the new one to get it back); and if the public fields are changed in
+/// place, the packed form no longer matches the view's type, shape and bytes and the kernels
+/// ignore it (it keeps its source bytes alive, so a byte range cannot be reused by other data).
 #[derive(Clone, Debug)]
 pub struct Weight {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     pub data: Bytes,
+    packed: Option<Packed>,
+}
+
+/// A packed form and the bytes it was built from (held so their address stays theirs).
+#[derive(Clone, Debug)]
+struct Packed {
+    _src: Bytes,
+    packed: Arc<PackedWeight>,
 }
 
 impl Weight {
@@ -73,12 +88,35 @@ impl Weight {
                 reason: format!("{} bytes for {rows}x{cols} {}", data.as_slice().len(), ty.name()),
             });
         }
-        Ok(Self { ty, rows, cols, data })
+        Ok(Self { ty, rows, cols, data, packed: None })
+    }
+
+    /// Builds the 8-row interleaved form the fastest kernels read ([`PackedWeight`]) where this
+    /// CPU has them for `ty` (else leaves the weight as is); returns whether the weight is packed.
+    /// Costs about as much memory as the weight (the plain rows stay for other readers).
+    pub fn pack(&mut self) -> bool {
+        let view = WeightView::new(self.ty, self.rows, self.cols, self.data.as_slice());
+        self.packed = PackedWeight::new(Isa::best(), &view)
+            .map(|p| Packed { _src: self.data.clone(), packed: Arc::new(p) });
+        self.is_packed()
+    }
+
+    /// Drops the packed form.
+    pub fn unpack(&mut self) {
+        self.packed = None;
+    }
+
+    /// Whether a packed form exists and still matches the fields.
+    pub fn is_packed(&self) -> bool {
+        self.view().packed.is_some_and(|p| p.matches(&self.view()))
     }
 
     /// A borrowed view for the kernels.
     pub fn view(&self) -> WeightView<'_> {
-        WeightView { ty: self.ty, rows: self.rows, cols: self.cols, data: self.data.as_slice() }
+        WeightView {
+            packed: self.packed.as_ref().map(|p| &*p.packed),
+            ..WeightView::new(self.ty, self.rows, self.cols, self.data.as_slice())
+        }
     }
 
     /// Bytes of one row.

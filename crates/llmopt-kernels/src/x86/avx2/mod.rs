@@ -4,6 +4,7 @@
 mod float;
 mod kquants;
 mod legacy;
+mod packed;
 mod quantize;
 mod tile_kquants;
 mod tile_legacy;
@@ -11,7 +12,7 @@ mod util;
 
 use llmopt_tensor::GgmlType;
 
-use crate::dispatch::{QuantizeFn, TileFn, TileKernel, VecDotFn};
+use crate::dispatch::{PackedFn, PackedKernel, QuantizeFn, TileFn, TileKernel, VecDotFn};
 
 /// Whether this CPU runs these kernels.
 pub(crate) fn available() -> bool {
@@ -42,6 +43,16 @@ macro_rules! safe {
         }
         TileKernel { rows: $r, toks: $t, f: wrapped as TileFn }
     }};
+    (packed $f:ident, $t:literal) => {{
+        fn wrapped(nb: usize, w: &[u8], a: &[u8], a_row: usize, sums: &[u8], out: &mut [f32]) {
+            // SAFETY: as above, only reachable once the CPU features were detected.
+            unsafe { packed::$f::<$t>(nb, w, a, a_row, sums, out) }
+        }
+        wrapped as PackedFn
+    }};
+    (packed4 $f:ident) => {
+        [safe!(packed $f, 1), safe!(packed $f, 2), safe!(packed $f, 3), safe!(packed $f, 4)]
+    };
 }
 
 /// The AVX2 vec_dot for weight type `ty`, if one is written (else the caller uses scalar).
@@ -88,6 +99,17 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
         Q8_0 => safe!(tile tile_q8_0_q8_0, 3, 4),
         Q4_K => safe!(tile tile_q4_k_q8_k, 4, 4),
         Q6_K => safe!(tile tile_q6_k_q8_k, 2, 4),
+        _ => return None,
+    })
+}
+
+/// The AVX2 kernels over 8-row interleaved weights (`crate::PackedWeight`) for weight type `ty`.
+pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
+    use GgmlType::*;
+    Some(match ty {
+        Q4_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_0) },
+        Q4_1 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q4_1) },
+        Q8_0 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q8_0) },
         _ => return None,
     })
 }

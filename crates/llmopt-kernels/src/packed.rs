@@ -1,0 +1,140 @@
+//! Row-interleaved ("repacked") weights, built once at load time, as ggml's `q4_0_8x8` repack:
+//! rows in groups of 8, and per group and 32-element block one record
+//!
+//! - Q4_0: the 8 rows' f16 `d` (16 bytes), then 4 chunks of 32 bytes, chunk `c` holding bytes
+//!   `qs[4c..4c + 4]` of row 0, row 1, ... row 7 (low nibbles: elements `4c..4c + 4`, high
+//!   nibbles: elements `16 + 4c..`), 144 bytes;
+//! - Q4_1: the 8 `d`, the 8 `m`, then the nibbles as Q4_0, 160 bytes;
+//! - Q8_0: the 8 `d`, then 8 chunks of 32 bytes, chunk `c` holding `qs[4c..4c + 4]` of the 8
+//!   rows, 272 bytes.
+//!
+//! Records run block by block within a group, groups one after another. A last group with
+//! fewer than 8 rows is padded with zero rows (scale 0: their results are never written out).
+//! So one 32-byte load gives 4 consecutive elements of 8 rows, and a token's 4 activation bytes
+//! broadcast to all lanes multiply into 8 rows at once.
+
+use llmopt_tensor::GgmlType;
+
+use crate::{Isa, Kernels, WeightView};
+
+/// Rows per interleaved group.
+pub const PACK_ROWS: usize = 8;
+
+/// A weight matrix in the 8-row interleaved layout (see the module docs), owning its bytes, and
+/// a fingerprint of the [`WeightView`] it was built from: [`crate::matmul`] uses it only for a
+/// view with the same type, shape and byte range ([`PackedWeight::matches`]), so a weight whose
+/// bytes were swapped never runs on stale packed data.
+#[derive(Clone)]
+pub struct PackedWeight {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    src_ptr: usize,
+    src_len: usize,
+    data: Vec<u8>,
+}
+
+impl std::fmt::Debug for PackedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PackedWeight({} {}x{}, {} bytes)",
+            self.ty,
+            self.rows,
+            self.cols,
+            self.data.len()
+        )
+    }
+}
+
+/// Bytes of one 8-row block record, for the types with a layout.
+fn record_bytes(ty: GgmlType) -> Option<usize> {
+    Some(match ty {
+        GgmlType::Q4_0 => 16 + 128,
+        GgmlType::Q4_1 => 32 + 128,
+        GgmlType::Q8_0 => 16 + 256,
+        _ => return None,
+    })
+}
+
+impl PackedWeight {
+    /// Whether [`PackedWeight::new`] would pack weights of type `ty` for `isa`: the layout exists
+    /// and `isa` has kernels for it (false for [`Isa::Scalar`], or an unavailable `isa`).
+    pub fn supports(isa: Isa, ty: GgmlType) -> bool {
+        record_bytes(ty).is_some() && Kernels::get(isa).is_ok_and(|k| k.has_packed(ty))
+    }
+
+    /// Repacks `w` for `isa`'s packed kernels; `None` where [`PackedWeight::supports`] says no,
+    /// or `w`'s bytes do not fit its shape (the caller keeps using the plain layout).
+    pub fn new(isa: Isa, w: &WeightView<'_>) -> Option<PackedWeight> {
+        if !Self::supports(isa, w.ty) {
+            return None;
+        }
+        let rec = record_bytes(w.ty)?;
+        let spec = w.ty.spec();
+        let (bl, bb) = (spec.block_len, spec.block_bytes);
+        let w_row = w.ty.row_bytes(w.cols).ok()?;
+        if w.data.len() != w.rows * w_row {
+            return None;
+        }
+        let nb = w.cols / bl;
+        let groups = w.rows.div_ceil(PACK_ROWS);
+        let mut data = vec![0u8; groups * nb * rec];
+        // (offset of the scales in a ggml block, their offset in the record), and the quants.
+        let (scales, q_src): (&[(usize, usize)], usize) = match w.ty {
+            GgmlType::Q4_1 => (&[(0, 0), (2, 16)], 4),
+            _ => (&[(0, 0)], 2),
+        };
+        let q_dst = 16 * scales.len();
+        let chunks = (bb - q_src) / 4;
+        for (g, gdata) in data.chunks_exact_mut(nb * rec).enumerate() {
+            for r in 0..PACK_ROWS.min(w.rows - g * PACK_ROWS) {
+                let row = &w.data[(g * PACK_ROWS + r) * w_row..][..w_row];
+                for (src, dst) in row.chunks_exact(bb).zip(gdata.chunks_exact_mut(rec)) {
+                    for &(s, d) in scales {
+                        dst[d + 2 * r..d + 2 * r + 2].copy_from_slice(&src[s..s + 2]);
+                    }
+                    for c in 0..chunks {
+                        let o = q_dst + 32 * c + 4 * r;
+                        dst[o..o + 4].copy_from_slice(&src[q_src + 4 * c..q_src + 4 * c + 4]);
+                    }
+                }
+            }
+        }
+        Some(PackedWeight {
+            ty: w.ty,
+            rows: w.rows,
+            cols: w.cols,
+            src_ptr: w.data.as_ptr() as usize,
+            src_len: w.data.len(),
+            data,
+        })
+    }
+
+    /// Whether this was built from `w`'s bytes (same type, shape and byte range).
+    pub fn matches(&self, w: &WeightView<'_>) -> bool {
+        (self.ty, self.rows, self.cols) == (w.ty, w.rows, w.cols)
+            && self.src_ptr == w.data.as_ptr() as usize
+            && self.src_len == w.data.len()
+    }
+
+    /// Storage format of the source rows.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Bytes held (the rows padded to a multiple of 8).
+    pub fn n_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Bytes of one group's records.
+    pub(crate) fn group_bytes(&self) -> usize {
+        self.data.len() / self.rows.div_ceil(PACK_ROWS).max(1)
+    }
+
+    /// The packed bytes.
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
+    }
+}

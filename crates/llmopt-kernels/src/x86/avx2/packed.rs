@@ -1,0 +1,220 @@
+//! AVX2 kernels over row-interleaved weights ([`crate::PackedWeight`]): one 256-bit register holds
+//! the same 4 consecutive elements of 8 rows, so a token's 4 activation bytes are broadcast
+//! (`set1_epi32`) and one `maddubs` multiplies them into 8 rows at once. Per block and token the
+//! 8 rows' integer sums end in one register: one convert and one FMA with (8 row scales x token
+//! scale), instead of one of each per (row, token) pair.
+//!
+//! i16 headroom: a Q4 weight is an unsigned nibble (0..=15) and an activation byte is i8
+//! (-128..=127), so one `maddubs` lane (two products) is at most 2 * 15 * 128 = 3840 in
+//! magnitude, and the 8 `maddubs` of a block (4 chunks x low/high nibbles) sum to at most
+//! 30720 < 32767: a whole block accumulates in i16, then one `madd` with ones gives i32. Q8_0
+//! weights (|w| <= 128 after the sign trick, activations |y| <= 127) reach 32512 in one lane, so
+//! each chunk goes to i32 at once.
+
+use std::arch::x86_64::*;
+
+use super::util::f16_at;
+
+/// Bytes of one 8-row block record: Q4_0 (8 d + 4 x 32 nibble bytes).
+pub(crate) const REC_Q4_0: usize = 16 + 128;
+/// Q4_1: 8 d, 8 m, 4 x 32 nibble bytes.
+pub(crate) const REC_Q4_1: usize = 32 + 128;
+/// Q8_0: 8 d, 8 x 32 bytes.
+pub(crate) const REC_Q8_0: usize = 16 + 256;
+
+#[allow(clippy::too_many_arguments)]
+fn check<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    rec: usize,
+    a: &[u8],
+    a_row: usize,
+    ab: usize,
+    sums: Option<&[u8]>,
+    out: &[f32],
+) {
+    assert!(T > 0 && out.len() >= 8 * T);
+    assert!(w.len() >= nb * rec);
+    assert!(a_row >= nb * ab && a.len() >= (T - 1) * a_row + nb * ab);
+    if let Some(s) = sums {
+        assert!(s.len() >= T * nb * 4);
+    }
+}
+
+/// The 4 bytes at `p` broadcast to all 8 lanes.
+///
+/// # Safety
+/// `p..p + 4` must be readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn bcast4(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 4 readable bytes; unaligned read.
+    _mm256_set1_epi32(unsafe { std::ptr::read_unaligned(p.cast::<i32>()) })
+}
+
+/// 8 f16 at `p` as 8 f32.
+///
+/// # Safety
+/// `p..p + 16` must be readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn f16x8(p: *const u8) -> __m256 {
+    // SAFETY: the caller guarantees 16 readable bytes; `loadu` has no alignment requirement.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.cast()) })
+}
+
+/// The i16 sums of one Q4 block of 8 rows (nibble records at `q`) with `T` tokens' activation
+/// quants (token `t` at `y + t * a_row`), pairs of products per lane as described above.
+///
+/// # Safety
+/// `q..q + 128` and each token's 32 bytes must be readable.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q4_block<const T: usize>(q: *const u8, y: *const u8, a_row: usize) -> [__m256i; T] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut s16 = [_mm256_setzero_si256(); T];
+    for c in 0..4 {
+        // SAFETY: inside the block's 128 nibble bytes (caller).
+        let v = unsafe { _mm256_loadu_si256(q.add(32 * c).cast()) };
+        let lo = _mm256_and_si256(v, m4);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+        for (t, s) in s16.iter_mut().enumerate() {
+            // SAFETY: bytes 4c..4c+4 and 16+4c..20+4c of token t's 32 quants (caller).
+            let (ylo, yhi) = unsafe {
+                let yt = y.add(t * a_row);
+                (bcast4(yt.add(4 * c)), bcast4(yt.add(16 + 4 * c)))
+            };
+            let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi));
+            *s = _mm256_add_epi16(*s, p);
+        }
+    }
+    s16
+}
+
+/// Q4_0 x Q8_0: 8 packed rows x `T` tokens into `out[t * 8 + r]`. Nibbles are used unsigned and
+/// the -8 offset is subtracted in integers: `sums` holds each token's block sums of the
+/// activation quants (i32, `nb` per token), so results equal the signed products exactly.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn packed_q4_0<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    a: &[u8],
+    a_row: usize,
+    sums: &[u8],
+    out: &mut [f32],
+) {
+    check::<T>(nb, w, REC_Q4_0, a, a_row, 34, Some(sums), out);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let rec = &w[b * REC_Q4_0..][..REC_Q4_0];
+        // SAFETY: `rec` holds 16 scale bytes; `check` bounds every token's block.
+        let (d, s16) = unsafe {
+            (
+                f16x8(rec.as_ptr()),
+                q4_block::<T>(rec.as_ptr().add(16), a.as_ptr().add(b * 34 + 2), a_row),
+            )
+        };
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let s = &sums[(t * nb + b) * 4..][..4];
+            let off = 8 * i32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            let s32 = _mm256_sub_epi32(_mm256_madd_epi16(s16[t], ones), _mm256_set1_epi32(off));
+            let dy = f16_at(a, t * a_row + b * 34);
+            *acc_t = _mm256_fmadd_ps(
+                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
+                _mm256_cvtepi32_ps(s32),
+                *acc_t,
+            );
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: `check` asserted `out` holds 8 * T floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
+    }
+}
+
+/// Q4_1 x Q8_1: 8 packed rows x `T` tokens; the min term is `m_r * s_t` (`s` = d * sum of the
+/// activation block, carried by Q8_1).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn packed_q4_1<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    a: &[u8],
+    a_row: usize,
+    _sums: &[u8],
+    out: &mut [f32],
+) {
+    check::<T>(nb, w, REC_Q4_1, a, a_row, 36, None, out);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let rec = &w[b * REC_Q4_1..][..REC_Q4_1];
+        // SAFETY: `rec` holds 32 scale bytes; `check` bounds every token's block.
+        let (d, m, s16) = unsafe {
+            (
+                f16x8(rec.as_ptr()),
+                f16x8(rec.as_ptr().add(16)),
+                q4_block::<T>(rec.as_ptr().add(32), a.as_ptr().add(b * 36 + 4), a_row),
+            )
+        };
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let (dy, sy) = (f16_at(a, t * a_row + b * 36), f16_at(a, t * a_row + b * 36 + 2));
+            let s32 = _mm256_madd_epi16(s16[t], ones);
+            let v = _mm256_fmadd_ps(
+                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
+                _mm256_cvtepi32_ps(s32),
+                *acc_t,
+            );
+            *acc_t = _mm256_fmadd_ps(m, _mm256_set1_ps(sy), v);
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: `check` asserted `out` holds 8 * T floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
+    }
+}
+
+/// Q8_0 x Q8_0: 8 packed rows x `T` tokens, signed bytes through the sign trick
+/// (`|w|` unsigned, the activation takes `w`'s sign), each chunk widened to i32 at once.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn packed_q8_0<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    a: &[u8],
+    a_row: usize,
+    _sums: &[u8],
+    out: &mut [f32],
+) {
+    check::<T>(nb, w, REC_Q8_0, a, a_row, 34, None, out);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let rec = &w[b * REC_Q8_0..][..REC_Q8_0];
+        // SAFETY: `rec` holds 16 scale bytes.
+        let d = unsafe { f16x8(rec.as_ptr()) };
+        let mut s32 = [_mm256_setzero_si256(); T];
+        for c in 0..8 {
+            // SAFETY: chunk c of the record's 256 quant bytes.
+            let v = unsafe { _mm256_loadu_si256(rec.as_ptr().add(16 + 32 * c).cast()) };
+            let av = _mm256_sign_epi8(v, v);
+            for (t, s) in s32.iter_mut().enumerate() {
+                // SAFETY: bytes 4c..4c+4 of token t's block quants (`check`).
+                let y = unsafe { bcast4(a.as_ptr().add(t * a_row + b * 34 + 2 + 4 * c)) };
+                let p = _mm256_maddubs_epi16(av, _mm256_sign_epi8(y, v));
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p, ones));
+            }
+        }
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let dy = f16_at(a, t * a_row + b * 34);
+            *acc_t = _mm256_fmadd_ps(
+                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
+                _mm256_cvtepi32_ps(s32[t]),
+                *acc_t,
+            );
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: `check` asserted `out` holds 8 * T floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
+    }
+}

@@ -1,0 +1,177 @@
+//! The 8-row interleaved (packed) weights: `matmul` through them against the scalar reference
+//! `vec_dot` per pair (within float reassociation), and `matmul_many` over a mix of packed and
+//! plain weights against separate `matmul` calls (bit for bit).
+
+mod common;
+
+use common::{random_acts, random_weights};
+use llmopt_kernels::{
+    matmul_many_with, matmul_with, Isa, Kernels, PackedWeight, ThreadPool, WeightView,
+};
+use llmopt_tensor::GgmlType;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+const PACKED: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0];
+
+/// `y[t * rows + r]` by the scalar reference `vec_dot`, one pair at a time.
+fn reference(w: &WeightView<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
+    let k = Kernels::get(Isa::Scalar).unwrap();
+    let vdt = w.ty.spec().vec_dot_type;
+    let (w_row, a_row) = (w.ty.row_bytes(w.cols).unwrap(), vdt.row_bytes(w.cols).unwrap());
+    let mut a = vec![0u8; n_tok * a_row];
+    for (xt, at) in x.chunks_exact(w.cols).zip(a.chunks_exact_mut(a_row)) {
+        k.quantize(vdt).unwrap()(xt, at);
+    }
+    let dot = k.vec_dot(w.ty).unwrap();
+    let mut y = vec![0.0f32; n_tok * w.rows];
+    for t in 0..n_tok {
+        for r in 0..w.rows {
+            y[t * w.rows + r] =
+                dot(w.cols, &w.data[r * w_row..(r + 1) * w_row], &a[t * a_row..(t + 1) * a_row]);
+        }
+    }
+    y
+}
+
+#[test]
+fn supports_only_where_kernels_exist() {
+    assert!(PACKED.iter().all(|&ty| !PackedWeight::supports(Isa::Scalar, ty)));
+    if Isa::Avx2.is_available() {
+        assert!(PACKED.iter().all(|&ty| PackedWeight::supports(Isa::Avx2, ty)));
+        assert!(!PackedWeight::supports(Isa::Avx2, GgmlType::Q4_K));
+        let data = vec![0u8; 2 * 144];
+        let w = WeightView::new(GgmlType::Q4_K, 2, 256, &data);
+        assert!(PackedWeight::new(Isa::Avx2, &w).is_none());
+    }
+}
+
+#[test]
+fn packed_matmul_equals_reference() {
+    if !Isa::Avx2.is_available() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(21);
+    let pools = [ThreadPool::new(1), ThreadPool::new(2), ThreadPool::new(3)];
+    let mut scratch = Vec::new();
+    for ty in PACKED {
+        for cols in [576usize, 640, 1536] {
+            for rows in [1usize, 7, 8, 9, 37, 130] {
+                let data = random_weights(ty, rows, cols, &mut rng);
+                let plain = WeightView::new(ty, rows, cols, &data);
+                let p = PackedWeight::new(Isa::Avx2, &plain).unwrap();
+                assert!(p.matches(&plain));
+                assert_eq!(p.n_bytes(), rows.div_ceil(8) * 8 * ty.row_bytes(cols).unwrap());
+                let w = WeightView { packed: Some(&p), ..plain };
+                for n_tok in [1usize, 2, 3, 4, 5, 17] {
+                    let x = random_acts(n_tok * cols, &mut rng);
+                    let want = reference(&plain, &x, n_tok);
+                    let mag = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
+                    let mut first: Option<Vec<f32>> = None;
+                    for pool in &pools {
+                        let mut y = vec![f32::NAN; n_tok * rows];
+                        matmul_with(Isa::Avx2, pool, &w, &x, n_tok, &mut scratch, &mut y).unwrap();
+                        for (i, (g, e)) in y.iter().zip(&want).enumerate() {
+                            let at = format!("{ty} cols={cols} rows={rows} n_tok={n_tok} i={i}");
+                            assert!((g - e).abs() <= 1e-4 * mag, "{at}: {g} vs {e} (mag {mag})");
+                        }
+                        // Thread counts split rows and tokens differently: same bits.
+                        match &first {
+                            None => first = Some(y),
+                            Some(f) => {
+                                assert!(f.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn stale_packed_is_ignored_and_scalar_ignores_packed() {
+    let mut rng = StdRng::seed_from_u64(22);
+    let (rows, cols, n_tok) = (20, 576, 3);
+    let ty = GgmlType::Q4_1;
+    let old = random_weights(ty, rows, cols, &mut rng);
+    let new = random_weights(ty, rows, cols, &mut rng);
+    let x = random_acts(n_tok * cols, &mut rng);
+    let pool = ThreadPool::new(2);
+    let mut scratch = Vec::new();
+    let Some(p) = PackedWeight::new(Isa::best(), &WeightView::new(ty, rows, cols, &old)) else {
+        return;
+    };
+    // `p` was built from `old`: a view of `new` must not use it.
+    let w = WeightView { packed: Some(&p), ..WeightView::new(ty, rows, cols, &new) };
+    let mut y = vec![0.0; n_tok * rows];
+    let mut plain = vec![0.0; n_tok * rows];
+    matmul_with(Isa::best(), &pool, &w, &x, n_tok, &mut scratch, &mut y).unwrap();
+    let wn = WeightView::new(ty, rows, cols, &new);
+    matmul_with(Isa::best(), &pool, &wn, &x, n_tok, &mut scratch, &mut plain).unwrap();
+    assert!(y.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits()));
+    // The scalar path has no packed kernels: the packed view gives the reference bits.
+    let wo = WeightView { packed: Some(&p), ..WeightView::new(ty, rows, cols, &old) };
+    matmul_with(Isa::Scalar, &pool, &wo, &x, n_tok, &mut scratch, &mut y).unwrap();
+    let want = reference(&WeightView::new(ty, rows, cols, &old), &x, n_tok);
+    assert!(y.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+#[test]
+fn matmul_many_mixes_packed_and_plain() {
+    if !Isa::Avx2.is_available() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(23);
+    let cols = 768;
+    let types = {
+        use GgmlType::*;
+        [Q4_0, Q4_K, Q4_1, Q8_0, Q8_0, F32, Q4_0, Q6_K, Q4_1, Q5_0]
+    };
+    let datas: Vec<(GgmlType, usize, Vec<u8>)> = types
+        .iter()
+        .enumerate()
+        .map(|(i, &ty)| (ty, 3 + 11 * i, random_weights(ty, 3 + 11 * i, cols, &mut rng)))
+        .collect();
+    let packs: Vec<Option<PackedWeight>> = datas
+        .iter()
+        .enumerate()
+        .map(|(i, (ty, rows, d))| {
+            // Every other packable weight stays plain.
+            let p = PackedWeight::new(Isa::Avx2, &WeightView::new(*ty, *rows, cols, d));
+            p.filter(|_| i % 3 != 2)
+        })
+        .collect();
+    let ws: Vec<WeightView<'_>> = datas
+        .iter()
+        .zip(&packs)
+        .map(|((ty, rows, d), p)| WeightView {
+            packed: p.as_ref(),
+            ..WeightView::new(*ty, *rows, cols, d)
+        })
+        .collect();
+    for threads in [1, 2, 3] {
+        let pool = ThreadPool::new(threads);
+        let mut scratch = Vec::new();
+        for n_tok in [1usize, 5, 17] {
+            let x = random_acts(n_tok * cols, &mut rng);
+            let mut separate: Vec<Vec<f32>> = Vec::new();
+            for w in &ws {
+                let mut y = vec![f32::NAN; n_tok * w.rows];
+                matmul_with(Isa::Avx2, &pool, w, &x, n_tok, &mut scratch, &mut y).unwrap();
+                separate.push(y);
+            }
+            let mut outs: Vec<Vec<f32>> =
+                ws.iter().map(|w| vec![f32::NAN; n_tok * w.rows]).collect();
+            let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|v| &mut v[..]).collect();
+            matmul_many_with(Isa::Avx2, &pool, &ws, &x, n_tok, &mut scratch, &mut refs).unwrap();
+            for (k, (a, b)) in outs.iter().zip(&separate).enumerate() {
+                assert!(
+                    a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "weight {k} ({}) threads={threads} n_tok={n_tok}",
+                    types[k]
+                );
+            }
+        }
+    }
+}
