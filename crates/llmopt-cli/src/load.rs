@@ -8,12 +8,16 @@ use llmopt_kernels::ThreadPool;
 use llmopt_model::Model;
 use llmopt_tokenizer::{ChatTemplate, Tokenizer};
 
+use crate::cli::RunArgs;
+
 /// Everything a command needs to run a model.
 pub struct Loaded {
     pub file: Arc<GgufFile>,
     pub model: Model,
     pub tokenizer: Tokenizer,
     pub pool: ThreadPool,
+    /// Linears whose weights were repacked at load (0 with `--no-repack`).
+    pub repacked: usize,
 }
 
 impl Loaded {
@@ -32,7 +36,17 @@ impl Loaded {
             Some(n) => n,
             None => physical_cores(),
         };
-        Ok(Self { file, model, tokenizer, pool: ThreadPool::new(threads) })
+        Ok(Self { file, model, tokenizer, pool: ThreadPool::new(threads), repacked: 0 })
+    }
+
+    /// [`Loaded::open`] with the shared run flags: `--threads`, and `--no-repack` (without it, the
+    /// weights of formats with interleaved kernels are repacked at load).
+    pub fn from_args(run: &RunArgs) -> Result<Self> {
+        let mut m = Self::open(&run.model, run.threads)?;
+        if !run.no_repack {
+            m.repacked = m.model.pack_weights();
+        }
+        Ok(m)
     }
 
     /// The model's chat template; a model without one (e.g. a base model) gets its family's turn

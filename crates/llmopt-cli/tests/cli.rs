@@ -205,6 +205,12 @@ fn bench_json_reports_tests_bandwidth_and_memory() {
     assert!(v["copy_bandwidth_bytes_per_s"].as_f64().unwrap() > 1e8);
     assert!(v["read_bandwidth_bytes_per_s"].as_f64().unwrap() > 1e8);
     assert!(v["sync_seconds_per_region"].as_f64().unwrap() > 0.0);
+    // Every Linear is Q4_1 or Q8_0, both repacked by default: 30 layers x 7, plus the output.
+    assert_eq!(v["repacked_linears"], 211);
+    let plain =
+        llmopt(&["bench", "-m", &smollm2(), "-p", "8", "-n", "0", "-r", "1", "--no-repack"]);
+    assert!(plain.status.success(), "{}", text(&plain.stderr));
+    assert!(!text(&plain.stdout).contains("repacked"));
     assert_eq!(v["tests"][2]["regions_per_token"], 5.0 * 30.0 + 1.0);
     // The mapped weights were read, so they count in the peak resident memory.
     assert!(v["peak_rss_bytes"].as_f64().unwrap() > 0.5 * weights);

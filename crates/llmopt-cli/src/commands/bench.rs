@@ -35,7 +35,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.reps == 0 {
         anyhow::bail!("invalid --reps 0: must be at least 1");
     }
-    let m = Loaded::open(&args.run.model, args.run.threads)?;
+    let m = Loaded::from_args(&args.run)?;
     let threads = m.pool.n_threads();
     let params: u64 = m.file.tensors().iter().map(|t| t.n_elements()).sum();
     let weight_bytes: u64 = m.file.tensors().iter().map(|t| t.n_bytes).sum();
@@ -103,6 +103,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "threads": threads,
             "isa": isa,
             "kv_type": args.kv,
+            "repacked_linears": m.repacked,
             "tests": tests_json,
             "decode_weight_bytes_per_token": bytes_per_token,
             "decode_weight_bandwidth_bytes_per_s": decode.as_ref().map(|d| d.1),
@@ -123,7 +124,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             format!("{model_name} ({arch})"),
             human_bytes(weight_bytes),
             format!("{:.1} M", params as f64 / 1e6),
-            format!("cpu {isa}"),
+            if m.repacked > 0 { format!("cpu {isa} repacked") } else { format!("cpu {isa}") },
             threads.to_string(),
             r.test.name(),
             format!("{:.2} ± {:.2}", r.tokens_per_s.mean, r.tokens_per_s.sd),

@@ -42,7 +42,7 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
         (Some((_, h)), None) => h.ctx,
         (None, None) => DEFAULT_CTX,
     };
-    let m = Loaded::open(&args.run.model, args.run.threads)?;
+    let m = Loaded::from_args(&args.run)?;
     // llama.cpp tokenizes the whole text with the model's special-token rule (BOS when it adds one).
     let tokens = m.tokenizer.encode(&text, true, false);
     let bos = if m.tokenizer.add_bos() { m.tokenizer.bos() } else { None };
