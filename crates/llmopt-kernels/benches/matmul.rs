@@ -142,7 +142,7 @@ fn bench_packed(c: &mut Criterion) {
     g.warm_up_time(std::time::Duration::from_millis(500));
     g.measurement_time(std::time::Duration::from_secs(2));
     use GgmlType::*;
-    for ty in [Q4_0, Q4_1, Q8_0] {
+    for ty in [Q4_0, Q4_1, Q8_0, Q5_0] {
         for (rows, cols) in [(1536usize, 576usize), (576, 1536)] {
             let data = weights(ty, rows, cols);
             let plain = WeightView { ty, rows, cols, data: &data, packed: None };

@@ -6,7 +6,10 @@
 //!   nibbles: elements `16 + 4c..`), 144 bytes;
 //! - Q4_1: the 8 `d`, the 8 `m`, then the nibbles as Q4_0, 160 bytes;
 //! - Q8_0: the 8 `d`, then 8 chunks of 32 bytes, chunk `c` holding `qs[4c..4c + 4]` of the 8
-//!   rows, 272 bytes.
+//!   rows, 272 bytes;
+//! - Q5_0: as Q8_0, but each byte is a whole unsigned 5-bit quant (`nibble | bit << 4`, 0..=31,
+//!   the value plus 16), merged at pack time: 272 bytes (1.55x the 22-byte blocks), and the
+//!   kernel needs no nibble or bit unpacking.
 //!
 //! Records run block by block within a group, groups one after another. A last group with
 //! fewer than 8 rows is padded with zero rows (scale 0: their results are never written out).
@@ -52,7 +55,7 @@ fn record_bytes(ty: GgmlType) -> Option<usize> {
     Some(match ty {
         GgmlType::Q4_0 => 16 + 128,
         GgmlType::Q4_1 => 32 + 128,
-        GgmlType::Q8_0 => 16 + 256,
+        GgmlType::Q8_0 | GgmlType::Q5_0 => 16 + 256,
         _ => return None,
     })
 }
@@ -93,6 +96,16 @@ impl PackedWeight {
                 for (src, dst) in row.chunks_exact(bb).zip(gdata.chunks_exact_mut(rec)) {
                     for &(s, d) in scales {
                         dst[d + 2 * r..d + 2 * r + 2].copy_from_slice(&src[s..s + 2]);
+                    }
+                    if w.ty == GgmlType::Q5_0 {
+                        // Element j: nibble j (low, j < 16) or j - 16 (high), bit j of qh.
+                        let qh = u32::from_le_bytes([src[2], src[3], src[4], src[5]]);
+                        for j in 0..32 {
+                            let nib = (src[6 + j % 16] >> (4 * (j / 16))) & 0x0f;
+                            dst[16 + 32 * (j / 4) + 4 * r + j % 4] =
+                                nib | ((((qh >> j) & 1) as u8) << 4);
+                        }
+                        continue;
                     }
                     for c in 0..chunks {
                         let o = q_dst + 32 * c + 4 * r;

@@ -12,7 +12,7 @@ use llmopt_tensor::GgmlType;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-const PACKED: [GgmlType; 3] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0];
+const PACKED: [GgmlType; 4] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q5_0];
 
 /// `y[t * rows + r]` by the scalar reference `vec_dot`, one pair at a time.
 fn reference(w: &WeightView<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
@@ -55,13 +55,18 @@ fn packed_matmul_equals_reference() {
     let pools = [ThreadPool::new(1), ThreadPool::new(2), ThreadPool::new(3)];
     let mut scratch = Vec::new();
     for ty in PACKED {
-        for cols in [576usize, 640, 1536] {
+        for cols in [576usize, 640, 896, 1536] {
             for rows in [1usize, 7, 8, 9, 37, 130] {
                 let data = random_weights(ty, rows, cols, &mut rng);
                 let plain = WeightView::new(ty, rows, cols, &data);
                 let p = PackedWeight::new(Isa::Avx2, &plain).unwrap();
                 assert!(p.matches(&plain));
-                assert_eq!(p.n_bytes(), rows.div_ceil(8) * 8 * ty.row_bytes(cols).unwrap());
+                let bytes = match ty {
+                    // Whole bytes per quant: the Q8_0 layout.
+                    GgmlType::Q5_0 => GgmlType::Q8_0.row_bytes(cols).unwrap(),
+                    _ => ty.row_bytes(cols).unwrap(),
+                };
+                assert_eq!(p.n_bytes(), rows.div_ceil(8) * 8 * bytes);
                 let w = WeightView { packed: Some(&p), ..plain };
                 for n_tok in [1usize, 2, 3, 4, 5, 17] {
                     let x = random_acts(n_tok * cols, &mut rng);
@@ -171,6 +176,37 @@ fn matmul_many_mixes_packed_and_plain() {
                     "weight {k} ({}) threads={threads} n_tok={n_tok}",
                     types[k]
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn extreme_quants_do_not_overflow() {
+    if !Isa::Avx2.is_available() {
+        return;
+    }
+    let pool = ThreadPool::new(2);
+    let mut scratch = Vec::new();
+    let (rows, cols) = (9, 896);
+    // The largest weight magnitudes (Q4_0: nibble 15, Q5_0: 31, Q8_0: -128) against activations
+    // quantized to +-127 everywhere: the i16 sums' worst case.
+    for (ty, fill) in [(GgmlType::Q4_0, 0xffu8), (GgmlType::Q5_0, 0xff), (GgmlType::Q8_0, 0x80)] {
+        let bb = ty.spec().block_bytes;
+        let mut data = vec![fill; rows * ty.row_bytes(cols).unwrap()];
+        for b in data.chunks_exact_mut(bb) {
+            b[..2].copy_from_slice(&llmopt_tensor::f32_to_f16(1.0).to_le_bytes());
+        }
+        let plain = WeightView::new(ty, rows, cols, &data);
+        let p = PackedWeight::new(Isa::Avx2, &plain).unwrap();
+        let w = WeightView { packed: Some(&p), ..plain };
+        for sign in [1.0f32, -1.0] {
+            let x = vec![sign; 3 * cols];
+            let want = reference(&plain, &x, 3);
+            let mut y = vec![f32::NAN; 3 * rows];
+            matmul_with(Isa::Avx2, &pool, &w, &x, 3, &mut scratch, &mut y).unwrap();
+            for (g, e) in y.iter().zip(&want) {
+                assert!((g - e).abs() <= 1e-4 * e.abs().max(1.0), "{ty} {sign}: {g} vs {e}");
             }
         }
     }

@@ -9,7 +9,9 @@
 //! magnitude, and the 8 `maddubs` of a block (4 chunks x low/high nibbles) sum to at most
 //! 30720 < 32767: a whole block accumulates in i16, then one `madd` with ones gives i32. Q8_0
 //! weights (|w| <= 128 after the sign trick, activations |y| <= 127) reach 32512 in one lane, so
-//! each chunk goes to i32 at once.
+//! each chunk goes to i32 at once. Q5_0 weights, stored as unsigned bytes 0..=31, reach
+//! 2 * 31 * 128 = 7936 per lane and chunk: 4 chunks (31744) accumulate in i16, so a block's 8
+//! chunks take two `madd`s to i32.
 
 use std::arch::x86_64::*;
 
@@ -21,6 +23,8 @@ pub(crate) const REC_Q4_0: usize = 16 + 128;
 pub(crate) const REC_Q4_1: usize = 32 + 128;
 /// Q8_0: 8 d, 8 x 32 bytes.
 pub(crate) const REC_Q8_0: usize = 16 + 256;
+/// Q5_0: 8 d, 8 x 32 bytes of unsigned 5-bit quants.
+pub(crate) const REC_Q5_0: usize = 16 + 256;
 
 #[allow(clippy::too_many_arguments)]
 fn check<const T: usize>(
@@ -209,6 +213,59 @@ pub(crate) fn packed_q8_0<const T: usize>(
             *acc_t = _mm256_fmadd_ps(
                 _mm256_mul_ps(d, _mm256_set1_ps(dy)),
                 _mm256_cvtepi32_ps(s32[t]),
+                *acc_t,
+            );
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: `check` asserted `out` holds 8 * T floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
+    }
+}
+
+/// Q5_0 x Q8_0: 8 packed rows x `T` tokens. The whole 5-bit quants (0..=31) are used unsigned
+/// and the -16 offset is subtracted in integers from `sums` (as [`packed_q4_0`]), so results equal
+/// the signed products exactly.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn packed_q5_0<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    a: &[u8],
+    a_row: usize,
+    sums: &[u8],
+    out: &mut [f32],
+) {
+    check::<T>(nb, w, REC_Q5_0, a, a_row, 34, Some(sums), out);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let rec = &w[b * REC_Q5_0..][..REC_Q5_0];
+        // SAFETY: `rec` holds 16 scale bytes.
+        let d = unsafe { f16x8(rec.as_ptr()) };
+        let mut s32 = [_mm256_setzero_si256(); T];
+        for half in 0..2 {
+            let mut s16 = [_mm256_setzero_si256(); T];
+            for c in 4 * half..4 * half + 4 {
+                // SAFETY: chunk c of the record's 256 quant bytes.
+                let v = unsafe { _mm256_loadu_si256(rec.as_ptr().add(16 + 32 * c).cast()) };
+                for (t, s) in s16.iter_mut().enumerate() {
+                    // SAFETY: bytes 4c..4c+4 of token t's block quants (`check`).
+                    let y = unsafe { bcast4(a.as_ptr().add(t * a_row + b * 34 + 2 + 4 * c)) };
+                    *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(v, y));
+                }
+            }
+            for (s, s16) in s32.iter_mut().zip(s16) {
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(s16, ones));
+            }
+        }
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let s = &sums[(t * nb + b) * 4..][..4];
+            let off = 16 * i32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            let v = _mm256_sub_epi32(s32[t], _mm256_set1_epi32(off));
+            let dy = f16_at(a, t * a_row + b * 34);
+            *acc_t = _mm256_fmadd_ps(
+                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
+                _mm256_cvtepi32_ps(v),
                 *acc_t,
             );
         }
