@@ -7,9 +7,9 @@
 //! - Q4_1: the 8 `d`, the 8 `m`, then the nibbles as Q4_0, 160 bytes;
 //! - Q8_0: the 8 `d`, then 8 chunks of 32 bytes, chunk `c` holding `qs[4c..4c + 4]` of the 8
 //!   rows, 272 bytes;
-//! - Q5_0: as Q8_0, but each byte is a whole unsigned 5-bit quant (`nibble | bit << 4`, 0..=31,
-//!   the value plus 16), merged at pack time: 272 bytes (1.55x the 22-byte blocks), and the
-//!   kernel needs no nibble or bit unpacking.
+//! - Q5_0: the 8 `d`, the nibbles as Q4_0, then 32 bytes of 5th bits, byte `4r + i` holding
+//!   in bit `2c` the 5th bit of element `4c + i` of row `r` and in bit `2c + 1` that of element
+//!   `16 + 4c + i` (c = 0..4): 176 bytes, and one shift and mask puts any chunk's bits at bit 4.
 //!
 //! Records run block by block within a group, groups one after another. A last group with
 //! fewer than 8 rows is padded with zero rows (scale 0: their results are never written out).
@@ -55,7 +55,8 @@ fn record_bytes(ty: GgmlType) -> Option<usize> {
     Some(match ty {
         GgmlType::Q4_0 => 16 + 128,
         GgmlType::Q4_1 => 32 + 128,
-        GgmlType::Q8_0 | GgmlType::Q5_0 => 16 + 256,
+        GgmlType::Q8_0 => 16 + 256,
+        GgmlType::Q5_0 => 16 + 128 + 32,
         _ => return None,
     })
 }
@@ -98,12 +99,15 @@ impl PackedWeight {
                         dst[d + 2 * r..d + 2 * r + 2].copy_from_slice(&src[s..s + 2]);
                     }
                     if w.ty == GgmlType::Q5_0 {
-                        // Element j: nibble j (low, j < 16) or j - 16 (high), bit j of qh.
                         let qh = u32::from_le_bytes([src[2], src[3], src[4], src[5]]);
-                        for j in 0..32 {
-                            let nib = (src[6 + j % 16] >> (4 * (j / 16))) & 0x0f;
-                            dst[16 + 32 * (j / 4) + 4 * r + j % 4] =
-                                nib | ((((qh >> j) & 1) as u8) << 4);
+                        for c in 0..4 {
+                            let o = 16 + 32 * c + 4 * r;
+                            dst[o..o + 4].copy_from_slice(&src[6 + 4 * c..6 + 4 * c + 4]);
+                            for i in 0..4 {
+                                let (lo, hi) =
+                                    ((qh >> (4 * c + i)) & 1, (qh >> (16 + 4 * c + i)) & 1);
+                                dst[144 + 4 * r + i] |= ((lo | hi << 1) << (2 * c)) as u8;
+                            }
                         }
                         continue;
                     }

@@ -62,8 +62,8 @@ fn packed_matmul_equals_reference() {
                 let p = PackedWeight::new(Isa::Avx2, &plain).unwrap();
                 assert!(p.matches(&plain));
                 let bytes = match ty {
-                    // Whole bytes per quant: the Q8_0 layout.
-                    GgmlType::Q5_0 => GgmlType::Q8_0.row_bytes(cols).unwrap(),
+                    // Q4_0's record and 4 bytes of 5th bits per row and block.
+                    GgmlType::Q5_0 => cols / 32 * 22,
                     _ => ty.row_bytes(cols).unwrap(),
                 };
                 assert_eq!(p.n_bytes(), rows.div_ceil(8) * 8 * bytes);

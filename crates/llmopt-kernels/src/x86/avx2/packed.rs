@@ -9,9 +9,9 @@
 //! magnitude, and the 8 `maddubs` of a block (4 chunks x low/high nibbles) sum to at most
 //! 30720 < 32767: a whole block accumulates in i16, then one `madd` with ones gives i32. Q8_0
 //! weights (|w| <= 128 after the sign trick, activations |y| <= 127) reach 32512 in one lane, so
-//! each chunk goes to i32 at once. Q5_0 weights, stored as unsigned bytes 0..=31, reach
-//! 2 * 31 * 128 = 7936 per lane and chunk: 4 chunks (31744) accumulate in i16, so a block's 8
-//! chunks take two `madd`s to i32.
+//! each chunk goes to i32 at once. Q5_0 weights, used unsigned (0..=31), reach
+//! 2 * 31 * 128 = 7936 per lane and `maddubs`: 4 of them (31744) accumulate in i16, so a block's
+//! 8 take two `madd`s to i32.
 
 use std::arch::x86_64::*;
 
@@ -23,8 +23,8 @@ pub(crate) const REC_Q4_0: usize = 16 + 128;
 pub(crate) const REC_Q4_1: usize = 32 + 128;
 /// Q8_0: 8 d, 8 x 32 bytes.
 pub(crate) const REC_Q8_0: usize = 16 + 256;
-/// Q5_0: 8 d, 8 x 32 bytes of unsigned 5-bit quants.
-pub(crate) const REC_Q5_0: usize = 16 + 256;
+/// Q5_0: 8 d, 4 x 32 nibble bytes, 32 bytes of 5th bits.
+pub(crate) const REC_Q5_0: usize = 16 + 128 + 32;
 
 #[allow(clippy::too_many_arguments)]
 fn check<const T: usize>(
@@ -237,21 +237,41 @@ pub(crate) fn packed_q5_0<const T: usize>(
 ) {
     check::<T>(nb, w, REC_Q5_0, a, a_row, 34, Some(sums), out);
     let ones = _mm256_set1_epi16(1);
+    let (m4, m16) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x10));
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
         let rec = &w[b * REC_Q5_0..][..REC_Q5_0];
         // SAFETY: `rec` holds 16 scale bytes.
         let d = unsafe { f16x8(rec.as_ptr()) };
+        // SAFETY: the record's 32 bytes of 5th bits after the nibbles.
+        let h = unsafe { _mm256_loadu_si256(rec.as_ptr().add(144).cast()) };
         let mut s32 = [_mm256_setzero_si256(); T];
         for half in 0..2 {
+            // Bit 2c (then 2c + 1) of each byte shifted to bit 4: chunk c's low (high) nibbles'
+            // 5th bits. 16-bit shifts stay within each byte as long as no source bit crosses
+            // a byte: h << 4 for chunks 0 and 1 (bits 0..=3), h for chunks 2 and 3 (bits 4..=7).
+            let mut hb = if half == 0 { _mm256_slli_epi16(h, 4) } else { h };
             let mut s16 = [_mm256_setzero_si256(); T];
-            for c in 4 * half..4 * half + 4 {
-                // SAFETY: chunk c of the record's 256 quant bytes.
+            for c in 2 * half..2 * half + 2 {
+                // SAFETY: chunk c of the record's 128 nibble bytes.
                 let v = unsafe { _mm256_loadu_si256(rec.as_ptr().add(16 + 32 * c).cast()) };
+                let lo = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hb, m16));
+                let hi = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+                    _mm256_and_si256(_mm256_srli_epi16(hb, 1), m16),
+                );
+                hb = _mm256_srli_epi16(hb, 2);
                 for (t, s) in s16.iter_mut().enumerate() {
-                    // SAFETY: bytes 4c..4c+4 of token t's block quants (`check`).
-                    let y = unsafe { bcast4(a.as_ptr().add(t * a_row + b * 34 + 2 + 4 * c)) };
-                    *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(v, y));
+                    // SAFETY: bytes 4c..4c+4 and 16+4c..20+4c of token t's quants (`check`).
+                    let (ylo, yhi) = unsafe {
+                        let yt = a.as_ptr().add(t * a_row + b * 34 + 2);
+                        (bcast4(yt.add(4 * c)), bcast4(yt.add(16 + 4 * c)))
+                    };
+                    let p = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo, ylo),
+                        _mm256_maddubs_epi16(hi, yhi),
+                    );
+                    *s = _mm256_add_epi16(*s, p);
                 }
             }
             for (s, s16) in s32.iter_mut().zip(s16) {
