@@ -57,7 +57,7 @@ pub struct RunArgs {
     /// Worker threads (default: the number of physical cores).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
-    /// Keep Q4_0, Q4_1 and Q8_0 weights in their file layout. By default they are repacked at
+    /// Keep Q4_0, Q4_1, Q5_0 and Q8_0 weights in their file layout. By default they are repacked at
     /// load into 8-row interleaved blocks for faster kernels; this flag gives llama.cpp's exact
     /// x86 arithmetic instead (the two differ by rounding: compare with `eval perplexity --kl-base`).
     #[arg(long)]
