@@ -40,15 +40,17 @@ pub struct AttentionBatch<'a> {
     pub precision: AttnPrecision,
 }
 
-struct OutPtr(*mut f32);
+/// The output buffer as the attention tasks share it: each writes its own rows.
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 
 impl OutPtr {
     /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the raw field).
-    fn get(&self) -> *mut f32 {
+    pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
 }
-// SAFETY: each task writes a disjoint `head_dim` slice of the output (see `attend`).
+// SAFETY: each task writes disjoint `head_dim` rows of the output (one task per token and head in
+// `attend`, per tile and KV head in `attention_prefill`).
 unsafe impl Sync for OutPtr {}
 // SAFETY: as above; the pointer is only dereferenced inside `pool.run`, which joins before returning.
 unsafe impl Send for OutPtr {}

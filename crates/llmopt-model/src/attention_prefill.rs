@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use half::{f16, slice::HalfFloatSliceExt};
 use llmopt_kernels::{attn_tile, Isa, ThreadPool};
 
-use crate::attention::AttentionBatch;
+use crate::attention::{AttentionBatch, OutPtr};
 
 /// Keys per block: the block's f32 keys and values stay in L1/L2 while the tile's rows use them.
 const KEY_BLOCK: usize = 64;
@@ -18,18 +18,6 @@ thread_local! {
     /// Per-thread scratch for one task; grows to the largest tile seen, then is reused.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
-
-struct OutPtr(*mut f32);
-
-impl OutPtr {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: tasks write disjoint (token, head) rows of the output (see `attend_prefill`).
-unsafe impl Sync for OutPtr {}
-// SAFETY: as above; only dereferenced inside `pool.run`, which joins before returning.
-unsafe impl Send for OutPtr {}
 
 /// Tokens per tile for this shape: as many as keep the tile's rows within [`TILE_FLOATS`].
 fn tile_tokens(group: usize, head_dim: usize) -> usize {
