@@ -19,7 +19,7 @@ pub type TileFn = fn(n: usize, w: &[u8], w_row: usize, a: &[u8], a_row: usize, o
 /// `packed(nb, w, a, a_row, sums, out)`: the dots of one 8-row group of a [`crate::PackedWeight`]
 /// (`nb` block records at `w`) with `T` activation rows (token `t` at `a[t * a_row..]`) into
 /// `out[t * 8 + r]`; `sums` holds `nb` i32 activation block sums per token where the kernel
-/// needs them (Q4_0, Q5_0), else is ignored.
+/// needs them (Q4_0, Q5_0; Q8_0 on VNNI), else is ignored.
 pub(crate) type PackedFn =
     fn(nb: usize, w: &[u8], a: &[u8], a_row: usize, sums: &[u8], out: &mut [f32]);
 

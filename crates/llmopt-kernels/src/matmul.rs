@@ -160,7 +160,7 @@ pub fn matmul_many_with(
     }
     let Some(cols) = ws.first().map(|w| w.cols) else { return Ok(()) };
     let (_, total) = act_offset(ws, 0, n_tok)?;
-    // Packed Q4_0 and Q5_0 read the Q8_0 activations' block sums: i32 per token and block, after the
+    // Packed Q4_0 and Q5_0 (and Q8_0 on VNNI) read the Q8_0 activations' block sums: i32 per token and block, after the
     // activation regions.
     let want_sums = ws.iter().any(|w| w.packed_with(k).is_some_and(|(_, pk)| pk.needs_sums));
     let n_blocks = cols / 32;
@@ -183,7 +183,8 @@ pub fn matmul_many_with(
     }
     if want_sums {
         let i = ws.iter().position(|w| w.ty.spec().vec_dot_type == GgmlType::Q8_0);
-        let (off, _) = act_offset(ws, i.expect("packed Q4_0/Q5_0 take Q8_0 activations"), n_tok)?;
+        let (off, _) =
+            act_offset(ws, i.expect("packed kernels with sums take Q8_0 activations"), n_tok)?;
         let a_row = GgmlType::Q8_0.row_bytes(cols)?;
         let (acts, sums) = scratch.split_at_mut(total);
         let blocks = acts[off..off + n_tok * a_row].chunks_exact(34);

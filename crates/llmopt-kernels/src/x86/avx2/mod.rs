@@ -5,6 +5,7 @@ mod float;
 mod kquants;
 mod legacy;
 mod packed;
+mod packed_vnni;
 mod quantize;
 mod tile_kquants;
 mod tile_legacy;
@@ -43,15 +44,24 @@ macro_rules! safe {
         }
         TileKernel { rows: $r, toks: $t, f: wrapped as TileFn }
     }};
-    (packed $f:ident, $t:literal) => {{
+    (packed $m:ident $f:ident, $t:literal) => {{
         fn wrapped(nb: usize, w: &[u8], a: &[u8], a_row: usize, sums: &[u8], out: &mut [f32]) {
-            // SAFETY: as above, only reachable once the CPU features were detected.
-            unsafe { packed::$f::<$t>(nb, w, a, a_row, sums, out) }
+            // SAFETY: as above, only reachable once the CPU features were detected (for
+            // `packed_vnni`, also AVX-512 VNNI + VL: see `packed`).
+            unsafe { $m::$f::<$t>(nb, w, a, a_row, sums, out) }
         }
         wrapped as PackedFn
     }};
     (packed4 $f:ident) => {
-        [safe!(packed $f, 1), safe!(packed $f, 2), safe!(packed $f, 3), safe!(packed $f, 4)]
+        safe!(packed4 packed $f)
+    };
+    (packed4 $m:ident $f:ident) => {
+        [
+            safe!(packed $m $f, 1),
+            safe!(packed $m $f, 2),
+            safe!(packed $m $f, 3),
+            safe!(packed $m $f, 4),
+        ]
     };
 }
 
@@ -103,10 +113,18 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
     })
 }
 
-/// The AVX2 kernels over 8-row interleaved weights (`crate::PackedWeight`) for weight type `ty`.
+/// The AVX2 kernels over 8-row interleaved weights (`crate::PackedWeight`) for weight type `ty`;
+/// Q4_0 and Q8_0 take the VNNI forms where the CPU has AVX-512 VNNI + VL.
 pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
     use GgmlType::*;
+    let vnni = packed_vnni::available();
     Some(match ty {
+        Q4_0 if vnni => {
+            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q4_0) }
+        }
+        Q8_0 if vnni => {
+            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q8_0) }
+        }
         Q4_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_0) },
         Q4_1 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q4_1) },
         Q8_0 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q8_0) },

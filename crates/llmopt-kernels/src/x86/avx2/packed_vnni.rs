@@ -1,0 +1,158 @@
+//! The packed Q4_0 and Q8_0 kernels of [`super::packed`] for CPUs with AVX-512 VNNI (+VL), on
+//! 256-bit registers: `vpdpbusd` multiplies unsigned weight bytes with signed activation bytes
+//! and adds each lane's 4 products straight into i32, so there is no i16 stage to saturate and no
+//! `madd` with ones. Q8_0 weights are made unsigned by flipping the sign bit (`w + 128`, one `xor`
+//! per chunk shared by all tokens) and `128 x` the activation block sum is subtracted in integers,
+//! as Q4_0's `-8`; results equal the AVX2 kernels' bit for bit (same integers, same float ops).
+
+use std::arch::x86_64::*;
+
+use super::packed::{REC_Q4_0, REC_Q8_0};
+use super::util::f16_at;
+
+/// Whether this CPU runs these kernels (on top of AVX2 + FMA + F16C).
+pub(crate) fn available() -> bool {
+    is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+}
+
+fn check<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    rec: usize,
+    a: &[u8],
+    a_row: usize,
+    sums: &[u8],
+    out: &[f32],
+) {
+    assert!(T > 0 && out.len() >= 8 * T);
+    assert!(w.len() >= nb * rec);
+    assert!(a_row >= nb * 34 && a.len() >= (T - 1) * a_row + nb * 34);
+    assert!(sums.len() >= T * nb * 4);
+}
+
+/// `acc + ` the 4-byte dot products of unsigned `u` with the signed 4 bytes at `p` (broadcast)
+/// per i32 lane: `vpdpbusd` with an embedded broadcast, no saturation. Inline asm, as the
+/// intrinsic is newer than the workspace's minimum Rust.
+///
+/// # Safety
+/// `p..p + 4` must be readable, and the CPU must have AVX-512 VNNI + VL ([`available`]).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn dpbusd(acc: __m256i, u: __m256i, p: *const u8) -> __m256i {
+    let mut acc = acc;
+    // SAFETY: reads the 4 bytes at `p` (caller); the CPU runs it (caller).
+    unsafe {
+        std::arch::asm!(
+            "vpdpbusd {acc}, {u}, dword ptr [{p}]{{1to8}}",
+            acc = inout(ymm_reg) acc,
+            u = in(ymm_reg) u,
+            p = in(reg) p,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// Token `t`'s block sum `b` (i32) times `k`, broadcast.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn sum_x(sums: &[u8], nb: usize, t: usize, b: usize, k: i32) -> __m256i {
+    let s = &sums[(t * nb + b) * 4..][..4];
+    _mm256_set1_epi32(k * i32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// Q4_0 x Q8_0 as [`super::packed::packed_q4_0`], the low and high nibbles in two i32 chains.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn packed_q4_0<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    a: &[u8],
+    a_row: usize,
+    sums: &[u8],
+    out: &mut [f32],
+) {
+    check::<T>(nb, w, REC_Q4_0, a, a_row, sums, out);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let rec = &w[b * REC_Q4_0..][..REC_Q4_0];
+        // SAFETY: `rec` holds 16 scale bytes.
+        let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(rec.as_ptr().cast()) });
+        let mut s_lo = [_mm256_setzero_si256(); T];
+        let mut s_hi = [_mm256_setzero_si256(); T];
+        for c in 0..4 {
+            // SAFETY: chunk c of the record's 128 nibble bytes.
+            let v = unsafe { _mm256_loadu_si256(rec.as_ptr().add(16 + 32 * c).cast()) };
+            let lo = _mm256_and_si256(v, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            for t in 0..T {
+                // SAFETY: bytes 4c..4c+4 and 16+4c..20+4c of token t's block quants (`check`);
+                // VNNI checked before these kernels are handed out.
+                unsafe {
+                    let yt = a.as_ptr().add(t * a_row + b * 34 + 2);
+                    s_lo[t] = dpbusd(s_lo[t], lo, yt.add(4 * c));
+                    s_hi[t] = dpbusd(s_hi[t], hi, yt.add(16 + 4 * c));
+                }
+            }
+        }
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let s32 =
+                _mm256_sub_epi32(_mm256_add_epi32(s_lo[t], s_hi[t]), sum_x(sums, nb, t, b, 8));
+            let dy = f16_at(a, t * a_row + b * 34);
+            *acc_t = _mm256_fmadd_ps(
+                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
+                _mm256_cvtepi32_ps(s32),
+                *acc_t,
+            );
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: `check` asserted `out` holds 8 * T floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
+    }
+}
+
+/// Q8_0 x Q8_0 as [`super::packed::packed_q8_0`]: weights offset to unsigned (`xor 0x80`), the
+/// even and odd chunks in two i32 chains, `128 x` the block sum subtracted at the end.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn packed_q8_0<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    a: &[u8],
+    a_row: usize,
+    sums: &[u8],
+    out: &mut [f32],
+) {
+    check::<T>(nb, w, REC_Q8_0, a, a_row, sums, out);
+    let flip = _mm256_set1_epi8(i8::MIN);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let rec = &w[b * REC_Q8_0..][..REC_Q8_0];
+        // SAFETY: `rec` holds 16 scale bytes.
+        let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(rec.as_ptr().cast()) });
+        let mut s = [[_mm256_setzero_si256(); T]; 2];
+        for c in 0..8 {
+            // SAFETY: chunk c of the record's 256 quant bytes.
+            let v = unsafe { _mm256_loadu_si256(rec.as_ptr().add(16 + 32 * c).cast()) };
+            let u = _mm256_xor_si256(v, flip);
+            for (t, s) in s[c & 1].iter_mut().enumerate() {
+                // SAFETY: bytes 4c..4c+4 of token t's block quants (`check`); VNNI as above.
+                *s = unsafe { dpbusd(*s, u, a.as_ptr().add(t * a_row + b * 34 + 2 + 4 * c)) };
+            }
+        }
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let s32 =
+                _mm256_sub_epi32(_mm256_add_epi32(s[0][t], s[1][t]), sum_x(sums, nb, t, b, 128));
+            let dy = f16_at(a, t * a_row + b * 34);
+            *acc_t = _mm256_fmadd_ps(
+                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
+                _mm256_cvtepi32_ps(s32),
+                *acc_t,
+            );
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: `check` asserted `out` holds 8 * T floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
+    }
+}
