@@ -156,3 +156,68 @@ pub(crate) fn packed_q8_0<const T: usize>(
         unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use llmopt_tensor::GgmlType;
+
+    use crate::{reference, Isa, PackedWeight, WeightView};
+
+    /// Deterministic values in [-2, 2), not zeros.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    /// On a VNNI machine the dispatcher hands out these kernels only, so the AVX2 packed kernels
+    /// they replace are compared here: both must give the same bits.
+    #[test]
+    fn vnni_kernels_equal_the_avx2_packed_kernels() {
+        if !(super::available() && Isa::Avx2.is_available()) {
+            return; // Nothing to compare on this CPU: the AVX2 kernels are the ones in use.
+        }
+        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+            for cols in [576usize, 640, 896] {
+                let (rows, nb) = (8, cols / 32);
+                let mut w = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
+                ty.from_f32(&values(rows * cols, cols as u64), &mut w).unwrap();
+                let view = WeightView::new(ty, rows, cols, &w);
+                let packed = PackedWeight::new(Isa::Avx2, &view).expect("packable");
+                let a_row = GgmlType::Q8_0.row_bytes(cols).unwrap();
+                let x = values(4 * cols, 7 + cols as u64);
+                let mut a = vec![0u8; 4 * a_row];
+                for (xt, at) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_row)) {
+                    reference::quantize_row_q8_0(xt, at);
+                }
+                let mut sums = Vec::new();
+                for blk in a.chunks_exact(34) {
+                    let s: i32 = blk[2..].iter().map(|&q| i32::from(q as i8)).sum();
+                    sums.extend_from_slice(&s.to_le_bytes());
+                }
+                let (mut old, mut new) = ([0f32; 32], [0f32; 32]);
+                let d = packed.data();
+                // SAFETY: `available()` and `Isa::Avx2.is_available()` were checked above; the
+                // kernels check every buffer's length.
+                unsafe {
+                    if ty == GgmlType::Q4_0 {
+                        super::super::packed::packed_q4_0::<4>(nb, d, &a, a_row, &sums, &mut old);
+                        super::packed_q4_0::<4>(nb, d, &a, a_row, &sums, &mut new);
+                    } else {
+                        super::super::packed::packed_q8_0::<4>(nb, d, &a, a_row, &sums, &mut old);
+                        super::packed_q8_0::<4>(nb, d, &a, a_row, &sums, &mut new);
+                    }
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&old), bits(&new), "{ty} width {cols}");
+                assert!(old.iter().any(|v| *v != 0.0));
+            }
+        }
+    }
+}
