@@ -1,6 +1,6 @@
 //! Opening a model file for the commands: the GGUF map, the decoder, the tokenizer and a thread pool.
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use llmopt_formats::gguf::GgufFile;
@@ -16,37 +16,31 @@ pub struct Loaded {
     pub model: Model,
     pub tokenizer: Tokenizer,
     pub pool: ThreadPool,
-    /// Linears whose weights were repacked at load (0 with `--no-repack`).
-    pub repacked: usize,
 }
 
 impl Loaded {
-    /// Opens `path` and builds the model and tokenizer; `threads` defaults to the physical cores.
-    pub fn open(path: &Path, threads: Option<usize>) -> Result<Self> {
+    /// Opens `--model` and builds the model and tokenizer, with the shared run flags: `--threads`
+    /// (default: the physical cores) and `--no-repack` (without it, the weights of formats with
+    /// interleaved kernels are repacked at load).
+    pub fn open(run: &RunArgs) -> Result<Self> {
+        let path = &run.model;
         let file = Arc::new(
             GgufFile::open(path)
                 .with_context(|| format!("cannot load model {}", path.display()))?,
         );
-        let model = Model::from_gguf(file.clone())
+        let mut model = Model::from_gguf(file.clone())
             .with_context(|| format!("cannot load model {}", path.display()))?;
         let tokenizer = Tokenizer::from_gguf(file.metadata())
             .with_context(|| format!("cannot build the tokenizer of {}", path.display()))?;
-        let threads = match threads {
+        let threads = match run.threads {
             Some(0) => anyhow::bail!("invalid --threads 0: must be at least 1"),
             Some(n) => n,
             None => physical_cores(),
         };
-        Ok(Self { file, model, tokenizer, pool: ThreadPool::new(threads), repacked: 0 })
-    }
-
-    /// [`Loaded::open`] with the shared run flags: `--threads`, and `--no-repack` (without it, the
-    /// weights of formats with interleaved kernels are repacked at load).
-    pub fn from_args(run: &RunArgs) -> Result<Self> {
-        let mut m = Self::open(&run.model, run.threads)?;
         if !run.no_repack {
-            m.repacked = m.model.pack_weights();
+            model.pack_weights();
         }
-        Ok(m)
+        Ok(Self { file, model, tokenizer, pool: ThreadPool::new(threads) })
     }
 
     /// The model's chat template; a model without one (e.g. a base model) gets its family's turn

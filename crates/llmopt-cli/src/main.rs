@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod errors;
 mod load;
+mod progress;
 mod stream;
 mod units;
 

@@ -3,7 +3,6 @@
 
 use anyhow::{Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use indicatif::{ProgressBar, ProgressStyle};
 use llmopt_kernels::Isa;
 use llmopt_profile::{
     copy_bandwidth, peak_rss_bytes, read_bandwidth, run_test, sync_cost, BenchTest, TestKind,
@@ -13,6 +12,7 @@ use llmopt_profile::{
 use crate::{
     cli::BenchArgs,
     load::Loaded,
+    progress,
     units::{gb_per_s, human_bytes},
 };
 
@@ -35,7 +35,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.reps == 0 {
         anyhow::bail!("invalid --reps 0: must be at least 1");
     }
-    let m = Loaded::from_args(&args.run)?;
+    let m = Loaded::open(&args.run)?;
     let threads = m.pool.n_threads();
     let params: u64 = m.file.tensors().iter().map(|t| t.n_elements()).sum();
     let weight_bytes: u64 = m.file.tensors().iter().map(|t| t.n_bytes).sum();
@@ -47,14 +47,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         .file_name()
         .map_or_else(|| args.run.model.display().to_string(), |n| n.to_string_lossy().into_owned());
     let arch = m.file.architecture().unwrap_or("?").to_string();
+    let repacked = m.model.linears().filter(|l| l.weight.is_packed()).count();
 
     let mut results: Vec<TestResult> = Vec::with_capacity(tests.len());
     for test in &tests {
-        let bar = ProgressBar::new(args.reps as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{msg:>8} {bar:30} {pos}/{len} [{elapsed}]")
-                .expect("valid template"),
-        );
+        let bar = progress::bar(args.reps as u64, "{msg:>8} {bar:30} {pos}/{len} [{elapsed}]");
         bar.set_message(test.name());
         let r = run_test(&m.model, &m.pool, *test, args.reps, first, args.seed, &mut |done, _| {
             bar.set_position(done as u64)
@@ -103,7 +100,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "threads": threads,
             "isa": isa,
             "kv_type": args.kv,
-            "repacked_linears": m.repacked,
+            "repacked_linears": repacked,
             "tests": tests_json,
             "decode_weight_bytes_per_token": bytes_per_token,
             "decode_weight_bandwidth_bytes_per_s": decode.as_ref().map(|d| d.1),
@@ -124,7 +121,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             format!("{model_name} ({arch})"),
             human_bytes(weight_bytes),
             format!("{:.1} M", params as f64 / 1e6),
-            if m.repacked > 0 { format!("cpu {isa} repacked") } else { format!("cpu {isa}") },
+            if repacked > 0 { format!("cpu {isa} repacked") } else { format!("cpu {isa}") },
             threads.to_string(),
             r.test.name(),
             format!("{:.2} ± {:.2}", r.tokens_per_s.mean, r.tokens_per_s.sd),

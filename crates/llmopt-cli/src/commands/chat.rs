@@ -12,7 +12,7 @@ use crate::{cli::ChatArgs, commands::generate::sampler, load::Loaded, stream::Ut
 #[allow(clippy::print_stderr)]
 pub fn run(args: &ChatArgs) -> Result<()> {
     let mut sampler = sampler(&args.sampling)?;
-    let m = Loaded::from_args(&args.run)?;
+    let m = Loaded::open(&args.run)?;
     let template = m.chat_template()?;
     let capacity = args.ctx.unwrap_or(4096).min(m.model.config.context_length);
     let mut gen = Generator::new(&m.model, &m.pool, capacity);

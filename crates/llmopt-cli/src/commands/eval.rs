@@ -7,25 +7,17 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use llmopt_eval::{
     compare_with_base, perplexity as ppl, save_base, BaseHeader, Estimate, KldReport,
     PerplexityConfig, PerplexityReport,
 };
 
-use crate::{cli::PerplexityArgs, load::Loaded};
+use crate::{cli::PerplexityArgs, load::Loaded, progress};
 
 const DEFAULT_CTX: usize = 512;
 
-fn progress_bar(what: &'static str) -> ProgressBar {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} chunks, {msg} [{elapsed} < {eta}]")
-            .expect("valid template"),
-    );
-    bar.set_message(what);
-    bar
-}
+/// Progress over chunks; the message carries the running figure.
+const CHUNKS: &str = "{bar:30} {pos}/{len} chunks, {msg} [{elapsed} < {eta}]";
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
@@ -34,15 +26,15 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
     llmopt_eval::strip_final_newline(&mut text);
     // Open the base before the model: a bad base file fails fast.
     let base = match &args.kl_base {
-        Some(path) => Some(open_base(path)?),
+        Some(path) => Some((path, open_base(path)?)),
         None => None,
     };
     let ctx = match (&base, args.ctx) {
         (_, Some(c)) => c,
-        (Some((_, h)), None) => h.ctx,
+        (Some((_, b)), None) => b.header.ctx,
         (None, None) => DEFAULT_CTX,
     };
-    let m = Loaded::from_args(&args.run)?;
+    let m = Loaded::open(&args.run)?;
     // llama.cpp tokenizes the whole text with the model's special-token rule (BOS when it adds one).
     let tokens = m.tokenizer.encode(&text, true, false);
     let bos = if m.tokenizer.add_bos() { m.tokenizer.bos() } else { None };
@@ -57,23 +49,29 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
             ctx
         );
     }
-    if let Some((mut file, _)) = base {
-        let path = args.kl_base.as_ref().expect("base opened from --kl-base");
-        let len = file.get_ref().metadata().ok().map(|m| m.len());
-        file.rewind()?;
-        let bar = progress_bar("");
-        let report =
-            compare_with_base(&m.model, &m.pool, &tokens, &cfg, &mut file, len, &mut |d, t, k| {
+    if let Some((path, mut b)) = base {
+        // `compare_with_base` reads the header again, with the rest of the file.
+        b.reader.rewind().with_context(|| format!("cannot read {}", path.display()))?;
+        let bar = progress::bar(0, CHUNKS);
+        let report = compare_with_base(
+            &m.model,
+            &m.pool,
+            &tokens,
+            &cfg,
+            &mut b.reader,
+            b.len,
+            &mut |d, t, k| {
                 bar.set_length(t as u64);
                 bar.set_position(d as u64);
                 bar.set_message(format!("running mean KLD {k:.6}"));
-            })
-            .with_context(|| format!("cannot compare with the base {}", path.display()))?;
+            },
+        )
+        .with_context(|| format!("cannot compare with the base {}", path.display()))?;
         bar.finish_and_clear();
         print_kld(&report, args.json);
         return Ok(());
     }
-    let bar = progress_bar("");
+    let bar = progress::bar(0, CHUNKS);
     let mut on_chunk = |done: usize, total: usize, running: f64| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -94,14 +92,20 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
     Ok(())
 }
 
-/// Opens a saved base and checks its header and length.
-fn open_base(path: &std::path::Path) -> Result<(BufReader<File>, BaseHeader)> {
+/// A saved base, opened and its header checked against the file's length.
+struct Base {
+    reader: BufReader<File>,
+    header: BaseHeader,
+    len: Option<u64>,
+}
+
+fn open_base(path: &std::path::Path) -> Result<Base> {
     let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let len = file.metadata().ok().map(|m| m.len());
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let header = BaseHeader::read(&mut r, len)
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let header = BaseHeader::read(&mut reader, len)
         .with_context(|| format!("cannot use {} as a KL-divergence base", path.display()))?;
-    Ok((r, header))
+    Ok(Base { reader, header, len })
 }
 
 #[allow(clippy::print_stdout)]

@@ -32,7 +32,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     if args.prompt.is_empty() {
         anyhow::bail!("the prompt is empty");
     }
-    let m = Loaded::from_args(&args.run)?;
+    let m = Loaded::open(&args.run)?;
     let tokens = if args.chat {
         let text = m
             .chat_template()?

@@ -6,13 +6,12 @@ use std::{fs::File, path::PathBuf, time::Instant};
 
 use anyhow::{Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use indicatif::{ProgressBar, ProgressStyle};
 use llmopt_eval::{
     tasks::{read_questions, score_questions, summarize, tokenize_question, Question},
     ScoreConfig, TaskReport,
 };
 
-use crate::{cli::TasksArgs, load::Loaded};
+use crate::{cli::TasksArgs, load::Loaded, progress};
 
 struct TaskResult {
     name: String,
@@ -53,7 +52,7 @@ pub fn run(args: &TasksArgs) -> Result<()> {
     }
     let tasks: Vec<(String, Vec<Question>)> =
         args.tasks.iter().map(|t| Ok((t.clone(), read_task(args, t)?))).collect::<Result<_>>()?;
-    let m = Loaded::open(&args.run.model, args.run.threads)?;
+    let m = Loaded::open(&args.run)?;
     let tok = &m.tokenizer;
     let prefix = tok.bos().or(tok.eos());
     let cfg = ScoreConfig { batch_tokens: args.batch_tokens.max(1) };
@@ -65,12 +64,9 @@ pub fn run(args: &TasksArgs) -> Result<()> {
             .map(|q| tokenize_question(q, &mut encode, prefix))
             .collect::<Result<Vec<_>, _>>()
             .with_context(|| format!("cannot tokenize task {name}"))?;
-        let bar = ProgressBar::new(tokenized.len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} {bar:30} {pos}/{len} questions [{elapsed} < {eta}]",
-            )
-            .expect("valid template"),
+        let bar = progress::bar(
+            tokenized.len() as u64,
+            "{msg} {bar:30} {pos}/{len} questions [{elapsed} < {eta}]",
         );
         bar.set_message(name.clone());
         let start = Instant::now();
