@@ -99,18 +99,22 @@ impl Workspace {
     }
 }
 
-fn run_linear(
+/// Linears sharing the input `x` (one, or Q/K/V, or gate/up) in one parallel region, then each
+/// reported to the observer.
+fn run_linears<const N: usize>(
     pool: &ThreadPool,
-    lin: &Linear,
+    lins: [&Linear; N],
     x: &[f32],
     n: usize,
     scratch: &mut Vec<u8>,
-    y: &mut [f32],
+    mut ys: [&mut [f32]; N],
     obs: &mut Option<&mut dyn Observer>,
 ) -> Result<(), ModelError> {
-    lin.forward(pool, x, n, scratch, y)?;
+    Linear::forward_many(pool, lins, x, n, scratch, &mut ys)?;
     if let Some(o) = obs.as_deref_mut() {
-        o.on_linear(&lin.name, n, &x[..n * lin.in_features()], &y[..n * lin.out_features()]);
+        for (l, y) in lins.iter().zip(&ys) {
+            o.on_linear(&l.name, n, &x[..n * l.in_features()], &y[..n * l.out_features()]);
+        }
     }
     Ok(())
 }
@@ -218,13 +222,13 @@ impl Model {
             );
         }
         if n_logits > 0 {
-            run_linear(
+            run_linears(
                 pool,
-                &self.output,
+                [&self.output],
                 &ws.logits_in,
                 n_logits,
                 &mut ws.scratch,
-                &mut ws.logits,
+                [&mut ws.logits],
                 &mut obs,
             )?;
         }
@@ -249,20 +253,15 @@ impl Model {
         // Attention block.
         ws.h[..n * d].copy_from_slice(&ws.x[..n * d]);
         ops::rms_norm_rows(&mut ws.h[..n * d], d, &l.attn_norm, eps);
-        Linear::forward_many(
+        run_linears(
             pool,
             [&l.attn_q, &l.attn_k, &l.attn_v],
             &ws.h,
             n,
             &mut ws.scratch,
             [&mut ws.q, &mut ws.k, &mut ws.v],
+            obs,
         )?;
-        if let Some(o) = obs.as_deref_mut() {
-            let x = &ws.h[..n * d];
-            o.on_linear(&l.attn_q.name, n, x, &ws.q[..n * qd]);
-            o.on_linear(&l.attn_k.name, n, x, &ws.k[..n * kvd]);
-            o.on_linear(&l.attn_v.name, n, x, &ws.v[..n * kvd]);
-        }
         if let (Some(qn), Some(kn)) = (&l.attn_q_norm, &l.attn_k_norm) {
             ops::rms_norm_rows(&mut ws.q[..n * qd], hd, qn, eps);
             ops::rms_norm_rows(&mut ws.k[..n * kvd], hd, kn, eps);
@@ -312,7 +311,7 @@ impl Model {
         };
         let (kc, vc) = kv.layer(il);
         attend(pool, &ab, &ws.q, kc, vc, &mut ws.att);
-        run_linear(pool, &l.attn_output, &ws.att, n, &mut ws.scratch, &mut ws.proj, obs)?;
+        run_linears(pool, [&l.attn_output], &ws.att, n, &mut ws.scratch, [&mut ws.proj], obs)?;
         if let Some(w) = &l.post_attention_norm {
             ops::rms_norm_rows(&mut ws.proj[..n * d], d, w, eps);
         }
@@ -322,21 +321,17 @@ impl Model {
         ws.h[..n * d].copy_from_slice(&ws.x[..n * d]);
         ops::rms_norm_rows(&mut ws.h[..n * d], d, &l.ffn_norm, eps);
         let f = c.ffn_dim;
-        Linear::forward_many(
+        run_linears(
             pool,
             [&l.ffn_gate, &l.ffn_up],
             &ws.h,
             n,
             &mut ws.scratch,
             [&mut ws.gate, &mut ws.up],
+            obs,
         )?;
-        if let Some(o) = obs.as_deref_mut() {
-            let x = &ws.h[..n * d];
-            o.on_linear(&l.ffn_gate.name, n, x, &ws.gate[..n * f]);
-            o.on_linear(&l.ffn_up.name, n, x, &ws.up[..n * f]);
-        }
         ops::gated_activation(&mut ws.gate[..n * f], &ws.up[..n * f], c.arch.activation);
-        run_linear(pool, &l.ffn_down, &ws.gate, n, &mut ws.scratch, &mut ws.proj, obs)?;
+        run_linears(pool, [&l.ffn_down], &ws.gate, n, &mut ws.scratch, [&mut ws.proj], obs)?;
         if let Some(w) = &l.post_ffw_norm {
             ops::rms_norm_rows(&mut ws.proj[..n * d], d, w, eps);
         }

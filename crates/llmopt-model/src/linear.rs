@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use llmopt_kernels::{matmul, matmul_many, Isa, PackedWeight, ThreadPool, WeightView};
+use llmopt_kernels::{matmul_many, Isa, PackedWeight, ThreadPool, WeightView};
 use llmopt_tensor::GgmlType;
 
 use crate::ModelError;
@@ -47,7 +47,8 @@ impl Bytes {
 }
 
 /// A row-major matrix of `rows` rows of `cols` values in format `ty`, and optionally the same
-/// rows repacked for the kernels ([`Weight::pack`], done when a model loads).
+/// rows repacked for the kernels ([`Weight::pack`]; the library never packs on its own, the CLI
+/// packs at load unless `--no-repack`).
 ///
 /// Replacing a weight never runs on stale packed data: a new `Weight` (from [`Weight::new`])
 /// starts unpacked, so assigning `linear.weight = ...` drops the old packed form (call
@@ -108,7 +109,8 @@ impl Weight {
 
     /// Whether a packed form exists and still matches the fields.
     pub fn is_packed(&self) -> bool {
-        self.view().packed.is_some_and(|p| p.matches(&self.view()))
+        let v = self.view();
+        v.packed.is_some_and(|p| p.matches(&v))
     }
 
     /// A borrowed view for the kernels.
@@ -172,14 +174,14 @@ impl Linear {
         x: &[f32],
         n_tok: usize,
         scratch: &mut Vec<u8>,
-        ys: [&mut [f32]; N],
+        ys: &mut [&mut [f32]; N],
     ) -> Result<(), ModelError> {
         let Some(first) = lins.first() else { return Ok(()) };
         let x = &x[..n_tok * first.in_features()];
         // Arrays, not vectors: the decode loop allocates nothing.
         let views = lins.map(|l| l.weight.view());
         let mut k = 0;
-        let mut outs = ys.map(|y| {
+        let mut outs = ys.each_mut().map(|y| {
             let rows = lins[k].out_features();
             k += 1;
             &mut y[..n_tok * rows]
@@ -213,11 +215,6 @@ impl Linear {
         scratch: &mut Vec<u8>,
         y: &mut [f32],
     ) -> Result<(), ModelError> {
-        let out = self.out_features();
-        let y = &mut y[..n_tok * out];
-        matmul(pool, &self.weight.view(), &x[..n_tok * self.in_features()], n_tok, scratch, y)
-            .map_err(|e| ModelError::Kernel { name: self.name.clone(), reason: e.to_string() })?;
-        self.add_bias(y);
-        Ok(())
+        Self::forward_many(pool, [self], x, n_tok, scratch, &mut [y])
     }
 }
