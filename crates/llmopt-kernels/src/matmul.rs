@@ -1,7 +1,8 @@
 //! `y = W x` for every Linear: quantize the activations once, then dot each weight row with each
 //! token, parallel over row chunks (decode) or row chunks x token tiles (prefill), where a
-//! [`TileKernel`] takes R rows x T tokens at once; [`matmul_many`] shares one input and one
-//! `pool.run` among several weights (Q/K/V, gate/up).
+//! [`TileKernel`] takes R rows x T tokens at once, or a [`PackedWeight`]'s kernels take 8
+//! interleaved rows x 1-4 tokens; [`matmul_many`] shares one input and one `pool.run` among
+//! several weights (Q/K/V, gate/up).
 
 use llmopt_tensor::GgmlType;
 
@@ -160,11 +161,11 @@ pub fn matmul_many_with(
     }
     let Some(cols) = ws.first().map(|w| w.cols) else { return Ok(()) };
     let (_, total) = act_offset(ws, 0, n_tok)?;
-    // Packed Q4_0 and Q5_0 (and Q8_0 on VNNI) read the Q8_0 activations' block sums: i32 per token and block, after the
-    // activation regions.
-    let want_sums = ws.iter().any(|w| w.packed_with(k).is_some_and(|(_, pk)| pk.needs_sums));
+    // Packed Q4_0 and Q5_0 (and Q8_0 on VNNI) read their Q8_0 activations' block sums: i32 per
+    // token and block, after the activation regions. `sums_of` is a weight that needs them.
+    let sums_of = ws.iter().position(|w| w.packed_with(k).is_some_and(|(_, pk)| pk.needs_sums));
     let n_blocks = cols / 32;
-    let sums_len = if want_sums { n_tok * n_blocks * 4 } else { 0 };
+    let sums_len = if sums_of.is_some() { n_tok * n_blocks * 4 } else { 0 };
     if scratch.len() < total + sums_len {
         scratch.resize(total + sums_len, 0);
     }
@@ -181,10 +182,9 @@ pub fn matmul_many_with(
             quant(xt, at);
         }
     }
-    if want_sums {
-        let i = ws.iter().position(|w| w.ty.spec().vec_dot_type == GgmlType::Q8_0);
-        let (off, _) =
-            act_offset(ws, i.expect("packed kernels with sums take Q8_0 activations"), n_tok)?;
+    if let Some(i) = sums_of {
+        debug_assert_eq!(ws[i].ty.spec().vec_dot_type, GgmlType::Q8_0, "sums of Q8_0 blocks");
+        let (off, _) = act_offset(ws, i, n_tok)?;
         let a_row = GgmlType::Q8_0.row_bytes(cols)?;
         let (acts, sums) = scratch.split_at_mut(total);
         let blocks = acts[off..off + n_tok * a_row].chunks_exact(34);
