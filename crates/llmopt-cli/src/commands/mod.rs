@@ -2,6 +2,7 @@
 
 mod bench;
 mod chat;
+mod compare;
 mod eval;
 mod generate;
 mod inspect;
@@ -13,9 +14,10 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command, EvalCommand};
 
-/// Runs the parsed command.
+/// Runs the parsed command; the exit code is 0 unless a command reports a verdict (`eval compare`).
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Eval(EvalCommand::Compare(a)) => return compare::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Generate(a) => generate::run(&a),

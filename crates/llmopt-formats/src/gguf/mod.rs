@@ -106,6 +106,17 @@ impl GgufFile {
         self.metadata().get_str("general.architecture")
     }
 
+    /// Bits of tensor data per parameter, over all tensors (0 for a file without any).
+    pub fn bits_per_weight(&self) -> f64 {
+        let params: u64 = self.tensors().iter().map(TensorInfo::n_elements).sum();
+        let bytes: u64 = self.tensors().iter().map(|t| t.n_bytes).sum();
+        if params == 0 {
+            0.0
+        } else {
+            bytes as f64 * 8.0 / params as f64
+        }
+    }
+
     /// Total bytes of tensor data by type.
     pub fn bytes_by_type(&self) -> Vec<(GgmlType, usize, u64)> {
         let mut out: Vec<(GgmlType, usize, u64)> = Vec::new();

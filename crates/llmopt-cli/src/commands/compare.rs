@@ -1,0 +1,428 @@
+//! `llmopt eval compare BASE CANDIDATE`: one table of what an optimization cost (size, perplexity,
+//! KL divergence, top-1 agreement, task accuracy with a paired test) and a verdict against a
+//! budget, as the exit code (0 holds, 3 broken) so it can gate a deployment. The base runs first and
+//! is dropped before the candidate loads: only one model is in memory at a time.
+
+use std::{
+    fs::File,
+    io::{BufReader, BufWriter},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context, Result};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use llmopt_eval::{
+    compare::{paired_accuracy, Check, Metric, PairedAccuracy},
+    compare_with_base, save_base,
+    tasks::{read_questions, score_questions, tokenize_question, Question},
+    Estimate, KldReport, PerplexityConfig, PerplexityReport, ScoreConfig,
+};
+use llmopt_formats::gguf::GgufFile;
+
+use crate::{
+    cli::{CompareArgs, RunArgs},
+    load::Loaded,
+    progress,
+    units::human_bytes,
+};
+
+/// Exit code when the candidate breaks the budget.
+const BUDGET_BROKEN: u8 = 3;
+
+/// One model file's size figures.
+struct FileFacts {
+    path: PathBuf,
+    bytes: u64,
+    bits_per_weight: f64,
+}
+
+fn open_file(path: &Path) -> Result<GgufFile> {
+    GgufFile::open(path).with_context(|| format!("cannot load model {}", path.display()))
+}
+
+fn file_facts(f: &GgufFile) -> FileFacts {
+    FileFacts {
+        path: f.path().to_path_buf(),
+        bytes: f.file_len(),
+        bits_per_weight: f.bits_per_weight(),
+    }
+}
+
+/// KL divergence and paired answers need one tokenizer: checked from the files' vocabularies
+/// before any model runs (the runs check the tokens themselves again).
+fn check_same_vocabulary(base: &GgufFile, cand: &GgufFile) -> Result<()> {
+    const KEY: &str = "tokenizer.ggml.tokens";
+    let (b, c) = (base.metadata().get_array(KEY), cand.metadata().get_array(KEY));
+    if b != c {
+        let n = |v: Option<&[_]>| v.map_or("no".to_string(), |v| v.len().to_string());
+        anyhow::bail!(
+            "{} and {} have different vocabularies ({} and {} tokens): compare needs two versions of \
+             one model (e.g. a quantization of its base)",
+            base.path().display(),
+            cand.path().display(),
+            n(b),
+            n(c)
+        );
+    }
+    Ok(())
+}
+
+/// One task's questions and both models' per-question results.
+struct TaskPair {
+    name: String,
+    questions: Vec<Question>,
+    base: Vec<bool>,
+    candidate: Vec<bool>,
+}
+
+/// Deletes the temporary base file however the command ends.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[allow(clippy::print_stderr)]
+pub fn run(args: &CompareArgs) -> Result<ExitCode> {
+    // Everything that can be wrong with the input fails here, before a model runs.
+    if let Some(b) = &args.budget {
+        if args.tasks.is_empty() {
+            if let Some(l) = b.limits.iter().find(|l| l.metric.needs_tasks()) {
+                anyhow::bail!(
+                    "the budget limits {} but no --tasks are given to measure it",
+                    l.metric
+                );
+            }
+        }
+    }
+    if args.ctx < 2 {
+        anyhow::bail!("invalid --ctx {}: must be at least 2", args.ctx);
+    }
+    if args.chunks == 0 || args.limit == Some(0) {
+        anyhow::bail!("invalid --chunks/--limit 0: must be at least 1");
+    }
+    let facts = {
+        let (b, c) = (open_file(&args.base)?, open_file(&args.candidate)?);
+        check_same_vocabulary(&b, &c)?;
+        [file_facts(&b), file_facts(&c)]
+    };
+    let mut text = std::fs::read_to_string(&args.text)
+        .with_context(|| format!("cannot read {}", args.text.display()))?;
+    llmopt_eval::strip_final_newline(&mut text);
+    let mut tasks: Vec<TaskPair> = args
+        .tasks
+        .iter()
+        .map(|t| {
+            let questions = read_task(args, t)?;
+            Ok(TaskPair { name: t.clone(), questions, base: Vec::new(), candidate: Vec::new() })
+        })
+        .collect::<Result<_>>()?;
+
+    let tmp =
+        TempFile(std::env::temp_dir().join(format!("llmopt-compare-{}.kld", std::process::id())));
+    let run = |model: &Path| RunArgs {
+        model: model.to_path_buf(),
+        threads: args.threads,
+        no_repack: args.no_repack,
+    };
+
+    // The base: its distributions to the temporary file, then its answers.
+    let base_ppl = {
+        let m = Loaded::open(&run(&args.base))?;
+        let (tokens, cfg) = tokenize_text(&m, &text, args);
+        let file = File::create(&tmp.0)
+            .with_context(|| format!("cannot create the temporary file {}", tmp.0.display()))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let bar = chunk_bar("base");
+        let report = save_base(&m.model, &m.pool, &tokens, &cfg, &mut out, &mut |d, t, p| {
+            bar.set_length(t as u64);
+            bar.set_position(d as u64);
+            bar.set_message(format!("base: running PPL {p:.4}"));
+        })
+        .with_context(|| format!("cannot run the base {}", args.base.display()))?;
+        bar.finish_and_clear();
+        for t in &mut tasks {
+            t.base = answers(&m, &t.name, &t.questions, "base")?;
+        }
+        report
+    };
+
+    // The candidate, on the same chunks and questions.
+    let kld = {
+        let m = Loaded::open(&run(&args.candidate))?;
+        let (tokens, cfg) = tokenize_text(&m, &text, args);
+        let file = File::open(&tmp.0)
+            .with_context(|| format!("cannot read the temporary file {}", tmp.0.display()))?;
+        let len = file.metadata().ok().map(|m| m.len());
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let bar = chunk_bar("candidate");
+        let report = compare_with_base(
+            &m.model,
+            &m.pool,
+            &tokens,
+            &cfg,
+            &mut reader,
+            len,
+            &mut |d, t, k| {
+                bar.set_length(t as u64);
+                bar.set_position(d as u64);
+                bar.set_message(format!("candidate: running mean KLD {k:.6}"));
+            },
+        )
+        .with_context(|| {
+            format!("cannot compare {} with {}", args.candidate.display(), args.base.display())
+        })?;
+        bar.finish_and_clear();
+        for t in &mut tasks {
+            t.candidate = answers(&m, &t.name, &t.questions, "candidate")?;
+        }
+        report
+    };
+    drop(tmp);
+
+    let paired: Vec<(String, PairedAccuracy)> =
+        tasks.iter().map(|t| (t.name.clone(), paired_accuracy(&t.base, &t.candidate))).collect();
+    let measured = |metric: Metric| -> Option<f64> {
+        match metric {
+            Metric::Kld => Some(kld.kld.value),
+            Metric::KldP99 => Some(kld.kld_percentiles.p99),
+            Metric::Top1 => Some(100.0 * kld.same_top.value),
+            Metric::PplRatio => Some(kld.ppl_ratio.value),
+            Metric::PplDiff => Some(kld.ppl_diff.value),
+            Metric::AccDrop => {
+                paired.iter().map(|(_, p)| -100.0 * p.delta.value).max_by(f64::total_cmp)
+            }
+            Metric::SizeRatio => Some(facts[1].bytes as f64 / facts[0].bytes.max(1) as f64),
+        }
+    };
+    let checks = args.budget.as_ref().map(|b| b.check(measured));
+    let report = Report { facts: &facts, base_ppl: &base_ppl, kld: &kld, paired: &paired, checks };
+    if args.json {
+        report.print_json(args);
+    } else {
+        report.print_table(args);
+    }
+    Ok(match &report.checks {
+        Some(c) if c.iter().any(|c| !c.holds) => ExitCode::from(BUDGET_BROKEN),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+fn tokenize_text(m: &Loaded, text: &str, args: &CompareArgs) -> (Vec<u32>, PerplexityConfig) {
+    let tokens = m.tokenizer.encode(text, true, false);
+    let bos = if m.tokenizer.add_bos() { m.tokenizer.bos() } else { None };
+    (tokens, PerplexityConfig { ctx: args.ctx, max_chunks: Some(args.chunks), bos })
+}
+
+fn chunk_bar(who: &str) -> indicatif::ProgressBar {
+    let bar = progress::bar(0, "{bar:30} {pos}/{len} chunks, {msg} [{elapsed} < {eta}]");
+    bar.set_message(who.to_string());
+    bar
+}
+
+fn read_task(args: &CompareArgs, task: &str) -> Result<Vec<Question>> {
+    let path = args.data.join(task).join(&args.regime).join("requests.jsonl.gz");
+    let file = File::open(&path).with_context(|| {
+        format!(
+            "no requests for task {task:?} in regime {:?}: cannot read {}",
+            args.regime,
+            path.display()
+        )
+    })?;
+    read_questions(file, args.limit).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Whether the model's highest-likelihood choice is the label, per question.
+fn answers(m: &Loaded, task: &str, questions: &[Question], who: &str) -> Result<Vec<bool>> {
+    let tok = &m.tokenizer;
+    let prefix = tok.bos().or(tok.eos());
+    let mut encode = |s: &str| tok.encode(s, true, false);
+    let tokenized = questions
+        .iter()
+        .map(|q| tokenize_question(q, &mut encode, prefix))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("cannot tokenize task {task}"))?;
+    let bar = progress::bar(
+        tokenized.len() as u64,
+        "{msg} {bar:30} {pos}/{len} questions [{elapsed} < {eta}]",
+    );
+    bar.set_message(format!("{who}: {task}"));
+    let scores =
+        score_questions(&m.model, &m.pool, &tokenized, &ScoreConfig::default(), &mut |d, _| {
+            bar.set_position(d as u64)
+        })
+        .with_context(|| format!("cannot score task {task}"))?;
+    bar.finish_and_clear();
+    Ok(scores.iter().map(|s| s.pred() == s.label).collect())
+}
+
+/// Everything measured, for printing.
+struct Report<'a> {
+    facts: &'a [FileFacts; 2],
+    base_ppl: &'a PerplexityReport,
+    kld: &'a KldReport,
+    paired: &'a [(String, PairedAccuracy)],
+    checks: Option<Vec<Check>>,
+}
+
+fn est(e: Estimate) -> serde_json::Value {
+    serde_json::json!({ "value": e.value, "stderr": e.stderr })
+}
+
+impl Report<'_> {
+    fn holds(&self) -> Option<bool> {
+        self.checks.as_ref().map(|c| c.iter().all(|c| c.holds))
+    }
+
+    #[allow(clippy::print_stdout)]
+    fn print_json(&self, args: &CompareArgs) {
+        let file = |f: &FileFacts| {
+            serde_json::json!({
+                "path": f.path.display().to_string(),
+                "file_bytes": f.bytes,
+                "bits_per_weight": f.bits_per_weight,
+            })
+        };
+        let k = self.kld;
+        let tasks: Vec<_> = self
+            .paired
+            .iter()
+            .map(|(name, p)| {
+                serde_json::json!({
+                    "task": name,
+                    "regime": args.regime,
+                    "questions": p.questions,
+                    "metric": "acc",
+                    "base": p.base,
+                    "candidate": p.candidate,
+                    "delta": est(p.delta),
+                    "lost": p.lost,
+                    "gained": p.gained,
+                    "p_value": p.p_value,
+                })
+            })
+            .collect();
+        let budget = self.checks.as_ref().map(|checks| {
+            checks
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "limit": c.limit.to_string(),
+                        "metric": c.limit.metric.name(),
+                        "measured": c.measured,
+                        "holds": c.holds,
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
+        let v = serde_json::json!({
+            "base": file(&self.facts[0]),
+            "candidate": file(&self.facts[1]),
+            "size_ratio": self.facts[1].bytes as f64 / self.facts[0].bytes.max(1) as f64,
+            "text": {
+                "path": args.text.display().to_string(),
+                "ctx": k.ctx,
+                "chunks": k.chunks,
+                "tokens_scored": k.tokens_scored,
+            },
+            "ppl_base": { "value": self.base_ppl.perplexity, "stderr": self.base_ppl.stderr },
+            "ppl": est(k.ppl),
+            "ppl_ratio": est(k.ppl_ratio),
+            "ppl_diff": est(k.ppl_diff),
+            "kld": est(k.kld),
+            "kld_p99": k.kld_percentiles.p99,
+            "kld_max": k.kld_percentiles.max,
+            "top1": est(k.same_top),
+            "tasks": tasks,
+            "budget": budget,
+            "verdict": self.holds().map(|h| if h { "holds" } else { "broken" }),
+        });
+        println!("{v}");
+    }
+
+    #[allow(clippy::print_stdout)]
+    fn print_table(&self, args: &CompareArgs) {
+        let [b, c] = self.facts;
+        let k = self.kld;
+        let pm = |e: Estimate, digits: usize| {
+            format!("{:.*} ± {:.*}", digits, e.value, digits, e.stderr)
+        };
+        let pct = |x: f64| format!("{:.2}", 100.0 * x);
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(vec!["", "base", "candidate", "change"]);
+        t.add_row(vec![
+            "file size".into(),
+            human_bytes(b.bytes),
+            human_bytes(c.bytes),
+            format!("{:.3}x", c.bytes as f64 / b.bytes.max(1) as f64),
+        ]);
+        t.add_row(vec![
+            "bits per weight".into(),
+            format!("{:.2}", b.bits_per_weight),
+            format!("{:.2}", c.bits_per_weight),
+            format!("{:+.2}", c.bits_per_weight - b.bits_per_weight),
+        ]);
+        t.add_row(vec![
+            "perplexity".into(),
+            pm(Estimate { value: self.base_ppl.perplexity, stderr: self.base_ppl.stderr }, 4),
+            pm(k.ppl, 4),
+            format!("ratio {}", pm(k.ppl_ratio, 4)),
+        ]);
+        t.add_row(vec!["KLD mean".into(), String::new(), pm(k.kld, 6), String::new()]);
+        t.add_row(vec![
+            "KLD p99 / max".into(),
+            String::new(),
+            format!("{:.6} / {:.6}", k.kld_percentiles.p99, k.kld_percentiles.max),
+            String::new(),
+        ]);
+        t.add_row(vec![
+            "top-1 agreement %".into(),
+            String::new(),
+            format!("{} ± {}", pct(k.same_top.value), pct(k.same_top.stderr)),
+            String::new(),
+        ]);
+        for (name, p) in self.paired {
+            let se = |x: f64| (x * (1.0 - x) / p.questions.max(1) as f64).sqrt();
+            t.add_row(vec![
+                format!("{name} acc % ({} q)", p.questions),
+                format!("{} ± {}", pct(p.base), pct(se(p.base))),
+                format!("{} ± {}", pct(p.candidate), pct(se(p.candidate))),
+                format!(
+                    "{:+.2} ± {:.2} pp (-{} +{}, p = {:.3})",
+                    100.0 * p.delta.value,
+                    100.0 * p.delta.stderr,
+                    p.lost,
+                    p.gained,
+                    p.p_value
+                ),
+            ]);
+        }
+        println!("{t}");
+        println!(
+            "{} tokens of {} scored in {} chunks of {}; change in accuracy: paired standard error, \
+             questions lost/gained, McNemar's exact p",
+            k.tokens_scored,
+            args.text.display(),
+            k.chunks,
+            k.ctx
+        );
+        if let Some(checks) = &self.checks {
+            println!();
+            for c in checks {
+                let m = c.measured.map_or("not measured".to_string(), |m| format!("{m:.6}"));
+                let mark = if c.holds { "ok  " } else { "FAIL" };
+                println!("{mark} {} (measured {m})", c.limit);
+            }
+            let verdict = if self.holds() == Some(true) {
+                "verdict: within budget"
+            } else {
+                "verdict: OUT OF BUDGET (exit code 3)"
+            };
+            println!("{verdict}");
+        }
+    }
+}
