@@ -17,6 +17,8 @@ pub enum ModelError {
     TokenOutOfRange { token: u64, vocab: usize },
     #[error("KV cache full: {needed_tokens} tokens needed, capacity {capacity}")]
     KvCacheFull { needed_tokens: usize, capacity: usize },
+    #[error("cannot fork the first {len} tokens of a sequence that holds {have}")]
+    ForkBeyondEnd { len: usize, have: usize },
     #[error("sequence {0} is not in the KV cache")]
     UnknownSequence(u32),
     #[error("sequence would reach position {needed}, past the context length {context}")]

@@ -1,5 +1,7 @@
 //! The paged KV cache: fixed-size blocks of token slots shared by all sequences, each sequence
 //! owning a block table. Keys and values are stored as f16 (as llama.cpp does by default).
+//! A sequence can be forked: the child shares the parent's blocks (reference counted), and a shared
+//! block is copied the first time either side writes into it (copy-on-write).
 
 use half::f16;
 
@@ -25,6 +27,8 @@ pub struct KvCache {
     k: Vec<Vec<f16>>,
     v: Vec<Vec<f16>>,
     free: Vec<u32>,
+    /// Block tables holding each block; a block is free when this is 0.
+    refs: Vec<u32>,
     seqs: Vec<Option<SeqState>>,
 }
 
@@ -45,6 +49,7 @@ impl KvCache {
             k: (0..cfg.n_layer).map(|_| vec![f16::ZERO; per_layer]).collect(),
             v: (0..cfg.n_layer).map(|_| vec![f16::ZERO; per_layer]).collect(),
             free: (0..n_blocks as u32).rev().collect(),
+            refs: vec![0; n_blocks],
             seqs: Vec::new(),
         }
     }
@@ -60,10 +65,42 @@ impl KvCache {
         SeqId(slot as u32)
     }
 
-    /// Ends a sequence and returns its blocks to the free list.
+    /// Starts a sequence whose first `len` tokens are those of `parent`, sharing its blocks: no
+    /// copy until one of the two writes into a shared block (then that block alone is copied).
+    pub fn fork_sequence(&mut self, parent: SeqId, len: usize) -> Result<SeqId, ModelError> {
+        let have = self.state(parent)?.len;
+        if len > have {
+            return Err(ModelError::ForkBeyondEnd { len, have });
+        }
+        let shared = len.div_ceil(self.block_size);
+        let child = self.add_sequence();
+        let blocks: Vec<u32> = self.state(parent)?.blocks[..shared].to_vec();
+        for &b in &blocks {
+            self.refs[b as usize] += 1;
+        }
+        let state =
+            self.seqs[child.0 as usize].as_mut().ok_or(ModelError::UnknownSequence(child.0))?;
+        state.blocks.extend_from_slice(&blocks);
+        state.len = len;
+        Ok(child)
+    }
+
+    /// Drops one table's hold on a block, returning it to the free list when none is left.
+    fn release(&mut self, block: u32) {
+        let r = &mut self.refs[block as usize];
+        *r -= 1;
+        if *r == 0 {
+            self.free.push(block);
+        }
+    }
+
+    /// Ends a sequence and returns its blocks to the free list (shared ones when no other
+    /// sequence holds them).
     pub fn remove_sequence(&mut self, id: SeqId) {
         if let Some(state) = self.seqs.get_mut(id.0 as usize).and_then(Option::take) {
-            self.free.extend(state.blocks.into_iter().rev());
+            for &b in state.blocks.iter().rev() {
+                self.release(b);
+            }
         }
     }
 
@@ -90,7 +127,10 @@ impl KvCache {
         if len < state.len {
             state.len = len;
             let keep = len.div_ceil(bs);
-            self.free.extend(state.blocks.drain(keep..).rev());
+            let dropped: Vec<u32> = state.blocks.drain(keep..).rev().collect();
+            for b in dropped {
+                self.release(b);
+            }
         }
         Ok(())
     }
@@ -110,24 +150,53 @@ impl KvCache {
         2 * self.k.len() * self.kv_dim * std::mem::size_of::<f16>()
     }
 
-    /// Grows a sequence to `new_len` tokens, taking blocks from the free list; all or nothing.
+    /// Grows a sequence to `new_len` tokens, taking blocks from the free list; all or nothing. A
+    /// shared block the new tokens would be written into is first copied (copy-on-write).
     pub(crate) fn reserve(&mut self, id: SeqId, new_len: usize) -> Result<(), ModelError> {
         let bs = self.block_size;
-        let have = self.state(id)?.blocks.len();
-        let need = new_len.div_ceil(bs).saturating_sub(have);
+        let (len, have) = {
+            let s = self.state(id)?;
+            (s.len, s.blocks.len())
+        };
+        // The block the first new token lands in, when it is partly filled and shared.
+        let cow = (new_len > len && len % bs != 0)
+            .then(|| self.state(id).map(|s| s.blocks[len / bs]))
+            .transpose()?
+            .filter(|&b| self.refs[b as usize] > 1);
+        let need = new_len.div_ceil(bs).saturating_sub(have) + usize::from(cow.is_some());
         if need > self.free.len() {
             return Err(ModelError::KvCacheFull {
                 needed_tokens: new_len,
                 capacity: self.capacity(),
             });
         }
+        if let Some(old) = cow {
+            let new = self.free.pop().expect("counted in need");
+            self.refs[new as usize] = 1;
+            self.copy_block(old, new);
+            self.release(old);
+            let state =
+                self.seqs[id.0 as usize].as_mut().ok_or(ModelError::UnknownSequence(id.0))?;
+            state.blocks[len / bs] = new;
+        }
         let state = self.seqs[id.0 as usize].as_mut().ok_or(ModelError::UnknownSequence(id.0))?;
         // `blocks` has room for every block (see `add_sequence`): no allocation here.
-        for _ in 0..need {
-            state.blocks.extend(self.free.pop());
+        for _ in 0..new_len.div_ceil(bs).saturating_sub(have) {
+            let b = self.free.pop().expect("counted in need");
+            self.refs[b as usize] = 1;
+            state.blocks.push(b);
         }
         state.len = state.len.max(new_len);
         Ok(())
+    }
+
+    /// Copies every layer's keys and values of block `from` into block `to`.
+    fn copy_block(&mut self, from: u32, to: u32) {
+        let n = self.block_size * self.kv_dim;
+        let (from, to) = (from as usize * n, to as usize * n);
+        for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
+            layer.copy_within(from..from + n, to);
+        }
     }
 
     /// Index of the first value of token `pos` of `id` in a layer's storage (pos < reserved len).
@@ -210,6 +279,57 @@ mod tests {
         let c = kv.add_sequence();
         assert_eq!(c, b, "freed sequence ids are reused");
         assert!(kv.seq_len(SeqId(99)).is_err());
+    }
+
+    #[test]
+    fn forks_share_blocks_and_copy_on_write() {
+        let mut kv = KvCache::new(&cfg(), 64, 4); // 16 blocks of 4
+        let kv_dim = cfg().kv_dim();
+        let p = kv.add_sequence();
+        kv.reserve(p, 6).unwrap(); // blocks 0..2, the second half full
+        for pos in 0..6 {
+            let off = kv.slot_offset(p, pos);
+            kv.write(0, off, &vec![pos as f32; kv_dim], &vec![-(pos as f32); kv_dim]);
+        }
+        let free = kv.free_slots();
+        let c = kv.fork_sequence(p, 6).unwrap();
+        assert_eq!((kv.seq_len(c).unwrap(), kv.free_slots()), (6, free), "a fork copies nothing");
+        assert_eq!(kv.slot_offset(c, 5), kv.slot_offset(p, 5));
+        // The child writes past 6: the shared, partly filled block is copied first.
+        kv.reserve(c, 7).unwrap();
+        assert_eq!(kv.free_slots(), free - 4);
+        assert_eq!(kv.slot_offset(c, 0), kv.slot_offset(p, 0), "full blocks stay shared");
+        assert_ne!(kv.slot_offset(c, 5), kv.slot_offset(p, 5));
+        let off = kv.slot_offset(c, 6);
+        kv.write(0, off, &vec![9.0; kv_dim], &vec![9.0; kv_dim]);
+        let (k, v) = kv.layer(0);
+        for pos in 0..6 {
+            for s in [p, c] {
+                assert_eq!(k[kv.slot_offset(s, pos)].to_f32(), pos as f32);
+                assert_eq!(v[kv.slot_offset(s, pos)].to_f32(), -(pos as f32));
+            }
+        }
+        // The parent now writes into its own (no longer shared) block in place.
+        let before = kv.slot_offset(p, 5);
+        kv.reserve(p, 7).unwrap();
+        assert_eq!(kv.slot_offset(p, 5), before);
+        // Truncating into a shared block, then growing, copies it too.
+        let d = kv.fork_sequence(p, 4).unwrap();
+        kv.truncate(p, 2).unwrap();
+        let shared = kv.slot_offset(d, 0);
+        assert_eq!(kv.slot_offset(p, 0), shared);
+        kv.reserve(p, 3).unwrap();
+        assert_ne!(kv.slot_offset(p, 0), shared);
+        assert_eq!(kv.layer(0).0[kv.slot_offset(p, 1)].to_f32(), 1.0);
+        // Blocks come back only when their last holder lets go.
+        kv.remove_sequence(p);
+        kv.remove_sequence(c);
+        assert_eq!(kv.free_slots(), 64 - 4, "d still holds one block");
+        kv.remove_sequence(d);
+        assert_eq!(kv.free_slots(), 64);
+        assert!(matches!(kv.fork_sequence(d, 0), Err(ModelError::UnknownSequence(_))));
+        let e = kv.add_sequence();
+        assert!(matches!(kv.fork_sequence(e, 1), Err(ModelError::ForkBeyondEnd { .. })));
     }
 
     #[test]

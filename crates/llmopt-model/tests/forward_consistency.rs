@@ -1,5 +1,6 @@
 //! Invariants of the batched forward pass on the real models: prefill in one call equals token-by-token
-//! decoding, and a ragged batch of several sequences equals running each alone.
+//! decoding, a ragged batch of several sequences equals running each alone, and forked sequences
+//! (shared blocks, copy-on-write) equal sequences computed from scratch.
 
 use std::sync::Arc;
 
@@ -97,6 +98,58 @@ fn check_model(name: &str) {
         .unwrap();
     let d = max_rel_diff(&ragged[b.len() * vocab..], l);
     assert!(d < 2e-3, "{name}: appended token differs by {d}");
+
+    // Two forks of `a`'s first 6 tokens (mid-block: copy-on-write) continued in one batch equal
+    // each continuation run from scratch, and the parent's cache is untouched by them.
+    let (c1, c2) = (kv.fork_sequence(s, 6).unwrap(), kv.fork_sequence(s, 6).unwrap());
+    let batch = [
+        SeqInput { seq: c1, tokens: &b[..3], logits: Logits::All },
+        SeqInput { seq: c2, tokens: &b[3..], logits: Logits::All },
+    ];
+    let forked = m.forward(&pool, &batch, &mut kv, &mut ws, None).unwrap().to_vec();
+    for (k, cont) in [&b[..3], &b[3..]].into_iter().enumerate() {
+        let mut kv4 = KvCache::new(&m.config, 64, 4);
+        let s4 = kv4.add_sequence();
+        let whole: Vec<u32> = a[..6].iter().chain(cont).copied().collect();
+        let alone = m
+            .forward(
+                &pool,
+                &[SeqInput { seq: s4, tokens: &whole, logits: Logits::All }],
+                &mut kv4,
+                &mut ws,
+                None,
+            )
+            .unwrap();
+        let rows = &forked[3 * k * vocab..3 * (k + 1) * vocab];
+        let d = max_rel_diff(rows, &alone[6 * vocab..]);
+        assert!(d < 2e-3, "{name}: fork {k} vs a fresh sequence differ by {d}");
+    }
+    kv.remove_sequence(c1);
+    kv.remove_sequence(c2);
+    let again = m
+        .forward(
+            &pool,
+            &[SeqInput { seq: s, tokens: &next, logits: Logits::Last }],
+            &mut kv,
+            &mut ws,
+            None,
+        )
+        .unwrap()
+        .to_vec();
+    let mut kv5 = KvCache::new(&m.config, 64, 4);
+    let s5 = kv5.add_sequence();
+    let whole: Vec<u32> = a.iter().chain(&next).chain(&next).copied().collect();
+    let alone = m
+        .forward(
+            &pool,
+            &[SeqInput { seq: s5, tokens: &whole, logits: Logits::Last }],
+            &mut kv5,
+            &mut ws,
+            None,
+        )
+        .unwrap();
+    let d = max_rel_diff(&again, alone);
+    assert!(d < 2e-3, "{name}: the parent changed under its forks: {d}");
 }
 
 #[test]
