@@ -114,7 +114,7 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
 }
 
 /// The AVX2 kernels over 8-row interleaved weights (`crate::PackedWeight`) for weight type `ty`;
-/// Q4_0 and Q8_0 take the VNNI forms where the CPU has AVX-512 VNNI + VL.
+/// Q4_0, Q5_0 and Q8_0 take the VNNI forms where the CPU has AVX-512 VNNI + VL.
 pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
     use GgmlType::*;
     let vnni = packed_vnni::available();
@@ -124,6 +124,9 @@ pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
         }
         Q8_0 if vnni => {
             PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q8_0) }
+        }
+        Q5_0 if vnni => {
+            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q5_0) }
         }
         Q4_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_0) },
         Q4_1 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q4_1) },

@@ -1,13 +1,13 @@
-//! The packed Q4_0 and Q8_0 kernels of [`super::packed`] for CPUs with AVX-512 VNNI (+VL), on
+//! The packed Q4_0, Q5_0 and Q8_0 kernels of [`super::packed`] for CPUs with AVX-512 VNNI (+VL), on
 //! 256-bit registers: `vpdpbusd` multiplies unsigned weight bytes with signed activation bytes
 //! and adds each lane's 4 products straight into i32, so there is no i16 stage to saturate and no
 //! `madd` with ones. Q8_0 weights are made unsigned by flipping the sign bit (`w + 128`, one `xor`
 //! per chunk shared by all tokens) and `128 x` the activation block sum is subtracted in integers,
-//! as Q4_0's `-8`; results equal the AVX2 kernels' bit for bit (same integers, same float ops).
+//! as Q4_0's `-8` and Q5_0's `-16`; results equal the AVX2 kernels' bit for bit (same integers, same float ops).
 
 use std::arch::x86_64::*;
 
-use super::packed::{REC_Q4_0, REC_Q8_0};
+use super::packed::{REC_Q4_0, REC_Q5_0, REC_Q8_0};
 use super::util::f16_at;
 
 /// Whether this CPU runs these kernels (on top of AVX2 + FMA + F16C).
@@ -112,6 +112,70 @@ pub(crate) fn packed_q4_0<const T: usize>(
     }
 }
 
+/// Q5_0 x Q8_0 as [`super::packed::packed_q5_0`]: the same 5-bit assembly (nibble | 5th bit, 0..=31
+/// unsigned), then straight into two i32 chains; `16 x` the block sum subtracted at the end.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn packed_q5_0<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    a: &[u8],
+    a_row: usize,
+    sums: &[u8],
+    out: &mut [f32],
+) {
+    check::<T>(nb, w, REC_Q5_0, a, a_row, sums, out);
+    let (m4, m16) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x10));
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let rec = &w[b * REC_Q5_0..][..REC_Q5_0];
+        // SAFETY: `rec` holds 16 scale bytes, then 128 nibble bytes, then 32 bytes of 5th bits.
+        let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(rec.as_ptr().cast()) });
+        // SAFETY: as above, the 32 bytes of 5th bits at 144.
+        let h = unsafe { _mm256_loadu_si256(rec.as_ptr().add(144).cast()) };
+        let mut s_lo = [_mm256_setzero_si256(); T];
+        let mut s_hi = [_mm256_setzero_si256(); T];
+        // Chunk c's low (high) nibbles' 5th bits are bit 2c (2c + 1) of each byte of `h`; moved
+        // to bit 4 by 16-bit shifts that never carry a bit across a byte (see `packed_q5_0`).
+        let mut hb = _mm256_slli_epi16(h, 4);
+        for c in 0..4 {
+            if c == 2 {
+                hb = h;
+            }
+            // SAFETY: chunk c of the record's 128 nibble bytes.
+            let v = unsafe { _mm256_loadu_si256(rec.as_ptr().add(16 + 32 * c).cast()) };
+            let lo = _mm256_or_si256(_mm256_and_si256(v, m4), _mm256_and_si256(hb, m16));
+            let hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),
+                _mm256_and_si256(_mm256_srli_epi16(hb, 1), m16),
+            );
+            hb = _mm256_srli_epi16(hb, 2);
+            for t in 0..T {
+                // SAFETY: bytes 4c..4c+4 and 16+4c..20+4c of token t's block quants (`check`);
+                // VNNI checked before these kernels are handed out.
+                unsafe {
+                    let yt = a.as_ptr().add(t * a_row + b * 34 + 2);
+                    s_lo[t] = dpbusd(s_lo[t], lo, yt.add(4 * c));
+                    s_hi[t] = dpbusd(s_hi[t], hi, yt.add(16 + 4 * c));
+                }
+            }
+        }
+        for (t, acc_t) in acc.iter_mut().enumerate() {
+            let s32 =
+                _mm256_sub_epi32(_mm256_add_epi32(s_lo[t], s_hi[t]), sum_x(sums, nb, t, b, 16));
+            let dy = f16_at(a, t * a_row + b * 34);
+            *acc_t = _mm256_fmadd_ps(
+                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
+                _mm256_cvtepi32_ps(s32),
+                *acc_t,
+            );
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: `check` asserted `out` holds 8 * T floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
+    }
+}
+
 /// Q8_0 x Q8_0 as [`super::packed::packed_q8_0`]: weights offset to unsigned (`xor 0x80`), the
 /// even and odd chunks in two i32 chains, `128 x` the block sum subtracted at the end.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -183,7 +247,7 @@ mod tests {
         if !(super::available() && Isa::Avx2.is_available()) {
             return; // Nothing to compare on this CPU: the AVX2 kernels are the ones in use.
         }
-        for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
             for cols in [576usize, 640, 896] {
                 let (rows, nb) = (8, cols / 32);
                 let mut w = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
@@ -209,6 +273,9 @@ mod tests {
                     if ty == GgmlType::Q4_0 {
                         super::super::packed::packed_q4_0::<4>(nb, d, &a, a_row, &sums, &mut old);
                         super::packed_q4_0::<4>(nb, d, &a, a_row, &sums, &mut new);
+                    } else if ty == GgmlType::Q5_0 {
+                        super::super::packed::packed_q5_0::<4>(nb, d, &a, a_row, &sums, &mut old);
+                        super::packed_q5_0::<4>(nb, d, &a, a_row, &sums, &mut new);
                     } else {
                         super::super::packed::packed_q8_0::<4>(nb, d, &a, a_row, &sums, &mut old);
                         super::packed_q8_0::<4>(nb, d, &a, a_row, &sums, &mut new);
