@@ -1,4 +1,6 @@
-//! Errors of the run store; each names the store file it concerns.
+//! Errors of the run store; each names the store file it concerns. The underlying SQLite or I/O
+//! error is part of the message (as `cause`, not as a `source`), so a report that prints the whole
+//! chain does not say it twice.
 
 use std::path::PathBuf;
 
@@ -17,20 +19,11 @@ pub enum StoreError {
     )]
     TooNew { path: PathBuf, found: u32, supported: u32 },
     /// A migration failed; the store is left at the version before it.
-    #[error("cannot migrate the run store {path} to schema version {version}: {source}")]
-    Migration {
-        path: PathBuf,
-        version: u32,
-        #[source]
-        source: rusqlite::Error,
-    },
+    #[error("cannot migrate the run store {path} to schema version {version}: {cause}")]
+    Migration { path: PathBuf, version: u32, cause: rusqlite::Error },
     /// Any other SQLite failure (locked, read-only, disk full, ...).
-    #[error("run store {path}: {source}")]
-    Sql {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
-    },
+    #[error("run store {path}: {cause}")]
+    Sql { path: PathBuf, cause: rusqlite::Error },
     /// No run has this id.
     #[error("no run with id {id} in {path}")]
     UnknownRun { id: i64, path: PathBuf },
@@ -38,10 +31,6 @@ pub enum StoreError {
     #[error("run store {path}: run {id} has an invalid {field}: {value:?}")]
     Corrupt { path: PathBuf, id: i64, field: &'static str, value: String },
     /// Reading a file to hash it, or creating the store's folder.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot access {path}: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
 }

@@ -69,7 +69,7 @@ pub(crate) fn migrate(
     migrations: &[&str],
 ) -> Result<u32, StoreError> {
     let supported = migrations.len() as u32;
-    let sql = |source| StoreError::Sql { path: path.to_path_buf(), source };
+    let sql = |cause| StoreError::Sql { path: path.to_path_buf(), cause };
     let found = user_version(conn).map_err(|e| match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { path: path.to_path_buf() },
         _ => sql(e),
@@ -90,7 +90,7 @@ pub(crate) fn migrate(
     }
     for (i, step) in migrations.iter().enumerate().skip(current as usize) {
         let version = i as u32 + 1;
-        let failed = |source| StoreError::Migration { path: path.to_path_buf(), version, source };
+        let failed = |cause| StoreError::Migration { path: path.to_path_buf(), version, cause };
         tx.execute_batch(step).map_err(failed)?;
         tx.pragma_update(None, "user_version", version).map_err(failed)?;
     }

@@ -58,9 +58,9 @@ impl Store {
     pub(crate) fn open_with(path: &Path, migrations: &[&str]) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
             std::fs::create_dir_all(dir)
-                .map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+                .map_err(|cause| StoreError::Io { path: dir.to_path_buf(), cause })?;
         }
-        let sql = |source| StoreError::Sql { path: path.to_path_buf(), source };
+        let sql = |cause| StoreError::Sql { path: path.to_path_buf(), cause };
         let mut conn = Connection::open(path).map_err(sql)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
         conn.pragma_update(None, "foreign_keys", true).map_err(sql)?;
@@ -73,8 +73,8 @@ impl Store {
         &self.path
     }
 
-    fn sql(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sql { path: self.path.clone(), source }
+    fn sql(&self, cause: rusqlite::Error) -> StoreError {
+        StoreError::Sql { path: self.path.clone(), cause }
     }
 
     /// The schema version of the open store (after migration, [`crate::SCHEMA_VERSION`]).
@@ -86,7 +86,7 @@ impl Store {
     /// unique within the run.
     pub fn insert(&mut self, run: &RunRecord) -> Result<i64, StoreError> {
         let path = self.path.clone();
-        let sql = |source| StoreError::Sql { path: path.clone(), source };
+        let sql = |cause| StoreError::Sql { path: path.clone(), cause };
         let tx = self.conn.transaction().map_err(sql)?;
         let argv = serde_json::Value::from(run.argv.clone()).to_string();
         let model = run.model.as_ref();
@@ -230,7 +230,7 @@ impl Store {
     /// ones the cached hash was taken at, else read (and cached, if the file did not change while
     /// it was read).
     pub fn file_sha256(&mut self, path: &Path) -> Result<FileHash, StoreError> {
-        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+        let io = |cause| StoreError::Io { path: path.to_path_buf(), cause };
         let canonical = std::fs::canonicalize(path).map_err(io)?;
         let key = canonical.to_string_lossy().into_owned();
         let (size, mtime_ns) = hash::stamp(&canonical).map_err(io)?;
