@@ -37,6 +37,11 @@ pub enum Command {
     /// Measure accuracy: perplexity, and KL divergence against a saved baseline.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// The stored history of runs: list, show, compare two, export as CSV.
+    #[command(
+        after_help = "Examples:\n  llmopt runs list --model SmolLM2 --kind bench\n  llmopt runs show 12 --json\n  llmopt runs compare 12 15\n  llmopt runs export --csv --out runs.csv\n\nbench records every successful run (unless --no-store) with its command line, the model\nfile's SHA-256, the host, the llmopt version and commit, its metrics and its JSON report."
+    )]
+    Runs(RunsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +67,19 @@ pub struct RunArgs {
     /// x86 arithmetic instead (the two differ by rounding: compare with `eval perplexity --kl-base`).
     #[arg(long)]
     pub no_repack: bool,
+}
+
+/// Where a run is recorded (see `llmopt runs`). A run never fails because of its store: when the
+/// store cannot be written the command warns and goes on.
+#[derive(Debug, Args, Clone, Default)]
+pub struct StoreArgs {
+    /// Record the run in the run store at PATH [default: $XDG_DATA_HOME/llmopt/runs.sqlite, else
+    /// ~/.local/share/llmopt/runs.sqlite].
+    #[arg(long, value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    /// Do not record the run.
+    #[arg(long, conflicts_with = "store")]
+    pub no_store: bool,
 }
 
 /// Sampling options (llama.cpp's names and defaults).
@@ -150,6 +168,8 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,4 +283,73 @@ pub struct PerplexityArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// The run store to read [default: $XDG_DATA_HOME/llmopt/runs.sqlite, else
+    /// ~/.local/share/llmopt/runs.sqlite].
+    #[arg(long, value_name = "PATH", global = true)]
+    pub store: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: RunsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Stored runs, newest first: id, start time, kind, model and the first metrics.
+    List(RunsListArgs),
+    /// One run in full: command line, model hash, host, build, metrics (and its report with --json).
+    Show(RunsShowArgs),
+    /// Two runs' metrics side by side: delta, ratio and a verdict per metric (better, worse, or
+    /// within noise: |delta| <= 2 sqrt(se_a^2 + se_b^2)); without spreads, the delta alone.
+    Compare(RunsCompareArgs),
+    /// Every stored run as CSV, one row per run and metric, oldest first.
+    Export(RunsExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunsListArgs {
+    /// Only runs whose model path contains this text.
+    #[arg(long, value_name = "SUBSTR")]
+    pub model: Option<String>,
+    /// Only runs of this kind (bench, eval.perplexity, ...); `eval` also matches `eval.tasks`.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Show at most N runs (0 for all).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Print one JSON object instead of a table (schema in docs/json-schema.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsShowArgs {
+    /// The run's id (see `llmopt runs list`).
+    pub id: i64,
+    /// Print one JSON object, the run's report included.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsCompareArgs {
+    /// The reference run's id (A).
+    pub a: i64,
+    /// The run judged against it (B): deltas are B - A.
+    pub b: i64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsExportArgs {
+    /// Write CSV (the one export format today).
+    #[arg(long, required = true)]
+    pub csv: bool,
+    /// Write to FILE instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }

@@ -4,6 +4,7 @@ use llmopt_engine::{GenerateError, SamplerError};
 use llmopt_eval::{KldError, PerplexityError, TaskError};
 use llmopt_formats::gguf::GgufError;
 use llmopt_model::{ArchSpec, ModelError};
+use llmopt_store::StoreError;
 
 /// Prints `error: ...` (the whole cause chain on one line) and a hint when one is known.
 #[allow(clippy::print_stderr)]
@@ -21,6 +22,9 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<ModelError>() {
             return model_hint(e);
+        }
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return store_hint(e);
         }
         if let Some(e) = cause.downcast_ref::<GenerateError>() {
             return match e {
@@ -108,4 +112,25 @@ fn model_hint(e: &ModelError) -> Option<String> {
         ModelError::Format(g) => gguf_hint(g),
         _ => None,
     }
+}
+
+fn store_hint(e: &StoreError) -> Option<String> {
+    let other = "pass --store PATH to use another run store";
+    Some(match e {
+        StoreError::UnknownRun { .. } => {
+            "`llmopt runs list` shows the stored runs and their ids".into()
+        }
+        StoreError::Missing { .. } => {
+            format!("runs are stored by `llmopt bench` (unless --no-store); {other}")
+        }
+        StoreError::TooNew { .. } => {
+            format!("a newer llmopt wrote this store: upgrade llmopt, or {other}")
+        }
+        StoreError::NotADatabase { .. } | StoreError::Corrupt { .. } => {
+            format!("move the file away (llmopt starts a new store there), or {other}")
+        }
+        StoreError::Migration { .. } | StoreError::Sql { .. } | StoreError::Io { .. } => {
+            return None
+        }
+    })
 }

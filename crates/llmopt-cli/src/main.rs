@@ -6,6 +6,7 @@ mod commands;
 mod errors;
 mod load;
 mod progress;
+mod record;
 mod stream;
 mod units;
 

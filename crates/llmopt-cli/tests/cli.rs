@@ -181,6 +181,7 @@ fn bench_json_reports_tests_bandwidth_and_memory() {
         "-t",
         "2",
         "--json",
+        "--no-store",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -207,8 +208,19 @@ fn bench_json_reports_tests_bandwidth_and_memory() {
     assert!(v["sync_seconds_per_region"].as_f64().unwrap() > 0.0);
     // Every Linear is Q4_1 or Q8_0, both repacked by default: 30 layers x 7, plus the output.
     assert_eq!(v["repacked_linears"], 211);
-    let plain =
-        llmopt(&["bench", "-m", &smollm2(), "-p", "8", "-n", "0", "-r", "1", "--no-repack"]);
+    let plain = llmopt(&[
+        "bench",
+        "-m",
+        &smollm2(),
+        "-p",
+        "8",
+        "-n",
+        "0",
+        "-r",
+        "1",
+        "--no-repack",
+        "--no-store",
+    ]);
     assert!(plain.status.success(), "{}", text(&plain.stderr));
     assert!(!text(&plain.stdout).contains("repacked"));
     assert_eq!(v["tests"][2]["regions_per_token"], 5.0 * 30.0 + 1.0);

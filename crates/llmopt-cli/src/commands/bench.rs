@@ -9,10 +9,13 @@ use llmopt_profile::{
     TestResult,
 };
 
+use llmopt_store::{Better, Metric};
+
 use crate::{
     cli::BenchArgs,
     load::Loaded,
     progress,
+    record::RunDraft,
     units::{gb_per_s, human_bytes},
 };
 
@@ -35,6 +38,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.reps == 0 {
         anyhow::bail!("invalid --reps 0: must be at least 1");
     }
+    let draft = RunDraft::start("bench", Some(&args.run.model));
     let m = Loaded::open(&args.run)?;
     let threads = m.pool.n_threads();
     let params: u64 = m.file.tensors().iter().map(|t| t.n_elements()).sum();
@@ -76,7 +80,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let decode = longest_tg.map(|r| (r.test.name(), r.tokens_per_s.mean * bytes_per_token));
     let isa = format!("{:?}", Isa::best()).to_lowercase();
 
-    if args.json {
+    let metrics = metrics(&results, bytes_per_token, copy_bw, read_bw, peak_rss);
+    let report = {
         let tests_json: Vec<_> = results
             .iter()
             .map(|r| {
@@ -92,7 +97,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 })
             })
             .collect();
-        let v = serde_json::json!({
+        serde_json::json!({
             "model": args.run.model.display().to_string(),
             "architecture": arch,
             "parameters": params,
@@ -108,52 +113,96 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "read_bandwidth_bytes_per_s": read_bw,
             "peak_rss_bytes": peak_rss,
             "sync_seconds_per_region": sync,
-        });
-        println!("{v}");
-        return Ok(());
+        })
+    };
+    if args.json {
+        println!("{report}");
+    } else {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED);
+        table.set_header(vec!["model", "size", "params", "backend", "threads", "test", "t/s"]);
+        for r in &results {
+            table.add_row(vec![
+                format!("{model_name} ({arch})"),
+                human_bytes(weight_bytes),
+                format!("{:.1} M", params as f64 / 1e6),
+                if repacked > 0 { format!("cpu {isa} repacked") } else { format!("cpu {isa}") },
+                threads.to_string(),
+                r.test.name(),
+                format!("{:.2} ± {:.2}", r.tokens_per_s.mean, r.tokens_per_s.sd),
+            ]);
+        }
+        println!("{table}");
+        println!("decode reads {} of weights per token", human_bytes(bytes_per_token as u64));
+        if let Some((name, bw)) = &decode {
+            let share =
+                copy_bw.map_or(String::new(), |c| format!(" ({:.0}% of copy)", 100.0 * bw / c));
+            println!("decode weight bandwidth at {name}: {}{share}", gb_per_s(*bw));
+        }
+        if let (Some(c), Some(r)) = (copy_bw, read_bw) {
+            println!(
+                "memory bandwidth with {threads} threads: copy {} (read + write), read {}",
+                gb_per_s(c),
+                gb_per_s(r)
+            );
+        }
+        if let (Some(r), Some(s)) = (longest_tg, sync) {
+            let per_token = r.regions_per_token * s;
+            println!(
+                "thread pool: {:.0} parallel regions per decoded token, {:.2} µs each with all threads \
+                 joining: {:.0} µs per token ({:.1}% of {})",
+                r.regions_per_token,
+                s * 1e6,
+                per_token * 1e6,
+                100.0 * per_token * r.tokens_per_s.mean,
+                r.test.name()
+            );
+        }
+        if let Some(rss) = peak_rss {
+            println!("peak resident memory: {}", human_bytes(rss));
+        }
     }
+    draft.record(&args.store, metrics, &report);
+    Ok(())
+}
 
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(vec!["model", "size", "params", "backend", "threads", "test", "t/s"]);
-    for r in &results {
-        table.add_row(vec![
-            format!("{model_name} ({arch})"),
-            human_bytes(weight_bytes),
-            format!("{:.1} M", params as f64 / 1e6),
-            if repacked > 0 { format!("cpu {isa} repacked") } else { format!("cpu {isa}") },
-            threads.to_string(),
-            r.test.name(),
-            format!("{:.2} ± {:.2}", r.tokens_per_s.mean, r.tokens_per_s.sd),
-        ]);
+/// What the store keeps of a bench run: each test's mean t/s with its standard error (sd/sqrt(reps),
+/// none from a single repetition), decode's weight bandwidth, the machine's copy and read bandwidth
+/// (unranked: facts of the host) and the peak resident memory.
+fn metrics(
+    results: &[TestResult],
+    bytes_per_token: f64,
+    copy_bw: Option<f64>,
+    read_bw: Option<f64>,
+    peak_rss: Option<u64>,
+) -> Vec<Metric> {
+    let stderr = |r: &TestResult| {
+        let n = r.seconds.len();
+        (n >= 2).then(|| r.tokens_per_s.sd / (n as f64).sqrt())
+    };
+    let mut out: Vec<Metric> = results
+        .iter()
+        .map(|r| Metric {
+            stderr: stderr(r),
+            ..Metric::new(r.test.name(), r.tokens_per_s.mean, "t/s", Better::Higher)
+        })
+        .collect();
+    let longest_tg =
+        results.iter().filter(|r| r.test.kind == TestKind::Decode).max_by_key(|r| r.test.n_tokens);
+    if let Some(r) = longest_tg {
+        let gb = bytes_per_token / 1e9;
+        out.push(Metric {
+            stderr: stderr(r).map(|se| se * gb),
+            ..Metric::new("decode_bandwidth", r.tokens_per_s.mean * gb, "GB/s", Better::Higher)
+        });
     }
-    println!("{table}");
-    println!("decode reads {} of weights per token", human_bytes(bytes_per_token as u64));
-    if let Some((name, bw)) = &decode {
-        let share = copy_bw.map_or(String::new(), |c| format!(" ({:.0}% of copy)", 100.0 * bw / c));
-        println!("decode weight bandwidth at {name}: {}{share}", gb_per_s(*bw));
-    }
-    if let (Some(c), Some(r)) = (copy_bw, read_bw) {
-        println!(
-            "memory bandwidth with {threads} threads: copy {} (read + write), read {}",
-            gb_per_s(c),
-            gb_per_s(r)
-        );
-    }
-    if let (Some(r), Some(s)) = (longest_tg, sync) {
-        let per_token = r.regions_per_token * s;
-        println!(
-            "thread pool: {:.0} parallel regions per decoded token, {:.2} µs each with all threads \
-             joining: {:.0} µs per token ({:.1}% of {})",
-            r.regions_per_token,
-            s * 1e6,
-            per_token * 1e6,
-            100.0 * per_token * r.tokens_per_s.mean,
-            r.test.name()
-        );
+    for (name, bw) in [("copy_bandwidth", copy_bw), ("read_bandwidth", read_bw)] {
+        if let Some(bw) = bw {
+            out.push(Metric::new(name, bw / 1e9, "GB/s", Better::None));
+        }
     }
     if let Some(rss) = peak_rss {
-        println!("peak resident memory: {}", human_bytes(rss));
+        out.push(Metric::new("peak_rss", rss as f64 / 1e6, "MB", Better::Lower));
     }
-    Ok(())
+    out
 }

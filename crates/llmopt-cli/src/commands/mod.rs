@@ -6,6 +6,7 @@ mod compare;
 mod eval;
 mod generate;
 mod inspect;
+mod runs;
 mod tasks;
 
 use std::process::ExitCode;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Chat(a) => chat::run(&a),
         Command::Eval(EvalCommand::Perplexity(a)) => eval::perplexity(&a),
         Command::Eval(EvalCommand::Tasks(a)) => tasks::run(&a),
+        Command::Runs(a) => runs::run(&a),
     }?;
     Ok(ExitCode::SUCCESS)
 }
