@@ -14,12 +14,11 @@ fn main() {
     let commit = git(&["rev-parse", "--short", "HEAD"]).filter(|c| !c.is_empty());
     let version = match &commit {
         Some(c) => {
-            // `diff-index` exits 1 when the work tree differs from HEAD.
-            let clean = Command::new("git")
-                .args(["diff-index", "--quiet", "HEAD", "--"])
-                .status()
-                .is_ok_and(|s| s.success());
-            if clean {
+            // Tracked files that differ from HEAD, compared by content; the index is not written
+            // (that would trigger this script again).
+            let changes =
+                git(&["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"]);
+            if changes.is_some_and(|c| c.is_empty()) {
                 c.clone()
             } else {
                 format!("{c}-dirty")
