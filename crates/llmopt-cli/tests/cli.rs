@@ -157,6 +157,7 @@ fn perplexity_json_has_the_documented_fields() {
         "--chunks",
         "2",
         "--json",
+        "--no-store",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -346,7 +347,8 @@ fn kl_base_out_then_kl_base_reports_every_figure_in_json() {
     let file = llmopt_testdata::britannica().display().to_string();
     let tmp = TempDir::new("cli-kld");
     let base = tmp.path().join("base.kld").display().to_string();
-    let common = ["eval", "perplexity", "-m", &m, "-f", &file, "-t", "2"];
+    let store = tmp.path().join("runs.sqlite").display().to_string();
+    let common = ["eval", "perplexity", "-m", &m, "-f", &file, "-t", "2", "--store", &store];
     let save = [&common[..], &["--ctx", "64", "--chunks", "2", "--kl-base-out", &base, "--json"]];
     let out = llmopt(&save.concat());
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -367,6 +369,22 @@ fn kl_base_out_then_kl_base_reports_every_figure_in_json() {
     assert!(v["kld"]["value"].as_f64().unwrap().abs() < 1e-4, "{v}");
     assert_eq!(v["same_top"]["value"], 1.0);
     assert_eq!(v["ppl_ratio"]["value"], 1.0);
+    // Both runs are in the store, newest first, with their headline figures.
+    let out = llmopt(&["runs", "list", "--store", &store, "--json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r["kind"] == "eval.perplexity"));
+    let names = |r: &serde_json::Value| -> Vec<String> {
+        r["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().into())
+            .collect()
+    };
+    assert_eq!(names(&runs[1]), ["ppl"]);
+    assert!(names(&runs[0]).contains(&"kld".to_string()), "{:?}", names(&runs[0]));
     // Mismatches are one-line errors.
     assert_fails(
         &llmopt(&[&common[..], &["--kl-base", &base, "--ctx", "128"]].concat()),

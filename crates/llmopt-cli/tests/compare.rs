@@ -61,6 +61,9 @@ fn compare(base: &str, cand: &str, extra: &[&str]) -> (std::process::Output, ser
     let mut args = vec!["eval", "compare", base, cand, "--chunks", "2", "--tasks", "arc_easy"];
     args.extend_from_slice(&["--limit", "24", "--text", &text_file, "--data", &data]);
     args.extend_from_slice(extra);
+    if !extra.contains(&"--store") {
+        args.push("--no-store");
+    }
     args.push("--json");
     let out = llmopt(&args);
     let v = serde_json::from_slice(&out.stdout)
@@ -92,7 +95,9 @@ fn a_model_against_itself_keeps_its_budget() {
 fn a_degraded_copy_breaks_a_tight_budget_with_exit_code_3() {
     let tmp = TempDir::new("compare-degraded");
     let cand = degraded_smollm2(tmp.path());
-    let (out, v) = compare(&smollm2(), &cand, &["--budget", "kld<=0.0001,size_ratio<=1"]);
+    let store = tmp.path().join("runs.sqlite").display().to_string();
+    let (out, v) =
+        compare(&smollm2(), &cand, &["--budget", "kld<=0.0001,size_ratio<=1", "--store", &store]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(v["verdict"], "broken");
     let kld = v["kld"]["value"].as_f64().unwrap();
@@ -111,6 +116,16 @@ fn a_degraded_copy_breaks_a_tight_budget_with_exit_code_3() {
     let (lost, gained) = (t["lost"].as_f64().unwrap(), t["gained"].as_f64().unwrap());
     let delta = t["candidate"].as_f64().unwrap() - t["base"].as_f64().unwrap();
     assert!((delta - (gained - lost) / n).abs() < 1e-12);
+    // The store has the run, with the verdict and the task's change.
+    let out = llmopt(&["runs", "show", "1", "--store", &store, "--json"]);
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["run"]["kind"], "eval.compare");
+    let metric = |name: &str| {
+        run["run"]["metrics"].as_array().unwrap().iter().find(|m| m["name"] == name).cloned()
+    };
+    assert_eq!(metric("budget_holds").unwrap()["value"], 0.0);
+    assert_eq!(metric("kld").unwrap()["value"], v["kld"]["value"]);
+    assert!(metric("arc_easy.acc_change").is_some());
     // Without a budget the verdict is absent and the exit code 0.
     let (out, v) = compare(&smollm2(), &cand, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

@@ -19,11 +19,13 @@ use llmopt_eval::{
     Estimate, KldReport, PerplexityConfig, PerplexityReport, ScoreConfig,
 };
 use llmopt_formats::gguf::GgufFile;
+use llmopt_store::Metric as StoreMetric;
 
 use crate::{
     cli::{CompareArgs, RunArgs},
     load::Loaded,
     progress,
+    record::RunDraft,
     units::human_bytes,
 };
 
@@ -85,8 +87,9 @@ impl Drop for TempFile {
     }
 }
 
-#[allow(clippy::print_stderr)]
+#[allow(clippy::print_stdout)]
 pub fn run(args: &CompareArgs) -> Result<ExitCode> {
+    let draft = RunDraft::start("eval.compare", Some(&args.candidate));
     // Everything that can be wrong with the input fails here, before a model runs.
     if let Some(b) = &args.budget {
         if args.tasks.is_empty() {
@@ -200,11 +203,13 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
     };
     let checks = args.budget.as_ref().map(|b| b.check(measured));
     let report = Report { facts: &facts, base_ppl: &base_ppl, kld: &kld, paired: &paired, checks };
+    let json = report.json(args);
     if args.json {
-        report.print_json(args);
+        println!("{json}");
     } else {
         report.print_table(args);
     }
+    draft.record(&args.store, report.metrics(), &json);
     Ok(match &report.checks {
         Some(c) if c.iter().any(|c| !c.holds) => ExitCode::from(BUDGET_BROKEN),
         _ => ExitCode::SUCCESS,
@@ -277,8 +282,7 @@ impl Report<'_> {
         self.checks.as_ref().map(|c| c.iter().all(|c| c.holds))
     }
 
-    #[allow(clippy::print_stdout)]
-    fn print_json(&self, args: &CompareArgs) {
+    fn json(&self, args: &CompareArgs) -> serde_json::Value {
         let file = |f: &FileFacts| {
             serde_json::json!({
                 "path": f.path.display().to_string(),
@@ -340,7 +344,50 @@ impl Report<'_> {
             "budget": budget,
             "verdict": self.holds().map(|h| if h { "holds" } else { "broken" }),
         });
-        println!("{v}");
+        v
+    }
+
+    /// What the run store keeps: the candidate's figures against the base, with their spreads.
+    fn metrics(&self) -> Vec<StoreMetric> {
+        use llmopt_store::Better::{Higher, Lower, None as Unranked};
+        let k = self.kld;
+        let mut m = vec![
+            StoreMetric::new("kld", k.kld.value, "nats", Lower).with_stderr(k.kld.stderr),
+            StoreMetric::new("kld_p99", k.kld_percentiles.p99, "nats", Lower),
+            StoreMetric::new("top1", 100.0 * k.same_top.value, "%", Higher)
+                .with_stderr(100.0 * k.same_top.stderr),
+            StoreMetric::new("ppl", k.ppl.value, "", Lower).with_stderr(k.ppl.stderr),
+            StoreMetric::new("ppl_base", self.base_ppl.perplexity, "", Unranked)
+                .with_stderr(self.base_ppl.stderr),
+            StoreMetric::new("ppl_ratio", k.ppl_ratio.value, "x", Lower)
+                .with_stderr(k.ppl_ratio.stderr),
+            StoreMetric::new(
+                "size_ratio",
+                self.facts[1].bytes as f64 / self.facts[0].bytes.max(1) as f64,
+                "x",
+                Lower,
+            ),
+            StoreMetric::new("bits_per_weight", self.facts[1].bits_per_weight, "bits", Lower),
+        ];
+        for (name, p) in self.paired {
+            let se = |x: f64| 100.0 * (x * (1.0 - x) / p.questions.max(1) as f64).sqrt();
+            m.push(
+                StoreMetric::new(format!("{name}.acc"), 100.0 * p.candidate, "%", Higher)
+                    .with_stderr(se(p.candidate)),
+            );
+            m.push(
+                StoreMetric::new(format!("{name}.acc_base"), 100.0 * p.base, "%", Unranked)
+                    .with_stderr(se(p.base)),
+            );
+            m.push(
+                StoreMetric::new(format!("{name}.acc_change"), 100.0 * p.delta.value, "pp", Higher)
+                    .with_stderr(100.0 * p.delta.stderr),
+            );
+        }
+        if let Some(h) = self.holds() {
+            m.push(StoreMetric::new("budget_holds", f64::from(u8::from(h)), "", Higher));
+        }
+        m
     }
 
     #[allow(clippy::print_stdout)]

@@ -12,7 +12,9 @@ use llmopt_eval::{
     PerplexityConfig, PerplexityReport,
 };
 
-use crate::{cli::PerplexityArgs, load::Loaded, progress};
+use llmopt_store::{Better, Metric};
+
+use crate::{cli::PerplexityArgs, load::Loaded, progress, record::RunDraft};
 
 const DEFAULT_CTX: usize = 512;
 
@@ -21,6 +23,7 @@ const CHUNKS: &str = "{bar:30} {pos}/{len} chunks, {msg} [{elapsed} < {eta}]";
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
+    let draft = RunDraft::start("eval.perplexity", Some(&args.run.model));
     let mut text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     llmopt_eval::strip_final_newline(&mut text);
@@ -68,7 +71,19 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
         )
         .with_context(|| format!("cannot compare with the base {}", path.display()))?;
         bar.finish_and_clear();
-        print_kld(&report, args.json);
+        let json = kld_json(&report);
+        print_kld(&report, args.json.then_some(&json));
+        let metrics = vec![
+            Metric::new("kld", report.kld.value, "nats", Better::Lower)
+                .with_stderr(report.kld.stderr),
+            Metric::new("kld_p99", report.kld_percentiles.p99, "nats", Better::Lower),
+            Metric::new("top1", 100.0 * report.same_top.value, "%", Better::Higher)
+                .with_stderr(100.0 * report.same_top.stderr),
+            Metric::new("ppl", report.ppl.value, "", Better::Lower).with_stderr(report.ppl.stderr),
+            Metric::new("ppl_ratio", report.ppl_ratio.value, "x", Better::Lower)
+                .with_stderr(report.ppl_ratio.stderr),
+        ];
+        draft.record(&args.store, metrics, &json);
         return Ok(());
     }
     let bar = progress::bar(0, CHUNKS);
@@ -88,7 +103,10 @@ pub fn perplexity(args: &PerplexityArgs) -> Result<()> {
         None => ppl(&m.model, &m.pool, &tokens, &cfg, &mut on_chunk)?,
     };
     bar.finish_and_clear();
-    print_ppl(&report, ctx, args);
+    let json = ppl_json(&report, ctx, args);
+    print_ppl(&report, ctx, args, &json);
+    let ppl = Metric::new("ppl", report.perplexity, "", Better::Lower).with_stderr(report.stderr);
+    draft.record(&args.store, vec![ppl], &json);
     Ok(())
 }
 
@@ -108,21 +126,30 @@ fn open_base(path: &std::path::Path) -> Result<Base> {
     Ok(Base { reader, header, len })
 }
 
+fn ppl_json(report: &PerplexityReport, ctx: usize, args: &PerplexityArgs) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "perplexity": report.perplexity,
+        "stderr": report.stderr,
+        "tokens_scored": report.tokens_scored,
+        "chunks": report.chunks,
+        "ctx": ctx,
+        "running": report.running,
+    });
+    if let Some(p) = &args.kl_base_out {
+        v["kl_base_out"] = p.display().to_string().into();
+    }
+    v
+}
+
 #[allow(clippy::print_stdout)]
-fn print_ppl(report: &PerplexityReport, ctx: usize, args: &PerplexityArgs) {
+fn print_ppl(
+    report: &PerplexityReport,
+    ctx: usize,
+    args: &PerplexityArgs,
+    json: &serde_json::Value,
+) {
     if args.json {
-        let mut v = serde_json::json!({
-            "perplexity": report.perplexity,
-            "stderr": report.stderr,
-            "tokens_scored": report.tokens_scored,
-            "chunks": report.chunks,
-            "ctx": ctx,
-            "running": report.running,
-        });
-        if let Some(p) = &args.kl_base_out {
-            v["kl_base_out"] = p.display().to_string().into();
-        }
-        println!("{v}");
+        println!("{json}");
     } else {
         let running: Vec<String> =
             report.running.iter().enumerate().map(|(i, p)| format!("[{}]{p:.4}", i + 1)).collect();
@@ -141,11 +168,9 @@ fn est(e: Estimate) -> serde_json::Value {
     serde_json::json!({ "value": e.value, "stderr": e.stderr })
 }
 
-#[allow(clippy::print_stdout)]
-fn print_kld(r: &KldReport, json: bool) {
+fn kld_json(r: &KldReport) -> serde_json::Value {
     let k = &r.kld_percentiles;
-    if json {
-        let v = serde_json::json!({
+    serde_json::json!({
             "tokens_scored": r.tokens_scored,
             "chunks": r.chunks,
             "ctx": r.ctx,
@@ -165,10 +190,16 @@ fn print_kld(r: &KldReport, json: bool) {
             "p_diff": est(r.p_diff),
             "p_diff_rms": est(r.p_diff_rms),
             "running_kld": r.running_kld,
-        });
+    })
+}
+
+#[allow(clippy::print_stdout)]
+fn print_kld(r: &KldReport, json: Option<&serde_json::Value>) {
+    if let Some(v) = json {
         println!("{v}");
         return;
     }
+    let k = &r.kld_percentiles;
     let pm = |e: Estimate| format!("{:10.6} ± {:10.6}", e.value, e.stderr);
     println!("{} tokens scored in {} chunks of {}", r.tokens_scored, r.chunks, r.ctx);
     println!("====== Perplexity statistics ======");
