@@ -7,9 +7,9 @@
 //! last word) gives greedy accuracy and perplexity.
 //!
 //! The key choice is how the forward is batched: the contexts of many questions are prefilled as one
-//! ragged batch (one sequence each), then each choice's continuation is fed after its context, the
-//! i-th choices of all questions together, truncating each sequence back to its context in between.
-//! Every context is computed once, and every forward call is a batch of hundreds of tokens.
+//! ragged batch (one sequence each); then every choice is a fork of its context's sequence, sharing
+//! the context's KV blocks (copy-on-write), and all the choices' continuations run as one ragged
+//! batch. Every context is computed once, and every forward call is a batch of hundreds of tokens.
 
 pub mod mmlu;
 mod read;

@@ -116,8 +116,6 @@ struct Unit<'a> {
     question: usize,
     context: &'a [u32],
     choices: Vec<usize>,
-    /// Cache slots the sequence needs at most (context + longest continuation but its last token).
-    slots: usize,
 }
 
 fn units(questions: &[TokenizedQuestion]) -> Vec<Unit<'_>> {
@@ -125,20 +123,17 @@ fn units(questions: &[TokenizedQuestion]) -> Vec<Unit<'_>> {
     for (qi, q) in questions.iter().enumerate() {
         let first = out.len();
         for (ci, c) in q.choices.iter().enumerate() {
-            let slots = c.context.len() + c.continuation.len() - 1;
             match out[first..].iter_mut().find(|u| u.context == c.context.as_slice()) {
-                Some(u) => {
-                    u.choices.push(ci);
-                    u.slots = u.slots.max(slots);
-                }
-                None => {
-                    out.push(Unit { question: qi, context: &c.context, choices: vec![ci], slots })
-                }
+                Some(u) => u.choices.push(ci),
+                None => out.push(Unit { question: qi, context: &c.context, choices: vec![ci] }),
             }
         }
     }
     out
 }
+
+/// Logits one continuation forward may hold at most (rows x vocabulary x 4 bytes).
+const LOGITS_BYTES: usize = 256 << 20;
 
 /// Log-probability of `target` in a row of logits, with the row's normalizer computed once
 /// (max-shifted, exponentials summed in f64, as [`crate::perplexity::log_softmax_at`]), and the
@@ -173,9 +168,10 @@ impl<'a> LogSoftmax<'a> {
 
 /// Scores every choice of every question. Questions go in batches of about `cfg.batch_tokens`
 /// context tokens: one forward prefills the batch's contexts (one sequence each, the last token's
-/// logits scoring every choice's first token), then one forward per choice index feeds that choice's
-/// continuation (but its last token) after its context, after which each sequence is truncated back
-/// to its context. `progress(done, total)` counts questions.
+/// logits scoring every choice's first token); then every choice becomes a fork of its context's
+/// sequence (the context's cache blocks shared, not recomputed) and the continuations (but their
+/// last tokens) of all the batch's choices run as one ragged batch, split only to keep the logits
+/// under [`LOGITS_BYTES`] and `cfg.batch_tokens` rows. `progress(done, total)` counts questions.
 pub fn score_questions(
     model: &Model,
     pool: &ThreadPool,
@@ -186,6 +182,7 @@ pub fn score_questions(
     let vocab = model.config.vocab_size;
     let units = units(questions);
     let bs = DEFAULT_BLOCK_SIZE;
+    let cont = |u: &Unit<'_>, ci: usize| questions[u.question].choices[ci].continuation.as_slice();
     // Batches of whole units, by context tokens.
     let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
     let mut start = 0;
@@ -198,11 +195,25 @@ pub fn score_questions(
         ctx_tokens += u.context.len();
     }
     batches.push(start..units.len());
+    // A fork holds the blocks from the one its first token lands in (copied if shared) on.
+    let fork_blocks =
+        |u: &Unit<'_>, n: usize| (u.context.len() + n).div_ceil(bs) - u.context.len() / bs;
     let capacity = batches
         .iter()
-        .map(|b| units[b.clone()].iter().map(|u| u.slots.div_ceil(bs) * bs).sum::<usize>())
+        .map(|b| {
+            units[b.clone()]
+                .iter()
+                .map(|u| {
+                    let forks: usize =
+                        u.choices.iter().map(|&ci| fork_blocks(u, cont(u, ci).len() - 1)).sum();
+                    u.context.len().div_ceil(bs) + forks
+                })
+                .sum::<usize>()
+                * bs
+        })
         .max()
         .unwrap_or(bs);
+    let max_rows = (LOGITS_BYTES / (vocab * 4)).clamp(1, cfg.batch_tokens.max(1));
     let mut kv = KvCache::new(&model.config, capacity, bs);
     let mut ws = Workspace::new();
     let mut scores: Vec<QuestionScores> = questions
@@ -217,8 +228,9 @@ pub fn score_questions(
         })
         .collect();
     let mut seqs: Vec<SeqId> = Vec::new();
+    let mut forks: Vec<SeqId> = Vec::new();
     let mut inputs: Vec<SeqInput<'_>> = Vec::new();
-    let mut fed: Vec<(usize, usize)> = Vec::new();
+    let mut pending: Vec<(usize, usize)> = Vec::new();
     for batch in batches {
         let units = &units[batch];
         seqs.clear();
@@ -232,47 +244,57 @@ pub fn score_questions(
         let logits = model.forward(pool, &inputs, &mut kv, &mut ws, None)?;
         for (k, u) in units.iter().enumerate() {
             let ls = LogSoftmax::new(&logits[k * vocab..(k + 1) * vocab]);
-            let q = &questions[u.question];
-            scores[u.question].tokens += u.context.len();
+            let s = &mut scores[u.question];
+            s.tokens += u.context.len();
             for &ci in &u.choices {
-                let first = q.choices[ci].continuation[0];
-                scores[u.question].logprobs[ci] = ls.at(first);
-                scores[u.question].greedy[ci] = ls.is_argmax(first);
+                let first = cont(u, ci)[0];
+                s.logprobs[ci] = ls.at(first);
+                s.greedy[ci] = ls.is_argmax(first);
             }
         }
-        let rounds = units.iter().map(|u| u.choices.len()).max().unwrap_or(0);
-        for r in 0..rounds {
-            inputs.clear();
-            fed.clear();
-            for (k, u) in units.iter().enumerate() {
-                let Some(&ci) = u.choices.get(r) else { continue };
-                let cont = &questions[u.question].choices[ci].continuation;
-                if cont.len() > 1 {
-                    inputs.push(SeqInput {
-                        seq: seqs[k],
-                        tokens: &cont[..cont.len() - 1],
-                        logits: Logits::All,
-                    });
-                    fed.push((k, ci));
+        // Every choice with more than one token, as a fork of its context.
+        pending.clear();
+        for (k, u) in units.iter().enumerate() {
+            pending
+                .extend(u.choices.iter().filter(|&&ci| cont(u, ci).len() > 1).map(|&ci| (k, ci)));
+        }
+        let mut at = 0;
+        while at < pending.len() {
+            let (first, mut rows) = (at, 0);
+            while at < pending.len() {
+                let (k, ci) = pending[at];
+                let n = cont(&units[k], ci).len() - 1;
+                if at > first && rows + n > max_rows {
+                    break;
                 }
+                rows += n;
+                at += 1;
             }
-            if inputs.is_empty() {
-                continue;
+            forks.clear();
+            inputs.clear();
+            for &(k, ci) in &pending[first..at] {
+                let u = &units[k];
+                let fork = kv.fork_sequence(seqs[k], u.context.len())?;
+                forks.push(fork);
+                let c = cont(u, ci);
+                inputs.push(SeqInput { seq: fork, tokens: &c[..c.len() - 1], logits: Logits::All });
             }
             let logits = model.forward(pool, &inputs, &mut kv, &mut ws, None)?;
             let mut row = 0;
-            for &(k, ci) in &fed {
+            for &(k, ci) in &pending[first..at] {
                 let u = &units[k];
-                let cont = &questions[u.question].choices[ci].continuation;
+                let c = cont(u, ci);
                 let s = &mut scores[u.question];
-                for &t in &cont[1..] {
+                for &t in &c[1..] {
                     let ls = LogSoftmax::new(&logits[row * vocab..(row + 1) * vocab]);
                     s.logprobs[ci] += ls.at(t);
                     s.greedy[ci] &= ls.is_argmax(t);
                     row += 1;
                 }
-                s.tokens += cont.len() - 1;
-                kv.truncate(seqs[k], u.context.len())?;
+                s.tokens += c.len() - 1;
+            }
+            for &f in &forks {
+                kv.remove_sequence(f);
             }
         }
         for &seq in &seqs {
@@ -334,13 +356,13 @@ mod tests {
             q(vec![tc(vec![5, 6], vec![7]), tc(vec![5, 6], vec![8, 8, 8]), tc(vec![5], vec![6])]),
         ];
         let u = units(&qs);
-        let got: Vec<(usize, &[u32], Vec<usize>, usize)> =
-            u.iter().map(|u| (u.question, u.context, u.choices.clone(), u.slots)).collect();
-        let want: Vec<(usize, &[u32], Vec<usize>, usize)> = vec![
-            (0, &[1, 2, 3], vec![0], 4),
-            (0, &[1, 2, 4], vec![1], 4),
-            (1, &[5, 6], vec![0, 1], 4),
-            (1, &[5], vec![2], 1),
+        let got: Vec<(usize, &[u32], Vec<usize>)> =
+            u.iter().map(|u| (u.question, u.context, u.choices.clone())).collect();
+        let want: Vec<(usize, &[u32], Vec<usize>)> = vec![
+            (0, &[1, 2, 3], vec![0]),
+            (0, &[1, 2, 4], vec![1]),
+            (1, &[5, 6], vec![0, 1]),
+            (1, &[5], vec![2]),
         ];
         assert_eq!(got, want);
     }
