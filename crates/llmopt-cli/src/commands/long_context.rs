@@ -11,9 +11,10 @@ use llmopt_eval::long_context::{
     Haystack, LongContextConfig, LongContextError, LongContextReport, Plan, Progress, Stage,
     TextCodec,
 };
+use llmopt_store::{Better, Metric};
 use llmopt_tokenizer::Tokenizer;
 
-use crate::{cli::LongContextArgs, load::Loaded, progress};
+use crate::{cli::LongContextArgs, load::Loaded, progress, record::RunDraft};
 
 /// Default lengths: powers of two from this up to the model's context, at most [`DEFAULT_MAX`].
 const DEFAULT_MIN: usize = 1024;
@@ -117,8 +118,9 @@ fn stage_message(stage: &Stage) -> String {
     }
 }
 
-#[allow(clippy::print_stderr)]
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 pub fn run(args: &LongContextArgs) -> Result<()> {
+    let draft = RunDraft::start("eval.long_context", Some(&args.run.model));
     let m = Loaded::open(&args.run)?;
     let context = m.model.config.context_length;
     let bos = if m.tokenizer.add_bos() { m.tokenizer.bos() } else { None };
@@ -155,16 +157,38 @@ pub fn run(args: &LongContextArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
+    let json = report_json(&report, args, context, seconds);
     if args.json {
-        print_json(&report, args, context, seconds);
+        println!("{json}");
     } else {
         print_tables(&report, seconds);
     }
+    draft.record(&args.store, store_metrics(&report), &json);
     Ok(())
 }
 
-#[allow(clippy::print_stdout)]
-fn print_json(r: &LongContextReport, args: &LongContextArgs, context: usize, seconds: f64) {
+/// What the run store keeps: needle accuracy per length (%), perplexity per length.
+fn store_metrics(r: &LongContextReport) -> Vec<Metric> {
+    let mut out = Vec::new();
+    for &l in &r.lengths {
+        if let Some(a) = r.length_accuracy(l) {
+            out.push(Metric::new(format!("needle@{l}"), 100.0 * a, "%", Better::Higher));
+        }
+    }
+    if let Some(p) = &r.positions {
+        for l in &p.lengths {
+            out.push(Metric::new(format!("ppl@{}", l.length), l.ppl, "", Better::Lower));
+        }
+    }
+    out
+}
+
+fn report_json(
+    r: &LongContextReport,
+    args: &LongContextArgs,
+    context: usize,
+    seconds: f64,
+) -> serde_json::Value {
     let per_length: Vec<_> = r
         .lengths
         .iter()
@@ -215,7 +239,7 @@ fn print_json(r: &LongContextReport, args: &LongContextArgs, context: usize, sec
         "perplexity": perplexity,
         "seconds": seconds,
     });
-    println!("{v}");
+    v
 }
 
 fn pct(x: Option<f64>) -> String {
