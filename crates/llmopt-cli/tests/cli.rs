@@ -1,39 +1,17 @@
 //! The binary as a user meets it: real models, real output, and bad input that must give a one-line
 //! error (with a hint where one helps) and a non-zero exit, never a panic.
 
+mod common;
+
 use std::{
     io::Write,
-    path::Path,
-    process::{Command, Output, Stdio},
+    process::{Command, Stdio},
 };
 
+use common::{assert_fails, llmopt, smollm2, text, write_file};
 use llmopt_formats::gguf::{parse_header, write_gguf, MetaValue, Metadata, TensorToWrite};
 use llmopt_tensor::GgmlType;
 use llmopt_testdata::TempDir;
-
-fn llmopt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_llmopt")).args(args).output().expect("run llmopt")
-}
-
-fn smollm2() -> String {
-    llmopt_testdata::model(llmopt_testdata::SMOLLM2).display().to_string()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A failed run: non-zero exit, `error:` first, no panic, and the expected words.
-fn assert_fails(out: &Output, words: &[&str]) {
-    let err = text(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
-    assert!(err.starts_with("error: "), "stderr: {err}");
-    assert!(!err.contains("panicked"), "stderr: {err}");
-    assert!(err.lines().count() <= 2, "one error line plus an optional hint: {err}");
-    for w in words {
-        assert!(err.contains(w), "stderr lacks {w:?}: {err}");
-    }
-}
 
 #[test]
 fn inspect_json_describes_smollm2() {
@@ -242,12 +220,6 @@ fn bench_refuses_what_it_cannot_measure() {
     let kv = llmopt(&["bench", "-m", &m, "--kv", "q8_0"]);
     assert_eq!(kv.status.code(), Some(2));
     assert!(text(&kv.stderr).contains("f16"), "{}", text(&kv.stderr));
-}
-
-fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p.display().to_string()
 }
 
 #[test]
