@@ -15,7 +15,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use llmopt_eval::{
     compare::{paired_accuracy, Check, Metric, PairedAccuracy},
     compare_with_base, save_base,
-    tasks::{score_questions, tokenize_question, Question, TaskKind},
+    tasks::{Question, TaskKind},
     Estimate, KldReport, PerplexityConfig, PerplexityReport, ScoreConfig,
 };
 use llmopt_formats::gguf::GgufFile;
@@ -255,27 +255,9 @@ fn chunk_bar(who: &str) -> indicatif::ProgressBar {
 /// Per question, whether the model gets it right by the task's primary metric (`acc`; LAMBADA's
 /// `greedy_acc`).
 fn answers(m: &Loaded, task: &TaskPair, who: &str) -> Result<Vec<bool>> {
-    let tok = &m.tokenizer;
-    let prefix = tok.bos().or(tok.eos());
-    let mut encode = |s: &str| tok.encode(s, true, false);
-    let name = &task.name;
-    let tokenized = task
-        .questions
-        .iter()
-        .map(|q| tokenize_question(q, &mut encode, prefix))
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("cannot tokenize task {name}"))?;
-    let bar = progress::bar(
-        tokenized.len() as u64,
-        "{msg} {bar:30} {pos}/{len} questions [{elapsed} < {eta}]",
-    );
-    bar.set_message(format!("{who}: {name}"));
+    let label = format!("{who}: {}", task.name);
     let scores =
-        score_questions(&m.model, &m.pool, &tokenized, &ScoreConfig::default(), &mut |d, _| {
-            bar.set_position(d as u64)
-        })
-        .with_context(|| format!("cannot score task {name}"))?;
-    bar.finish_and_clear();
+        super::tasks::score_task(m, &task.name, &task.questions, &ScoreConfig::default(), &label)?;
     let metric = task.kind.primary();
     Ok(scores.iter().map(|s| metric.hit(s) == Some(true)).collect())
 }

@@ -11,7 +11,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use llmopt_eval::{
-    tasks::{score_questions, summarize, tokenize_question, Metric, QuestionScores, TaskKind},
+    tasks::{
+        score_questions, summarize, tokenize_question, Metric, Question, QuestionScores, TaskKind,
+    },
     Estimate, ScoreConfig, TaskReport,
 };
 use llmopt_store::{Better, Metric as StoreMetric};
@@ -40,31 +42,13 @@ pub fn run(args: &TasksArgs) -> Result<()> {
         .map(|p| Ok((p, source::read(&args.source, p)?)))
         .collect::<Result<Vec<_>>>()?;
     let m = Loaded::open(&args.run)?;
-    let tok = &m.tokenizer;
-    let prefix = tok.bos().or(tok.eos());
     let cfg = ScoreConfig { batch_tokens: args.batch_tokens.max(1) };
     let mut results = Vec::new();
     for (plan, task) in &tasks {
         let name = &plan.name;
-        let mut encode = |s: &str| tok.encode(s, true, false);
-        let tokenized = task
-            .questions
-            .iter()
-            .map(|q| tokenize_question(q, &mut encode, prefix))
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("cannot tokenize task {name}"))?;
-        let bar = progress::bar(
-            tokenized.len() as u64,
-            "{msg} {bar:30} {pos}/{len} questions [{elapsed} < {eta}]",
-        );
-        bar.set_message(name.clone());
         let start = Instant::now();
-        let scores = score_questions(&m.model, &m.pool, &tokenized, &cfg, &mut |d, _| {
-            bar.set_position(d as u64)
-        })
-        .with_context(|| format!("cannot score task {name}"))?;
+        let scores = score_task(&m, name, &task.questions, &cfg, name)?;
         let seconds = start.elapsed().as_secs_f64();
-        bar.finish_and_clear();
         let subjects = match &task.subjects {
             Some(s) => by_group(task.kind, &scores, s),
             None => Vec::new(),
@@ -81,6 +65,34 @@ pub fn run(args: &TasksArgs) -> Result<()> {
     print(&results, args, &json);
     draft.record(&args.store, store_metrics(&results), &json);
     Ok(())
+}
+
+/// Tokenizes a task's questions for `m` and scores them, with a progress bar labelled `label`.
+pub(super) fn score_task(
+    m: &Loaded,
+    name: &str,
+    questions: &[Question],
+    cfg: &ScoreConfig,
+    label: &str,
+) -> Result<Vec<QuestionScores>> {
+    let tok = &m.tokenizer;
+    let prefix = tok.bos().or(tok.eos());
+    let mut encode = |s: &str| tok.encode(s, true, false);
+    let tokenized = questions
+        .iter()
+        .map(|q| tokenize_question(q, &mut encode, prefix))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("cannot tokenize task {name}"))?;
+    let bar = progress::bar(
+        tokenized.len() as u64,
+        "{msg} {bar:30} {pos}/{len} questions [{elapsed} < {eta}]",
+    );
+    bar.set_message(label.to_string());
+    let scores =
+        score_questions(&m.model, &m.pool, &tokenized, cfg, &mut |d, _| bar.set_position(d as u64))
+            .with_context(|| format!("cannot score task {name}"))?;
+    bar.finish_and_clear();
+    Ok(scores)
 }
 
 /// The report of each group's questions (`groups[i]` is question i's), groups in order of first
