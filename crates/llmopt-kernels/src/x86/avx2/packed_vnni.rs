@@ -53,12 +53,36 @@ unsafe fn dpbusd(acc: __m256i, u: __m256i, p: *const u8) -> __m256i {
     acc
 }
 
-/// Token `t`'s block sum `b` (i32) times `k`, broadcast.
-#[target_feature(enable = "avx2")]
+/// The activations a kernel reads: `T` rows of Q8_0 blocks, `a_row` bytes apart, and their i32
+/// block sums (`nb` per token).
+#[derive(Clone, Copy)]
+struct Acts<'a> {
+    a: &'a [u8],
+    a_row: usize,
+    sums: &'a [u8],
+    nb: usize,
+}
+
+/// Ends block `b`: per token, the two i32 chains' sum minus `k` x the token's block sum, times the
+/// 8 row scales `d` and the token's scale, added into `acc` (the same float ops as the AVX2 kernels).
+#[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn sum_x(sums: &[u8], nb: usize, t: usize, b: usize, k: i32) -> __m256i {
-    let s = &sums[(t * nb + b) * 4..][..4];
-    _mm256_set1_epi32(k * i32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+fn add_block<const T: usize>(
+    acc: &mut [__m256; T],
+    chains: [&[__m256i; T]; 2],
+    d: __m256,
+    k: i32,
+    x: Acts<'_>,
+    b: usize,
+) {
+    for (t, acc_t) in acc.iter_mut().enumerate() {
+        let s = &x.sums[(t * x.nb + b) * 4..][..4];
+        let off = _mm256_set1_epi32(k * i32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+        let s32 = _mm256_sub_epi32(_mm256_add_epi32(chains[0][t], chains[1][t]), off);
+        let dy = f16_at(x.a, t * x.a_row + b * 34);
+        *acc_t =
+            _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(dy)), _mm256_cvtepi32_ps(s32), *acc_t);
+    }
 }
 
 /// Q4_0 x Q8_0 as [`super::packed::packed_q4_0`], the low and high nibbles in two i32 chains.
@@ -95,16 +119,7 @@ pub(crate) fn packed_q4_0<const T: usize>(
                 }
             }
         }
-        for (t, acc_t) in acc.iter_mut().enumerate() {
-            let s32 =
-                _mm256_sub_epi32(_mm256_add_epi32(s_lo[t], s_hi[t]), sum_x(sums, nb, t, b, 8));
-            let dy = f16_at(a, t * a_row + b * 34);
-            *acc_t = _mm256_fmadd_ps(
-                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
-                _mm256_cvtepi32_ps(s32),
-                *acc_t,
-            );
-        }
+        add_block(&mut acc, [&s_lo, &s_hi], d, 8, Acts { a, a_row, sums, nb }, b);
     }
     for (t, acc_t) in acc.iter().enumerate() {
         // SAFETY: `check` asserted `out` holds 8 * T floats.
@@ -159,16 +174,7 @@ pub(crate) fn packed_q5_0<const T: usize>(
                 }
             }
         }
-        for (t, acc_t) in acc.iter_mut().enumerate() {
-            let s32 =
-                _mm256_sub_epi32(_mm256_add_epi32(s_lo[t], s_hi[t]), sum_x(sums, nb, t, b, 16));
-            let dy = f16_at(a, t * a_row + b * 34);
-            *acc_t = _mm256_fmadd_ps(
-                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
-                _mm256_cvtepi32_ps(s32),
-                *acc_t,
-            );
-        }
+        add_block(&mut acc, [&s_lo, &s_hi], d, 16, Acts { a, a_row, sums, nb }, b);
     }
     for (t, acc_t) in acc.iter().enumerate() {
         // SAFETY: `check` asserted `out` holds 8 * T floats.
@@ -204,16 +210,7 @@ pub(crate) fn packed_q8_0<const T: usize>(
                 *s = unsafe { dpbusd(*s, u, a.as_ptr().add(t * a_row + b * 34 + 2 + 4 * c)) };
             }
         }
-        for (t, acc_t) in acc.iter_mut().enumerate() {
-            let s32 =
-                _mm256_sub_epi32(_mm256_add_epi32(s[0][t], s[1][t]), sum_x(sums, nb, t, b, 128));
-            let dy = f16_at(a, t * a_row + b * 34);
-            *acc_t = _mm256_fmadd_ps(
-                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
-                _mm256_cvtepi32_ps(s32),
-                *acc_t,
-            );
-        }
+        add_block(&mut acc, [&s[0], &s[1]], d, 128, Acts { a, a_row, sums, nb }, b);
     }
     for (t, acc_t) in acc.iter().enumerate() {
         // SAFETY: `check` asserted `out` holds 8 * T floats.
