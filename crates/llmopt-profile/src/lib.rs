@@ -1,12 +1,15 @@
 //! Measuring a model before and after optimizing it: prefill and decode speed (llama-bench's `pp`
-//! and `tg` tests), the weight bandwidth decode achieves, the machine's copy bandwidth, peak memory.
+//! and `tg` tests), the weight bandwidth decode achieves, the machine's copy bandwidth, peak memory,
+//! and `profile`'s report: where time and memory go, energy, cost and CO2 ([`report`]).
 
 mod bench;
 mod memory;
+pub mod report;
 mod stats;
 
 pub use bench::{run_test, BenchTest, TestKind, TestResult};
 pub use memory::{copy_bandwidth, peak_rss_bytes, read_bandwidth, sync_cost};
+pub use report::{ProfileReport, PROFILE_SCHEMA};
 pub use stats::Summary;
 
 /// Errors from a measurement.
