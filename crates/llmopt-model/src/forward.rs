@@ -9,7 +9,7 @@ use crate::{
     kv_cache::{KvCache, SeqId},
     linear::Linear,
     model::Model,
-    observer::Observer,
+    observer::{Clock, Observer, Step},
     ops, ModelError,
 };
 
@@ -198,6 +198,7 @@ impl Model {
         }
 
         // Embeddings.
+        let mut clock = Clock::start(&obs);
         let d = c.d_model;
         let embd_scale = if c.arch.embed_scale_sqrt_dim { (d as f32).sqrt() } else { 1.0 };
         for (t, tok) in batch.iter().flat_map(|s| s.tokens.iter()).enumerate() {
@@ -208,8 +209,9 @@ impl Model {
             }
         }
 
+        clock.lap(&mut obs, None, Step::Embedding);
         for (il, layer) in self.layers.iter().enumerate() {
-            self.layer_forward(pool, il, layer, n_tok, kv, ws, &mut obs)?;
+            self.layer_forward(pool, il, layer, n_tok, kv, ws, &mut obs, &mut clock)?;
         }
 
         // Final norm and vocabulary projection of the rows that want logits.
@@ -232,6 +234,7 @@ impl Model {
                 &mut obs,
             )?;
         }
+        clock.lap(&mut obs, None, Step::Output);
         Ok(&ws.logits[..n_logits * c.vocab_size])
     }
 
@@ -245,6 +248,7 @@ impl Model {
         kv: &mut KvCache,
         ws: &mut Workspace,
         obs: &mut Option<&mut dyn Observer>,
+        clock: &mut Clock,
     ) -> Result<(), ModelError> {
         let c = &self.config;
         let (d, hd, qd, kvd) = (c.d_model, c.head_dim, c.q_dim(), c.kv_dim());
@@ -253,6 +257,8 @@ impl Model {
         // Attention block.
         ws.h[..n * d].copy_from_slice(&ws.x[..n * d]);
         ops::rms_norm_rows(&mut ws.h[..n * d], d, &l.attn_norm, eps);
+        let at = Some(il);
+        clock.lap(obs, at, Step::Norms);
         run_linears(
             pool,
             [&l.attn_q, &l.attn_k, &l.attn_v],
@@ -262,9 +268,11 @@ impl Model {
             [&mut ws.q, &mut ws.k, &mut ws.v],
             obs,
         )?;
+        clock.lap(obs, at, Step::AttentionProj);
         if let (Some(qn), Some(kn)) = (&l.attn_q_norm, &l.attn_k_norm) {
             ops::rms_norm_rows(&mut ws.q[..n * qd], hd, qn, eps);
             ops::rms_norm_rows(&mut ws.k[..n * kvd], hd, kn, eps);
+            clock.lap(obs, at, Step::Norms);
         }
         let base = c.layer_rope_base(il);
         let half = c.rope_dim / 2;
@@ -311,7 +319,9 @@ impl Model {
         };
         let (kc, vc) = kv.layer(il);
         attend(pool, &ab, &ws.q, kc, vc, &mut ws.att);
+        clock.lap(obs, at, Step::AttentionCore);
         run_linears(pool, [&l.attn_output], &ws.att, n, &mut ws.scratch, [&mut ws.proj], obs)?;
+        clock.lap(obs, at, Step::AttentionProj);
         if let Some(w) = &l.post_attention_norm {
             ops::rms_norm_rows(&mut ws.proj[..n * d], d, w, eps);
         }
@@ -320,6 +330,7 @@ impl Model {
         // Feed-forward block.
         ws.h[..n * d].copy_from_slice(&ws.x[..n * d]);
         ops::rms_norm_rows(&mut ws.h[..n * d], d, &l.ffn_norm, eps);
+        clock.lap(obs, at, Step::Norms);
         let f = c.ffn_dim;
         run_linears(
             pool,
@@ -332,10 +343,12 @@ impl Model {
         )?;
         ops::gated_activation(&mut ws.gate[..n * f], &ws.up[..n * f], c.arch.activation);
         run_linears(pool, [&l.ffn_down], &ws.gate, n, &mut ws.scratch, [&mut ws.proj], obs)?;
+        clock.lap(obs, at, Step::Mlp);
         if let Some(w) = &l.post_ffw_norm {
             ops::rms_norm_rows(&mut ws.proj[..n * d], d, w, eps);
         }
         ops::add_assign(&mut ws.x[..n * d], &ws.proj[..n * d]);
+        clock.lap(obs, at, Step::Norms);
         Ok(())
     }
 }

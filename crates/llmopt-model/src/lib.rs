@@ -22,4 +22,4 @@ pub use hf::{HfLoadError, SafetensorsSource};
 pub use kv_cache::{KvCache, SeqId, DEFAULT_BLOCK_SIZE};
 pub use linear::{Bytes, Linear, Weight};
 pub use model::{Layer, Model, SourceTensor, TensorSource};
-pub use observer::Observer;
+pub use observer::{Observer, Step};
