@@ -3,13 +3,19 @@
 //! and `profile`'s report: where time and memory go, energy, cost and CO2 ([`report`]).
 
 mod bench;
+mod cost;
+mod energy;
 mod memory;
+mod profile;
 pub mod report;
 mod stats;
 
 pub use bench::{run_test, BenchTest, TestKind, TestResult};
+pub use cost::{check_price, price, PriceFile, DEFAULT_PRICES};
+pub use energy::{cpu_seconds, EnergyMeter, EnergyModel};
 pub use memory::{copy_bandwidth, peak_rss_bytes, read_bandwidth, sync_cost};
-pub use report::{ProfileReport, PROFILE_SCHEMA};
+pub use profile::{check_spec, percentiles, run_cell, CellRun, CellSpec};
+pub use report::{Cell, Prices, ProfileReport, PROFILE_SCHEMA};
 pub use stats::Summary;
 
 /// Errors from a measurement.
