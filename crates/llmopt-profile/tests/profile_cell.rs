@@ -67,10 +67,7 @@ fn bad_cells_are_refused_before_work() {
     let mut sample = |_: &[f32], _: &[u32]| 0u32;
     let ctx = m.config.context_length;
     for (spec, want) in [
-        (
-            CellSpec { ctx: ctx, batch: 1, gen: 1, max_batch_tokens: 512 },
-            "exceeds the model's context",
-        ),
+        (CellSpec { ctx, batch: 1, gen: 1, max_batch_tokens: 512 }, "exceeds the model's context"),
         (CellSpec { ctx: 0, batch: 1, gen: 1, max_batch_tokens: 512 }, "at least 1"),
         (CellSpec { ctx: 8, batch: 0, gen: 1, max_batch_tokens: 512 }, "at least 1"),
     ] {
