@@ -34,6 +34,12 @@ pub enum Command {
         after_help = "Examples:\n  llmopt bench --model models/SmolLM2-135M-Instruct.Q4_1.gguf\n  llmopt bench -m models/gemma-3-270m-q4_k_m.gguf -p 128,512 -n 128 -t 2 -r 5 --json\n\npp N prefills N tokens into an empty cache in one batch; tg N decodes N tokens one at a\ntime. Each test runs once to warm up, then --reps times; t/s is the mean +/- the standard\ndeviation. Decode's weight bandwidth (weight bytes read per token x tokens/s) is set against\nthe machine's copy bandwidth, measured with the same threads. scripts/bench-vs-llamacpp runs\nthis and llama-bench side by side."
     )]
     Bench(BenchArgs),
+    /// Profile a model before optimizing it: speed by context and batch, time to first token,
+    /// step latency percentiles, where time goes (by step kind and layer), memory, energy, cost, CO2.
+    #[command(
+        after_help = "Examples:\n  llmopt profile --model models/SmolLM2-135M-Instruct.Q4_1.gguf\n  llmopt profile -m models/gemma-3-270m-q4_k_m.gguf --ctx 128,512,2048 --batch 1,4,16 --json\n  llmopt profile -m models/SmolLM2-135M-Instruct.Q4_1.gguf --price prices.json --grid-gco2-per-kwh 250\n\nEach cell (one --ctx by one --batch) prefills BATCH random prompts of CTX tokens together\n(packed into forward calls of at most --max-batch-tokens), samples each sequence's first\ntoken, then decodes --gen - 1 more steps of one token per sequence. TTFT runs from the start\nof prefill to the last first token; step latency is one decode step for the whole batch.\n\nWhere time goes comes from timers around each step of the forward pass: attention\nprojections (Q, K, V, O), attention core (rope, KV write, scores, softmax, values), MLP,\nnorms and residual adds, embedding and output projection, sampling; \"other\" is what falls\nbetween them.\n\nEnergy: RAPL package counters (/sys/class/powercap) when readable; otherwise an estimate,\nCPU seconds x --watts-per-core, labelled as such. Cost per 1M tokens and per query (one\nsequence of the cell) = wall time x $/hour + energy x $/kWh; CO2 = energy x grid intensity.\nA --price FILE is JSON with any of usd_per_hour, usd_per_kwh, grid_gco2_per_kwh,\nwatts_per_core; flags override it; the defaults are 0.10 $/h, 0.15 $/kWh, 400 gCO2/kWh and\n8 W per busy core."
+    )]
+    Profile(ProfileArgs),
     /// Measure accuracy: perplexity, and KL divergence against a saved baseline.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -166,6 +172,49 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_bandwidth: bool,
     /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Prompt lengths (tokens per sequence), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "128,512,2048")]
+    pub ctx: Vec<usize>,
+    /// Batch sizes (sequences run together), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub batch: Vec<usize>,
+    /// Tokens generated per sequence (the first comes with prefill; at least 2).
+    #[arg(long, default_value_t = 32)]
+    pub gen: usize,
+    /// Most prompt tokens per prefill forward call.
+    #[arg(long, default_value_t = 2048)]
+    pub max_batch_tokens: usize,
+    /// Seed of the random prompts and of sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Price profile: JSON with any of usd_per_hour, usd_per_kwh, grid_gco2_per_kwh, watts_per_core.
+    #[arg(long, value_name = "FILE")]
+    pub price: Option<PathBuf>,
+    /// Machine rental in dollars per hour [default: 0.10, or the price file's].
+    #[arg(long)]
+    pub usd_per_hour: Option<f64>,
+    /// Electricity in dollars per kWh [default: 0.15, or the price file's].
+    #[arg(long)]
+    pub usd_per_kwh: Option<f64>,
+    /// Grid carbon intensity in grams of CO2 per kWh [default: 400, or the price file's].
+    #[arg(long)]
+    pub grid_gco2_per_kwh: Option<f64>,
+    /// Watts one busy core draws, for the energy estimate when no counter is readable
+    /// [default: 8, or the price file's].
+    #[arg(long)]
+    pub watts_per_core: Option<f64>,
+    /// Print one JSON object (schema llmopt.profile/1, docs/json-schema.md) instead of tables.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -206,7 +206,8 @@ pub fn run_cell(
                 .collect()
         })
         .collect();
-    let mut kv = KvCache::new(&model.config, batch * (ctx + gen), DEFAULT_BLOCK_SIZE);
+    let per_seq = (ctx + gen).div_ceil(DEFAULT_BLOCK_SIZE) * DEFAULT_BLOCK_SIZE;
+    let mut kv = KvCache::new(&model.config, batch * per_seq, DEFAULT_BLOCK_SIZE);
     let kv_bytes = (kv.bytes_per_token() * batch * (ctx + gen)) as u64;
     let seqs: Vec<SeqId> = (0..batch).map(|_| kv.add_sequence()).collect();
     let mut ws = Workspace::new();

@@ -7,6 +7,7 @@ mod eval;
 mod generate;
 mod inspect;
 pub(crate) mod long_context;
+mod profile;
 mod runs;
 mod tasks;
 
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(EvalCommand::Compare(a)) => return compare::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Profile(a) => profile::run(&a),
         Command::Generate(a) => generate::run(&a),
         Command::Chat(a) => chat::run(&a),
         Command::Eval(EvalCommand::Perplexity(a)) => eval::perplexity(&a),
