@@ -2,7 +2,8 @@
 //! matrix), as llama.cpp's CPU flash attention does, in its two precisions: for small batches
 //! (decode) one task per (token, head), query rounded to f16 and an f16 value accumulator
 //! ([`AttnPrecision::F16`]); for large batches (prefill) everything f32, in tiles of tokens x the
-//! heads of one KV head (`attention_prefill`, [`AttnPrecision::F32`]).
+//! heads of one KV head (`attention_prefill`, [`AttnPrecision::F32`]). The forward picks per
+//! sequence ([`AttentionBatch::f32_tokens`]), so a sequence's results never depend on its batch.
 
 use half::{f16, slice::HalfFloatSliceExt};
 use llmopt_kernels::{f16ops, Isa, ThreadPool};
@@ -38,6 +39,9 @@ pub struct AttentionBatch<'a> {
     /// Attend only to the last `window` positions (inclusive of the token's own).
     pub window: Option<usize>,
     pub precision: AttnPrecision,
+    /// When given, overrides `precision` per token: `true` for [`AttnPrecision::F32`]. The forward
+    /// marks the tokens of sequences with at least [`F32_MIN_TOKENS`] tokens in the call.
+    pub f32_tokens: Option<&'a [bool]>,
 }
 
 /// The output buffer as the attention tasks share it: each writes its own rows.
@@ -68,13 +72,24 @@ pub fn attend(
     let n_tok = b.positions.len();
     assert!(hd <= MAX_HEAD_DIM, "head size {hd} exceeds {MAX_HEAD_DIM}");
     assert!(q.len() >= n_tok * nh * hd && out.len() >= n_tok * nh * hd);
-    if b.precision == AttnPrecision::F32 {
-        return crate::attention_prefill::attend_prefill(pool, b, q, k_cache, v_cache, out);
+    let is_f32 = |t: usize| b.f32_tokens.map_or(b.precision == AttnPrecision::F32, |m| m[t]);
+    let (any_f32, all_f32) = match b.f32_tokens {
+        Some(m) => (m.iter().any(|&x| x), m.iter().all(|&x| x)),
+        None => (b.precision == AttnPrecision::F32, b.precision == AttnPrecision::F32),
+    };
+    if any_f32 {
+        crate::attention_prefill::attend_prefill(pool, b, q, k_cache, v_cache, out, &is_f32);
+    }
+    if all_f32 {
+        return;
     }
     let out_ptr = OutPtr(out.as_mut_ptr());
     let group = nh / b.n_kv_head;
     let task = |i: usize| {
         let (t, h) = (i / nh, i % nh);
+        if is_f32(t) {
+            return;
+        }
         let q_row = &q[(t * nh + h) * hd..][..hd];
         // SAFETY: task i owns out[(t*nh + h)*hd .. +hd]; tasks are distinct and in bounds (asserted above).
         let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((t * nh + h) * hd), hd) };
@@ -182,6 +197,7 @@ mod tests {
                 scale: 0.3,
                 window,
                 precision,
+                f32_tokens: None,
             };
             let mut out = vec![0f32; q.len()];
             for threads in [1, 2] {
@@ -254,6 +270,7 @@ mod tests {
                 scale: 0.125,
                 window,
                 precision: AttnPrecision::F32,
+                f32_tokens: None,
             };
             let mut out = vec![0f32; q.len()];
             attend(&ThreadPool::new(2), &b, &q, &kc, &vc, &mut out);

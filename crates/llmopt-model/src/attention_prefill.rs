@@ -25,8 +25,9 @@ fn tile_tokens(group: usize, head_dim: usize) -> usize {
 }
 
 /// `out[t, h] = softmax(q[t, h] · K^T * scale) V` over the causal (and windowed) range of each
-/// token, in f32. Tokens of one sequence must be consecutive in the batch with consecutive
-/// positions, as `Model::forward` lays them out.
+/// token, in f32, for the tokens `mine` selects (the others' rows are left alone). Tokens of one
+/// sequence must be consecutive in the batch with consecutive positions, as `Model::forward` lays
+/// them out.
 pub(crate) fn attend_prefill(
     pool: &ThreadPool,
     b: &AttentionBatch<'_>,
@@ -34,17 +35,24 @@ pub(crate) fn attend_prefill(
     k_cache: &[f16],
     v_cache: &[f16],
     out: &mut [f32],
+    mine: &(dyn Fn(usize) -> bool + Sync),
 ) {
     let n_tok = b.positions.len();
     let (nh, nkv) = (b.n_head, b.n_kv_head);
     let group = nh / nkv;
     let qt = tile_tokens(group, b.head_dim);
-    // Runs of at most `qt` consecutive tokens of one sequence.
+    // Runs of at most `qt` consecutive selected tokens of one sequence.
     let mut tiles = Vec::with_capacity(n_tok.div_ceil(qt) + 4);
     let mut t0 = 0;
     for t in 1..=n_tok {
-        if t == n_tok || t - t0 == qt || b.seq_offsets[t] != b.seq_offsets[t0] {
-            tiles.push((t0, t));
+        if t == n_tok
+            || t - t0 == qt
+            || b.seq_offsets[t] != b.seq_offsets[t0]
+            || mine(t) != mine(t0)
+        {
+            if mine(t0) {
+                tiles.push((t0, t));
+            }
             t0 = t;
         }
     }

@@ -51,6 +51,8 @@ pub struct Workspace {
     logits: Vec<f32>,
     positions: Vec<usize>,
     tok_seq: Vec<(usize, usize)>,
+    /// Per token: attention in f32 (its sequence has at least `F32_MIN_TOKENS` in the call).
+    f32_tokens: Vec<bool>,
     offsets: Vec<usize>,
     seq_offs: Vec<usize>,
     write_slots: Vec<usize>,
@@ -159,6 +161,7 @@ impl Model {
         let n_tok: usize = batch.iter().map(|s| s.tokens.len()).sum();
         ws.positions.clear();
         ws.tok_seq.clear();
+        ws.f32_tokens.clear();
         ws.offsets.clear();
         ws.write_slots.clear();
         ws.logit_rows.clear();
@@ -177,6 +180,7 @@ impl Model {
                 let pos = starts[i] + j;
                 ws.positions.push(pos);
                 ws.tok_seq.push((base, len));
+                ws.f32_tokens.push(s.tokens.len() >= F32_MIN_TOKENS);
                 ws.write_slots.push(ws.seq_offs[pos]);
                 let want = match s.logits {
                     Logits::None => false,
@@ -315,7 +319,8 @@ impl Model {
             head_dim: hd,
             scale: c.attn_scale,
             window: c.layer_window(il),
-            precision: if n < F32_MIN_TOKENS { AttnPrecision::F16 } else { AttnPrecision::F32 },
+            precision: AttnPrecision::F16,
+            f32_tokens: Some(&ws.f32_tokens),
         };
         let (kc, vc) = kv.layer(il);
         attend(pool, &ab, &ws.q, kc, vc, &mut ws.att);
