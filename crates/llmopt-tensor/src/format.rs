@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use crate::codec::{float, kquants, legacy};
+use crate::codec::kquants_encode as kenc;
+use crate::codec::{float, kquants, legacy, weighted as w};
 use crate::TensorError;
 
 /// A ggml tensor type, with ggml's numeric ids (`enum ggml_type`), as stored in GGUF files.
@@ -46,6 +47,9 @@ pub enum GgmlType {
 pub type DecodeFn = fn(src: &[u8], dst: &mut [f32]);
 /// Encode f32s into whole blocks of bytes.
 pub type EncodeFn = fn(src: &[f32], dst: &mut [u8]);
+/// Encode one row of f32s into whole blocks, given one importance per column
+/// (`weights.len() == src.len()`).
+pub type EncodeWeightedFn = fn(src: &[f32], weights: &[f32], dst: &mut [u8]);
 
 /// Everything the workspace needs to know about one storage format.
 #[derive(Debug)]
@@ -63,12 +67,15 @@ pub struct FormatSpec {
     pub to_f32: DecodeFn,
     /// Scalar reference encoder (ggml's `quantize_row_*_ref`), if written.
     pub from_f32: Option<EncodeFn>,
+    /// Importance-weighted encoder of one row (ggml's `quantize_row_*_impl` given an imatrix), for
+    /// the types whose ggml quantizer uses importances.
+    pub from_f32_weighted: Option<EncodeWeightedFn>,
     /// The activation format a dot product with this weight type quantizes its input to.
     pub vec_dot_type: GgmlType,
 }
 
 macro_rules! row {
-    ($ty:ident, $name:literal, $len:expr, $bytes:expr, $to:expr, $from:expr, $vdt:ident) => {
+    ($ty:ident, $name:literal, $len:expr, $bytes:expr, $to:expr, $from:expr, $weighted:expr, $vdt:ident) => {
         FormatSpec {
             ty: GgmlType::$ty,
             name: $name,
@@ -76,6 +83,7 @@ macro_rules! row {
             block_bytes: $bytes,
             to_f32: $to,
             from_f32: $from,
+            from_f32_weighted: $weighted,
             vec_dot_type: GgmlType::$vdt,
         }
     };
@@ -84,21 +92,21 @@ macro_rules! row {
 /// The format table, one row per [`GgmlType`] (order is not significant).
 #[rustfmt::skip]
 pub static FORMATS: [FormatSpec; 15] = [
-    row!(F32,  "f32",  1,   4,   float::f32_to_f32,   Some(float::f32_from_f32),   F32),
-    row!(F16,  "f16",  1,   2,   float::f16_to_f32s,  Some(float::f16_from_f32s),  F16),
-    row!(BF16, "bf16", 1,   2,   float::bf16_to_f32s, Some(float::bf16_from_f32s), BF16),
-    row!(Q4_0, "q4_0", 32,  18,  legacy::q4_0_to_f32, Some(legacy::q4_0_from_f32), Q8_0),
-    row!(Q4_1, "q4_1", 32,  20,  legacy::q4_1_to_f32, Some(legacy::q4_1_from_f32), Q8_1),
-    row!(Q5_0, "q5_0", 32,  22,  legacy::q5_0_to_f32, Some(legacy::q5_0_from_f32), Q8_0),
-    row!(Q5_1, "q5_1", 32,  24,  legacy::q5_1_to_f32, Some(legacy::q5_1_from_f32), Q8_1),
-    row!(Q8_0, "q8_0", 32,  34,  legacy::q8_0_to_f32, Some(legacy::q8_0_from_f32), Q8_0),
-    row!(Q8_1, "q8_1", 32,  36,  legacy::q8_1_to_f32, Some(legacy::q8_1_from_f32), Q8_1),
-    row!(Q2_K, "q2_K", 256, 84,  kquants::q2_k_to_f32, None,                       Q8_K),
-    row!(Q3_K, "q3_K", 256, 110, kquants::q3_k_to_f32, None,                       Q8_K),
-    row!(Q4_K, "q4_K", 256, 144, kquants::q4_k_to_f32, None,                       Q8_K),
-    row!(Q5_K, "q5_K", 256, 176, kquants::q5_k_to_f32, None,                       Q8_K),
-    row!(Q6_K, "q6_K", 256, 210, kquants::q6_k_to_f32, None,                       Q8_K),
-    row!(Q8_K, "q8_K", 256, 292, kquants::q8_k_to_f32, Some(kquants::q8_k_from_f32), Q8_K),
+    row!(F32,  "f32",  1,   4,   float::f32_to_f32,    Some(float::f32_from_f32),   None,                   F32),
+    row!(F16,  "f16",  1,   2,   float::f16_to_f32s,   Some(float::f16_from_f32s),  None,                   F16),
+    row!(BF16, "bf16", 1,   2,   float::bf16_to_f32s,  Some(float::bf16_from_f32s), None,                   BF16),
+    row!(Q4_0, "q4_0", 32,  18,  legacy::q4_0_to_f32,  Some(legacy::q4_0_from_f32), Some(w::q4_0_weighted), Q8_0),
+    row!(Q4_1, "q4_1", 32,  20,  legacy::q4_1_to_f32,  Some(legacy::q4_1_from_f32), Some(w::q4_1_weighted), Q8_1),
+    row!(Q5_0, "q5_0", 32,  22,  legacy::q5_0_to_f32,  Some(legacy::q5_0_from_f32), Some(w::q5_0_weighted), Q8_0),
+    row!(Q5_1, "q5_1", 32,  24,  legacy::q5_1_to_f32,  Some(legacy::q5_1_from_f32), Some(w::q5_1_weighted), Q8_1),
+    row!(Q8_0, "q8_0", 32,  34,  legacy::q8_0_to_f32,  Some(legacy::q8_0_from_f32), None,                   Q8_0),
+    row!(Q8_1, "q8_1", 32,  36,  legacy::q8_1_to_f32,  Some(legacy::q8_1_from_f32), None,                   Q8_1),
+    row!(Q2_K, "q2_K", 256, 84,  kquants::q2_k_to_f32, Some(kenc::q2_k_from_f32),   Some(w::q2_k_weighted), Q8_K),
+    row!(Q3_K, "q3_K", 256, 110, kquants::q3_k_to_f32, Some(kenc::q3_k_from_f32),   Some(w::q3_k_weighted), Q8_K),
+    row!(Q4_K, "q4_K", 256, 144, kquants::q4_k_to_f32, Some(kenc::q4_k_from_f32),   Some(w::q4_k_weighted), Q8_K),
+    row!(Q5_K, "q5_K", 256, 176, kquants::q5_k_to_f32, Some(kenc::q5_k_from_f32),   Some(w::q5_k_weighted), Q8_K),
+    row!(Q6_K, "q6_K", 256, 210, kquants::q6_k_to_f32, Some(kenc::q6_k_from_f32),   Some(w::q6_k_weighted), Q8_K),
+    row!(Q8_K, "q8_K", 256, 292, kquants::q8_k_to_f32, Some(kquants::q8_k_from_f32), None,                 Q8_K),
 ];
 
 impl GgmlType {
@@ -164,12 +172,37 @@ impl GgmlType {
         Ok(())
     }
 
-    /// Encode `src` into `dst` with the reference quantizer, checking both lengths.
+    /// Encode `src` into `dst` with the reference quantizer, checking both lengths. For the ggml
+    /// formats this is also what `ggml_quantize_chunk` (llama-quantize) writes without an imatrix.
     pub fn from_f32(self, src: &[f32], dst: &mut [u8]) -> Result<(), TensorError> {
         let enc = self.spec().from_f32.ok_or(TensorError::NoQuantizer(self))?;
         let expected = self.row_bytes(src.len())?;
         check_len("quantized destination", expected, dst.len(), "bytes")?;
         enc(src, dst);
+        Ok(())
+    }
+
+    /// Encode one row with per-column importances (an imatrix entry: `weights.len() ==
+    /// src.len()`), writing what llama.cpp's `ggml_quantize_chunk` writes when given them.
+    ///
+    /// Types without a weighted encoder in [`FORMATS`] (floats, Q8_0, and the activation formats)
+    /// ignore the importances, as ggml's `quantize_q8_0` does, and use [`GgmlType::from_f32`].
+    /// For the others the row boundary matters: Q4_0..Q5_1 mix in the mean square of the whole
+    /// row, so encode each row with its own call. Importances are used as given (llama-quantize
+    /// rejects non-finite imatrix values when it loads them).
+    pub fn quantize_row_weighted(
+        self,
+        src: &[f32],
+        weights: &[f32],
+        dst: &mut [u8],
+    ) -> Result<(), TensorError> {
+        check_len("importance weights", src.len(), weights.len(), "elements")?;
+        let Some(enc) = self.spec().from_f32_weighted else {
+            return self.from_f32(src, dst);
+        };
+        let expected = self.row_bytes(src.len())?;
+        check_len("quantized destination", expected, dst.len(), "bytes")?;
+        enc(src, weights, dst);
         Ok(())
     }
 }

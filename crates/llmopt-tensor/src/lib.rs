@@ -2,21 +2,23 @@
 //!
 //! Every storage format we read or write is one row of [`FORMATS`] (a [`FormatSpec`]): block
 //! length, bytes per block, its scalar decoder (`to_f32`), its scalar reference encoder
-//! (`from_f32`, where one exists) and the activation format its dot products use. Nothing else
-//! in the workspace should `match` on [`GgmlType`] to learn those facts: adding a format is one
-//! row here plus one codec (and kernels in `llmopt-kernels`), the way ggml's `type_traits` works.
+//! (`from_f32`), its importance-weighted encoder (`from_f32_weighted`, where ggml has one) and
+//! the activation format its dot products use. Nothing else in the workspace should `match` on
+//! [`GgmlType`] to learn those facts: adding a format is one row here plus one codec (and kernels
+//! in `llmopt-kernels`), the way ggml's `type_traits` works.
 //!
 //! Block layouts are byte-identical to ggml's `ggml-common.h`, little-endian, and are handled as
 //! byte slices (no `#[repr(C)]` casts), so data straight from an mmapped GGUF file needs no
 //! alignment. Decoders reproduce ggml's `dequantize_row_*` bit for bit (same float operations in
-//! the same order, never fused); encoders reproduce ggml's `quantize_row_*_ref`.
+//! the same order, never fused); encoders reproduce ggml's `quantize_row_*_ref`, and weighted
+//! encoders what `ggml_quantize_chunk` writes given an importance matrix.
 
 mod codec;
 mod format;
 
 pub use codec::float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
 pub use codec::kquants::{get_scale_min_k4, q3_k_scales, q6_k_value};
-pub use format::{DecodeFn, EncodeFn, FormatSpec, GgmlType, FORMATS};
+pub use format::{DecodeFn, EncodeFn, EncodeWeightedFn, FormatSpec, GgmlType, FORMATS};
 
 /// Elements per super-block of the K-quants (`QK_K` in ggml).
 pub const QK_K: usize = 256;

@@ -64,11 +64,8 @@ pub(crate) fn q4_0_from_f32(src: &[f32], dst: &mut [u8]) {
         let d = signed_absmax(x) / -8.0;
         let id = inv(d);
         wr_f16(b, 0, d);
-        for j in 0..HALF {
-            let q0 = ((x[j] * id + 8.5) as i8).min(15) as u8;
-            let q1 = ((x[j + HALF] * id + 8.5) as i8).min(15) as u8;
-            b[2 + j] = q0 | (q1 << 4);
-        }
+        let l: [u8; QK] = std::array::from_fn(|j| ((x[j] * id + 8.5) as i8).min(15) as u8);
+        pack_q4(&l, &mut b[2..]);
     }
 }
 
@@ -92,12 +89,31 @@ pub(crate) fn q4_1_from_f32(src: &[f32], dst: &mut [u8]) {
         let id = inv(d);
         wr_f16(b, 0, d);
         wr_f16(b, 2, min);
-        for j in 0..HALF {
-            let q0 = (((x[j] - min) * id + 0.5) as i8).min(15) as u8;
-            let q1 = (((x[j + HALF] - min) * id + 0.5) as i8).min(15) as u8;
-            b[4 + j] = q0 | (q1 << 4);
-        }
+        let l: [u8; QK] = std::array::from_fn(|j| (((x[j] - min) * id + 0.5) as i8).min(15) as u8);
+        pack_q4(&l, &mut b[4..]);
     }
+}
+
+/// Pack 32 four-bit levels into 16 bytes: byte `j` holds element `j` (low) and `j + 16` (high).
+#[inline(always)]
+pub(crate) fn pack_q4(l: &[u8; QK], qs: &mut [u8]) {
+    for j in 0..HALF {
+        qs[j] = l[j] | (l[j + HALF] << 4);
+    }
+}
+
+/// Pack 32 five-bit levels into `qh[4]` (bit `j` = fifth bit of element `j`) then `qs[16]`
+/// (the low nibbles, as [`pack_q4`]).
+#[inline(always)]
+pub(crate) fn pack_q5(l: &[u8; QK], b: &mut [u8]) {
+    let mut qh = 0u32;
+    for j in 0..HALF {
+        let (q0, q1) = (l[j], l[j + HALF]);
+        b[4 + j] = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
+        qh |= u32::from((q0 & 0x10) >> 4) << j;
+        qh |= u32::from((q1 & 0x10) >> 4) << (j + HALF);
+    }
+    b[..4].copy_from_slice(&qh.to_le_bytes());
 }
 
 #[inline(always)]
@@ -132,15 +148,8 @@ pub(crate) fn q5_0_from_f32(src: &[f32], dst: &mut [u8]) {
         let d = signed_absmax(x) / -16.0;
         let id = inv(d);
         wr_f16(b, 0, d);
-        let mut qh = 0u32;
-        for j in 0..HALF {
-            let q0 = ((x[j] * id + 16.5) as i8).min(31) as u8;
-            let q1 = ((x[j + HALF] * id + 16.5) as i8).min(31) as u8;
-            b[6 + j] = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
-            qh |= u32::from((q0 & 0x10) >> 4) << j;
-            qh |= u32::from((q1 & 0x10) >> 4) << (j + HALF);
-        }
-        b[2..6].copy_from_slice(&qh.to_le_bytes());
+        let l: [u8; QK] = std::array::from_fn(|j| ((x[j] * id + 16.5) as i8).min(31) as u8);
+        pack_q5(&l, &mut b[2..]);
     }
 }
 
@@ -165,16 +174,9 @@ pub(crate) fn q5_1_from_f32(src: &[f32], dst: &mut [u8]) {
         let id = inv(d);
         wr_f16(b, 0, d);
         wr_f16(b, 2, min);
-        let mut qh = 0u32;
-        for j in 0..HALF {
-            // ggml clamps nothing here: (x - min) * id is at most 31 (+ rounding).
-            let q0 = ((x[j] - min) * id + 0.5) as u8;
-            let q1 = ((x[j + HALF] - min) * id + 0.5) as u8;
-            b[8 + j] = (q0 & 0x0f) | ((q1 & 0x0f) << 4);
-            qh |= u32::from((q0 & 0x10) >> 4) << j;
-            qh |= u32::from((q1 & 0x10) >> 4) << (j + HALF);
-        }
-        b[4..8].copy_from_slice(&qh.to_le_bytes());
+        // ggml clamps nothing here: (x - min) * id is at most 31 (+ rounding).
+        let l: [u8; QK] = std::array::from_fn(|j| ((x[j] - min) * id + 0.5) as u8);
+        pack_q5(&l, &mut b[4..]);
     }
 }
 

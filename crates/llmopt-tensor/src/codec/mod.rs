@@ -3,7 +3,10 @@
 
 pub(crate) mod float;
 pub(crate) mod kquants;
+pub(crate) mod kquants_encode;
 pub(crate) mod legacy;
+pub(crate) mod scale_search;
+pub(crate) mod weighted;
 
 use half::f16;
 
