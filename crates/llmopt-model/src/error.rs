@@ -19,6 +19,8 @@ pub enum ModelError {
     KvCacheFull { needed_tokens: usize, capacity: usize },
     #[error("cannot fork the first {len} tokens of a sequence that holds {have}")]
     ForkBeyondEnd { len: usize, have: usize },
+    #[error("{blocks} blocks cannot hold a sequence of {len} tokens, or one of them is free")]
+    BadBlocks { len: usize, blocks: usize },
     #[error("sequence {0} is not in the KV cache")]
     UnknownSequence(u32),
     #[error("sequence would reach position {needed}, past the context length {context}")]

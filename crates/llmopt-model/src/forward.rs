@@ -51,8 +51,10 @@ pub struct Workspace {
     logits: Vec<f32>,
     positions: Vec<usize>,
     tok_seq: Vec<(usize, usize)>,
-    /// Per token: attention in f32 (its sequence has at least `F32_MIN_TOKENS` in the call).
+    /// Per token: attention in f32 (its sequence has at least `f32_min_tokens` in the call).
     f32_tokens: Vec<bool>,
+    /// Set by [`Workspace::set_f32_min_tokens`]; `None` means [`F32_MIN_TOKENS`].
+    f32_min_tokens: Option<usize>,
     offsets: Vec<usize>,
     seq_offs: Vec<usize>,
     write_slots: Vec<usize>,
@@ -72,6 +74,13 @@ impl Workspace {
     /// An empty workspace; buffers grow on first use.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A sequence with at least `n` tokens in a forward call gets f32 attention, fewer get f16
+    /// (default [`F32_MIN_TOKENS`], llama.cpp's switch). The serving engine sets 2: every prompt
+    /// token in f32, every decoded token in f16, however prompts are split into chunks.
+    pub fn set_f32_min_tokens(&mut self, n: usize) {
+        self.f32_min_tokens = Some(n.max(1));
     }
 
     /// The logits row of the last token that asked for logits in the latest forward call.
@@ -180,7 +189,7 @@ impl Model {
                 let pos = starts[i] + j;
                 ws.positions.push(pos);
                 ws.tok_seq.push((base, len));
-                ws.f32_tokens.push(s.tokens.len() >= F32_MIN_TOKENS);
+                ws.f32_tokens.push(s.tokens.len() >= ws.f32_min_tokens.unwrap_or(F32_MIN_TOKENS));
                 ws.write_slots.push(ws.seq_offs[pos]);
                 let want = match s.logits {
                     Logits::None => false,

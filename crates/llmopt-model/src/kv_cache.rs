@@ -32,6 +32,9 @@ pub struct KvCache {
     seqs: Vec<Option<SeqState>>,
 }
 
+/// Index of a block of token slots.
+pub type BlockId = u32;
+
 /// Default number of token slots per block.
 pub const DEFAULT_BLOCK_SIZE: usize = 16;
 
@@ -83,6 +86,74 @@ impl KvCache {
         state.blocks.extend_from_slice(&blocks);
         state.len = len;
         Ok(child)
+    }
+
+    /// Starts a sequence of `len` tokens on existing `blocks` (held elsewhere, e.g. by a prefix
+    /// cache), sharing them as [`KvCache::fork_sequence`] does. `blocks` must be exactly the
+    /// blocks `len` tokens fill, each held already.
+    pub fn add_sequence_on(&mut self, blocks: &[BlockId], len: usize) -> Result<SeqId, ModelError> {
+        if len.div_ceil(self.block_size) != blocks.len()
+            || blocks.iter().any(|&b| self.refs.get(b as usize).is_none_or(|&r| r == 0))
+        {
+            return Err(ModelError::BadBlocks { len, blocks: blocks.len() });
+        }
+        let id = self.add_sequence();
+        for &b in blocks {
+            self.refs[b as usize] += 1;
+        }
+        let state = self.seqs[id.0 as usize].as_mut().ok_or(ModelError::UnknownSequence(id.0))?;
+        state.blocks.extend_from_slice(blocks);
+        state.len = len;
+        Ok(id)
+    }
+
+    /// The blocks holding a sequence's tokens, in position order.
+    pub fn block_table(&self, id: SeqId) -> Result<&[BlockId], ModelError> {
+        Ok(&self.state(id)?.blocks)
+    }
+
+    /// How many holders (block tables and [`KvCache::retain_block`] calls) a block has.
+    pub fn block_refs(&self, block: BlockId) -> u32 {
+        self.refs.get(block as usize).copied().unwrap_or(0)
+    }
+
+    /// Adds a holder outside any sequence to a block that is held already (a prefix cache keeps
+    /// finished sequences' blocks this way); false when the block is free or out of range.
+    pub fn retain_block(&mut self, block: BlockId) -> bool {
+        match self.refs.get_mut(block as usize) {
+            Some(r) if *r > 0 => {
+                *r += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops a hold taken by [`KvCache::retain_block`]; the block is free when none is left.
+    pub fn release_block(&mut self, block: BlockId) {
+        if self.refs.get(block as usize).is_some_and(|&r| r > 0) {
+            self.release(block);
+        }
+    }
+
+    /// Blocks free for new tokens.
+    pub fn free_blocks(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Token slots per block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Blocks growing sequence `id` to `new_len` tokens would take from the free list (new
+    /// blocks, plus one when the first new token lands in a shared, partly filled block).
+    pub fn blocks_needed(&self, id: SeqId, new_len: usize) -> Result<usize, ModelError> {
+        let s = self.state(id)?;
+        let bs = self.block_size;
+        let cow =
+            new_len > s.len && s.len % bs != 0 && self.refs[s.blocks[s.len / bs] as usize] > 1;
+        Ok(new_len.div_ceil(bs).saturating_sub(s.blocks.len()) + usize::from(cow))
     }
 
     /// Drops one table's hold on a block, returning it to the free list when none is left.
@@ -343,5 +414,49 @@ mod tests {
         assert_eq!(k[off + 1].to_f32(), 2.0);
         assert_eq!(k[off + 3], f16::from_f32(1.0 / 3.0));
         assert_eq!(v[off].to_f32(), 4.0);
+    }
+
+    #[test]
+    fn retained_blocks_outlive_their_sequence_and_start_new_ones() {
+        let mut kv = KvCache::new(&cfg(), 96, 16); // 6 blocks
+        let a = kv.add_sequence();
+        kv.reserve(a, 40).unwrap(); // 3 blocks, the last partly filled
+        kv.write(0, kv.slot_offset(a, 17), &[1.0; 4], &[2.0; 4]);
+        let table = kv.block_table(a).unwrap().to_vec();
+        assert_eq!(table.len(), 3);
+        // A prefix cache keeps the two full blocks.
+        assert!(table[..2].iter().all(|&b| kv.retain_block(b)));
+        assert_eq!(kv.block_refs(table[0]), 2);
+        assert_eq!(kv.blocks_needed(a, 48).unwrap(), 0);
+        assert_eq!(kv.blocks_needed(a, 49).unwrap(), 1);
+        kv.remove_sequence(a);
+        assert_eq!(kv.free_blocks(), 4, "the retained blocks stay held");
+        assert!(!kv.retain_block(table[2]), "a free block cannot be retained");
+        assert!(!kv.retain_block(99));
+        // A new sequence on the cached blocks sees the same keys.
+        let b = kv.add_sequence_on(&table[..2], 32).unwrap();
+        assert_eq!(kv.seq_len(b).unwrap(), 32);
+        assert_eq!(kv.slot_offset(b, 17), {
+            let bs = kv.block_size();
+            (table[1] as usize * bs + 1) * kv.kv_dim
+        });
+        assert_eq!(kv.layer(0).0[kv.slot_offset(b, 17)].to_f32(), 1.0);
+        // Wrong block counts and free blocks are refused.
+        assert!(matches!(kv.add_sequence_on(&table[..2], 33), Err(ModelError::BadBlocks { .. })));
+        assert!(matches!(kv.add_sequence_on(&table[..1], 32), Err(ModelError::BadBlocks { .. })));
+        assert!(matches!(kv.add_sequence_on(&table[2..], 5), Err(ModelError::BadBlocks { .. })));
+        // Mid-block start on a shared block: the first write copies it.
+        let c = kv.add_sequence_on(&table[..2], 20).unwrap();
+        assert_eq!(kv.blocks_needed(c, 21).unwrap(), 1, "copy-on-write of the shared block");
+        kv.reserve(c, 21).unwrap();
+        assert_ne!(kv.block_table(c).unwrap()[1], table[1]);
+        kv.remove_sequence(b);
+        kv.remove_sequence(c);
+        for &t in &table[..2] {
+            kv.release_block(t);
+        }
+        assert_eq!(kv.free_blocks(), 6);
+        kv.release_block(table[0]); // releasing a free block is a no-op
+        assert_eq!(kv.free_blocks(), 6);
     }
 }

@@ -19,7 +19,7 @@ pub use config::ModelConfig;
 pub use error::ModelError;
 pub use forward::{Logits, SeqInput, Workspace};
 pub use hf::{HfLoadError, SafetensorsSource};
-pub use kv_cache::{KvCache, SeqId, DEFAULT_BLOCK_SIZE};
+pub use kv_cache::{BlockId, KvCache, SeqId, DEFAULT_BLOCK_SIZE};
 pub use linear::{Bytes, Linear, Weight};
 pub use model::{Layer, Model, SourceTensor, TensorSource};
 pub use observer::{Observer, Step};
