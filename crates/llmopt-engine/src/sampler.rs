@@ -1,4 +1,5 @@
-//! Token sampling in llama.cpp's order: repetition penalty, top-k, top-p, min-p, temperature, draw.
+//! Token sampling in llama.cpp's order: penalties (repetition, frequency, presence), top-k, top-p,
+//! min-p, temperature, draw.
 //! Temperature 0 is greedy (argmax after the penalty). Buffers are kept, so sampling allocates nothing.
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -16,8 +17,12 @@ pub struct SamplerConfig {
     pub min_p: f32,
     /// Divide positive (multiply negative) logits of recently seen tokens by this (1 = off).
     pub repeat_penalty: f32,
-    /// How many recent tokens the penalty looks at.
+    /// How many recent tokens the penalties look at.
     pub repeat_last_n: usize,
+    /// Subtracted from a recent token's logit once per occurrence (OpenAI's; 0 = off).
+    pub frequency_penalty: f32,
+    /// Subtracted from the logit of every token seen recently (OpenAI's; 0 = off).
+    pub presence_penalty: f32,
     pub seed: u64,
 }
 
@@ -30,6 +35,8 @@ impl Default for SamplerConfig {
             min_p: 0.05,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             seed: 0,
         }
     }
@@ -59,6 +66,12 @@ impl SamplerConfig {
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
             return bad("repeat-penalty", self.repeat_penalty, "must be a finite number > 0");
+        }
+        if !(-2.0..=2.0).contains(&self.frequency_penalty) {
+            return bad("frequency-penalty", self.frequency_penalty, "must be in [-2, 2]");
+        }
+        if !(-2.0..=2.0).contains(&self.presence_penalty) {
+            return bad("presence-penalty", self.presence_penalty, "must be in [-2, 2]");
         }
         Ok(())
     }
@@ -90,19 +103,18 @@ impl Sampler {
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         self.logits.clear();
         self.logits.extend_from_slice(logits);
-        if self.cfg.repeat_penalty != 1.0 {
-            let recent = &history[history.len().saturating_sub(self.cfg.repeat_last_n)..];
-            // Each distinct token is penalised once, as in llama.cpp.
+        let c = &self.cfg;
+        if c.repeat_penalty != 1.0 || c.frequency_penalty != 0.0 || c.presence_penalty != 0.0 {
+            let recent = &history[history.len().saturating_sub(c.repeat_last_n)..];
+            // Each distinct token is penalised once, with its count, as in llama.cpp.
             for (i, &t) in recent.iter().enumerate() {
                 if recent[..i].contains(&t) {
                     continue;
                 }
+                let count = recent[i..].iter().filter(|&&u| u == t).count() as f32;
                 if let Some(l) = self.logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 {
-                        *l / self.cfg.repeat_penalty
-                    } else {
-                        *l * self.cfg.repeat_penalty
-                    };
+                    *l = if *l > 0.0 { *l / c.repeat_penalty } else { *l * c.repeat_penalty };
+                    *l -= count * c.frequency_penalty + c.presence_penalty;
                 }
             }
         }
@@ -172,6 +184,8 @@ mod tests {
             min_p: 0.0,
             repeat_penalty: 1.0,
             repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
             seed: 7,
         }
     }
@@ -183,6 +197,15 @@ mod tests {
         assert_eq!(s.sample(&logits, &[]), 1);
         let mut s = Sampler::new(SamplerConfig { repeat_penalty: 1.2, ..cfg(0.0) }).unwrap();
         assert_eq!(s.sample(&logits, &[1, 1, 1]), 2);
+        // Frequency: token 1 seen twice loses 2 × 0.1 = 0.2 and falls below token 2 (1.9).
+        let mut s = Sampler::new(SamplerConfig { frequency_penalty: 0.1, ..cfg(0.0) }).unwrap();
+        assert_eq!(s.sample(&logits, &[1]), 1, "2.0 - 0.1 still wins");
+        assert_eq!(s.sample(&logits, &[1, 3, 1]), 2);
+        // Presence: once, however often; a negative value rewards repeats.
+        let mut s = Sampler::new(SamplerConfig { presence_penalty: 0.05, ..cfg(0.0) }).unwrap();
+        assert_eq!(s.sample(&logits, &[1, 1, 1, 1]), 1, "2.0 - 0.05 still wins");
+        let mut s = Sampler::new(SamplerConfig { presence_penalty: -2.0, ..cfg(0.0) }).unwrap();
+        assert_eq!(s.sample(&logits, &[0]), 0, "0.1 + 2.0 wins");
     }
 
     #[test]
@@ -222,6 +245,8 @@ mod tests {
             (SamplerConfig { top_p: 1.5, ..cfg(1.0) }, "top-p"),
             (SamplerConfig { min_p: -0.1, ..cfg(1.0) }, "min-p"),
             (SamplerConfig { repeat_penalty: 0.0, ..cfg(1.0) }, "repeat-penalty"),
+            (SamplerConfig { frequency_penalty: 2.5, ..cfg(1.0) }, "frequency-penalty"),
+            (SamplerConfig { presence_penalty: -3.0, ..cfg(1.0) }, "presence-penalty"),
         ] {
             let err = Sampler::new(c).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");

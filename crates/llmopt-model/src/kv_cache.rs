@@ -223,7 +223,7 @@ impl KvCache {
 
     /// Grows a sequence to `new_len` tokens, taking blocks from the free list; all or nothing. A
     /// shared block the new tokens would be written into is first copied (copy-on-write).
-    pub(crate) fn reserve(&mut self, id: SeqId, new_len: usize) -> Result<(), ModelError> {
+    pub fn reserve(&mut self, id: SeqId, new_len: usize) -> Result<(), ModelError> {
         let bs = self.block_size;
         let (len, have) = {
             let s = self.state(id)?;

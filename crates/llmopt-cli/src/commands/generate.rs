@@ -22,6 +22,7 @@ pub fn sampler(s: &SamplingArgs) -> Result<Sampler> {
         repeat_penalty: s.repeat_penalty,
         repeat_last_n: 64,
         seed: s.seed,
+        ..SamplerConfig::default()
     };
     Ok(Sampler::new(cfg)?)
 }
