@@ -5,6 +5,7 @@
 mod bench;
 mod cost;
 mod energy;
+pub mod html;
 mod memory;
 mod profile;
 pub mod report;

@@ -1,5 +1,8 @@
-//! Test-only helper: paths of the real models and data that `scripts/setup` installs. A missing file
-//! fails the test with the command to run, never skips it.
+//! Test-only helper: paths of the real models and data that `scripts/setup` installs, and screenshots
+//! of HTML reports in headless Chromium ([`browser`]). Anything missing fails the test with the
+//! command to run, never skips it.
+
+pub mod browser;
 
 use std::path::PathBuf;
 
