@@ -45,7 +45,7 @@ pub enum Command {
     Eval(EvalCommand),
     /// The stored history of runs: list, show, compare two, export as CSV.
     #[command(
-        after_help = "Examples:\n  llmopt runs list --model SmolLM2 --kind bench\n  llmopt runs show 12 --json\n  llmopt runs compare 12 15\n  llmopt runs export --csv --out runs.csv\n\nbench records every successful run (unless --no-store) with its command line, the model\nfile's SHA-256, the host, the llmopt version and commit, its metrics and its JSON report."
+        after_help = "Examples:\n  llmopt runs list --model SmolLM2 --kind bench\n  llmopt runs show 12 --json\n  llmopt runs compare 12 15\n  llmopt runs report 12 15 18 --html tradeoff.html\n  llmopt runs export --csv --out runs.csv\n\nbench records every successful run (unless --no-store) with its command line, the model\nfile's SHA-256, the host, the llmopt version and commit, its metrics and its JSON report."
     )]
     Runs(RunsArgs),
 }
@@ -388,6 +388,12 @@ pub enum RunsCommand {
     /// Two runs' metrics side by side: delta, ratio and a verdict per metric (better, worse, or
     /// within noise: |delta| <= 2 sqrt(se_a^2 + se_b^2)); without spreads, the delta alone.
     Compare(RunsCompareArgs),
+    /// Several runs as one HTML page: a Pareto chart of model file size against KL divergence,
+    /// marker area by speed, and a table of the model files.
+    #[command(
+        after_help = "Example:\n  llmopt eval compare f16.gguf q4_1.gguf        # run 7: kld of q4_1 against f16\n  llmopt bench -m f16.gguf; llmopt bench -m q4_1.gguf   # runs 8 and 9: tg128\n  llmopt runs report 7 8 9 --html tradeoff.html\n\nOne point per model file: runs are grouped by the file's SHA-256, and each metric comes from\nthe newest run that has it: size from the store's record of the file, KLD from the `kld`\nmetric (eval compare, eval perplexity --kl-base), speed from the --speed metric (bench).\nAn eval compare run also places its base model (matched by file size, else added) as the\nbaseline. A file without a `kld` metric is drawn as a baseline (KLD 0); a warning says so\nwhen there are several. The page is self-contained (inline SVG, no scripts); it is written\nto a temporary file first and renamed, so FILE is never half written."
+    )]
+    Report(RunsReportArgs),
     /// Every stored run as CSV, one row per run and metric, oldest first.
     Export(RunsExportArgs),
 }
@@ -426,6 +432,29 @@ pub struct RunsCompareArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the two runs' model files as an HTML page of size, KLD and speed (as `runs
+    /// report` does).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// The metric that gives the speed on the --html page.
+    #[arg(long, value_name = "METRIC", default_value = "tg128")]
+    pub speed: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsReportArgs {
+    /// The runs' ids (see `llmopt runs list`).
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<i64>,
+    /// Write the report to FILE (HTML).
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
+    /// The metric that gives each model file's speed (marker area): tg128, pp512, ...
+    #[arg(long, value_name = "METRIC", default_value = "tg128")]
+    pub speed: String,
+    /// The page's title [default: "Size, KLD and speed of runs ..."].
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -181,3 +181,133 @@ fn a_store_that_cannot_be_written_never_fails_the_run() {
     assert!(err.contains("not a run store"), "{err}");
     assert_eq!(std::fs::read(&garbage).unwrap(), vec![b'x'; 4096]);
 }
+
+/// A stored run of `kind` on `file` (name, SHA-256 tag, MB) with `metrics` (name, value, unit).
+fn record(
+    kind: &str,
+    file: Option<(&str, &str, f64)>,
+    metrics: &[(&str, f64, &str)],
+    report: Option<String>,
+) -> llmopt_store::RunRecord {
+    use llmopt_store::{Better, Host, Metric, ModelFile, RunRecord, Status};
+    RunRecord {
+        kind: kind.into(),
+        argv: vec!["llmopt".into(), kind.into()],
+        model: file.map(|(name, tag, mb)| ModelFile {
+            path: format!("models/{name}"),
+            sha256: tag.repeat(64 / tag.len()),
+            size: (mb * 1e6) as u64,
+        }),
+        host: Host::detect(),
+        llmopt_version: "0.1.0".into(),
+        llmopt_commit: "test".into(),
+        started_at: "2025-01-01T00:00:00Z".into(),
+        finished_at: "2025-01-01T00:00:01Z".into(),
+        status: if metrics.is_empty() { Status::Failed } else { Status::Ok },
+        metrics: metrics.iter().map(|&(n, v, u)| Metric::new(n, v, u, Better::None)).collect(),
+        report,
+    }
+}
+
+#[test]
+fn runs_report_draws_one_point_per_model_file() {
+    let tmp = TempDir::new("cli-runs-report");
+    let store = tmp.path().join("runs.sqlite");
+    let base = |mb: f64| {
+        Some(format!(
+            r#"{{"base": {{"path": "models/f16.gguf", "file_bytes": {}}}}}"#,
+            (mb * 1e6) as u64
+        ))
+    };
+    let (f16, q8, q4, q4km) = (
+        ("f16.gguf", "a", 270.9),
+        ("q8_0.gguf", "b", 144.8),
+        ("q4_1.gguf", "c", 98.9),
+        ("q4_k_m.gguf", "d", 105.5),
+    );
+    let compare =
+        |file, kld| record("eval.compare", Some(file), &[("kld", kld, "nats")], base(270.9));
+    let bench = |file, tg| {
+        record("bench", Some(file), &[("pp512", 10.0 * tg, "t/s"), ("tg128", tg, "t/s")], None)
+    };
+    let mut s = llmopt_store::Store::open(&store).unwrap();
+    for r in [
+        bench(f16, 61.0),                     // 1
+        compare(q8, 0.0009),                  // 2
+        bench(q8, 88.0),                      // 3
+        compare(q4, 0.031),                   // 4
+        bench(q4, 121.0),                     // 5
+        bench(q4, 125.0),                     // 6: the newest tg128 of q4_1 wins
+        compare(q4km, 0.052),                 // 7: no bench run, beaten by q4_1
+        record("bench", Some(q4), &[], None), // 8: failed
+    ] {
+        s.insert(&r).unwrap();
+    }
+    drop(s);
+    let store = store.display().to_string();
+    let page = tmp.path().join("tradeoff.html");
+    let out = llmopt(&[
+        "runs",
+        "report",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "--html",
+        &page.display().to_string(),
+        "--store",
+        &store,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("wrote {} (4 model files)\n", page.display()));
+    assert!(
+        text(&out.stderr).contains("warning: run 8 (bench) has no model file or did not finish")
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    let rows: Vec<&str> = html.split("<tr>").skip(2).collect();
+    let expected = [
+        ("f16.gguf (run 1; base of 2, 4, 7)", "0 (baseline)", "61.0", "yes"),
+        ("q8_0.gguf (runs 2, 3)", "0.000900", "88.0", "yes"),
+        ("q4_k_m.gguf (run 7)", "0.0520", "-", "no"),
+        ("q4_1.gguf (runs 4, 5, 6)", "0.0310", "125", "yes"),
+    ];
+    assert_eq!(rows.len(), expected.len(), "{html}");
+    for (row, (label, kld, speed, front)) in rows.iter().zip(expected) {
+        for cell in [label, kld, speed, front] {
+            assert!(row.contains(&format!(">{cell}</td>")), "{cell} in {row}");
+        }
+    }
+    assert!(html.contains("<th>tg128 (t/s)</th>") && html.matches("<svg").count() == 1);
+    let shot =
+        llmopt_testdata::browser::screenshot(&page, (1200, 1000), &tmp.path().join("tradeoff.png"));
+    let front = llmopt_profile::html::FRONT_COLOR;
+    assert!(shot.count(front) > 1000, "the front's markers and step line are drawn");
+
+    // compare --html: the two candidates and their base (known from the compare runs' reports).
+    let page2 = tmp.path().join("compare.html").display().to_string();
+    let out = llmopt(&[
+        "runs", "compare", "2", "4", "--html", &page2, "--speed", "pp512", "--store", &store,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).ends_with(&format!("wrote {page2} (3 model files)\n")));
+    let html = std::fs::read_to_string(&page2).unwrap();
+    assert!(html.contains(">f16.gguf (base of 2, 4)</td>") && html.contains("<th>pp512</th>"));
+    let json =
+        llmopt(&["runs", "compare", "2", "4", "--json", "--html", &page2, "--store", &store]);
+    assert!(serde_json::from_slice::<Value>(&json.stdout).is_ok(), "stdout stays JSON");
+    assert!(text(&json.stderr).contains("wrote "));
+
+    assert_fails(
+        &llmopt(&["runs", "report", "1", "99", "--html", &page2, "--store", &store]),
+        &["no run with id 99", "hint:"],
+    );
+    let nowhere = tmp.path().join("missing/r.html").display().to_string();
+    assert_fails(
+        &llmopt(&["runs", "report", "1", "--html", &nowhere, "--store", &store]),
+        &["cannot write"],
+    );
+}

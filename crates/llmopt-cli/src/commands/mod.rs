@@ -9,6 +9,7 @@ mod inspect;
 pub(crate) mod long_context;
 mod profile;
 mod runs;
+mod runs_report;
 mod tasks;
 
 use std::process::ExitCode;

@@ -1,5 +1,5 @@
-//! `llmopt runs`: the stored history of runs — list, show one, compare two, export as CSV. JSON
-//! output carries `"schema": 1` and is documented in docs/json-schema.md.
+//! `llmopt runs`: the stored history of runs — list, show one, compare two, report several as an
+//! HTML page, export as CSV. JSON output carries `"schema": 1` and is documented in docs/json-schema.md.
 
 use std::io::Write;
 
@@ -8,8 +8,12 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use llmopt_store::{write_csv, Comparison, Metric, Run, RunFilter, Store, Verdict};
 use serde_json::json;
 
+use super::runs_report;
 use crate::{
-    cli::{RunsArgs, RunsCommand, RunsCompareArgs, RunsExportArgs, RunsListArgs, RunsShowArgs},
+    cli::{
+        RunsArgs, RunsCommand, RunsCompareArgs, RunsExportArgs, RunsListArgs, RunsReportArgs,
+        RunsShowArgs,
+    },
     record::store_path,
     units::human_bytes,
 };
@@ -27,6 +31,7 @@ pub fn run(args: &RunsArgs) -> Result<()> {
         RunsCommand::List(a) => list(&store, a),
         RunsCommand::Show(a) => show(&store, a),
         RunsCommand::Compare(a) => compare(&store, a),
+        RunsCommand::Report(a) => report(&store, a),
         RunsCommand::Export(a) => export(&store, a),
     }
 }
@@ -128,6 +133,7 @@ fn compare(store: &Store, args: &RunsCompareArgs) -> Result<()> {
     let c = Comparison::of(&a.record.metrics, &b.record.metrics);
     let differences = differences(&a, &b);
     let summary = format!("run {} against run {}: {}", b.id, a.id, c.summary());
+    let title = format!("Run {} against run {}: size, KLD and speed", b.id, a.id);
     if args.json {
         let strip = |r: &Run| {
             let mut r = r.clone();
@@ -152,7 +158,7 @@ fn compare(store: &Store, args: &RunsCompareArgs) -> Result<()> {
             },
         });
         println!("{v}");
-        return Ok(());
+        return html_page(&[a, b], args, &title, true);
     }
     for (label, r) in [("A", &a), ("B", &b)] {
         println!(
@@ -194,6 +200,39 @@ fn compare(store: &Store, args: &RunsCompareArgs) -> Result<()> {
     }
     println!("{table}");
     println!("{summary}");
+    html_page(&[a, b], args, &title, false)
+}
+
+/// `compare --html`: the page of the two runs; its line goes to stderr when stdout is JSON.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn html_page(runs: &[Run], args: &RunsCompareArgs, title: &str, json: bool) -> Result<()> {
+    let Some(path) = &args.html else { return Ok(()) };
+    let (warnings, done) = runs_report::write(runs, &args.speed, title, path)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    if json {
+        eprintln!("{done}");
+    } else {
+        println!("{done}");
+    }
+    Ok(())
+}
+
+/// `runs report`: several runs as one HTML page (see `runs_report`).
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn report(store: &Store, args: &RunsReportArgs) -> Result<()> {
+    let runs = args.ids.iter().map(|&id| store.get(id)).collect::<Result<Vec<_>, _>>()?;
+    let ids: Vec<String> = args.ids.iter().map(i64::to_string).collect();
+    let title = args
+        .title
+        .clone()
+        .unwrap_or_else(|| format!("Size, KLD and speed of runs {}", ids.join(", ")));
+    let (warnings, done) = runs_report::write(&runs, &args.speed, &title, &args.html)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    println!("{done}");
     Ok(())
 }
 

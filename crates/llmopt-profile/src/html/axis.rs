@@ -38,7 +38,7 @@ impl Axis {
         let n = ((hi - lo) / step).round() as usize;
         let decimals = decimals_of(step);
         let ticks =
-            (0..=n).map(|i| lo + i as f64 * step).map(|v| (v, format!("{v:.decimals$}"))).collect();
+            (0..=n).map(|i| lo + i as f64 * step).map(|v| (v, tick_text(v, decimals))).collect();
         Self { title: title.into(), scale: Scale::Linear, range: (lo, hi), ticks }
     }
 
@@ -58,7 +58,7 @@ impl Axis {
         let ticks = (d0..=d1)
             .flat_map(|d| steps.iter().map(move |m| m * 10f64.powi(d)))
             .filter(|&v| v >= lo && v <= hi)
-            .map(|v| (v, format!("{v:.0$}", decimals_of(v))))
+            .map(|v| (v, tick_text(v, decimals_of(v))))
             .collect();
         Self { title: title.into(), scale: Scale::Log, range: (lo, hi), ticks }
     }
@@ -192,6 +192,15 @@ fn nonempty(lo: f64, hi: f64) -> (f64, f64) {
     }
 }
 
+/// `v` with `decimals` decimals, but 0 as `0`.
+fn tick_text(v: f64, decimals: usize) -> String {
+    if v.abs() < 1e-12 {
+        "0".into()
+    } else {
+        format!("{v:.decimals$}")
+    }
+}
+
 /// Decimals that show `step` (and multiples of it) exactly: 0 for 20, 1 for 2.5, 3 for 0.005.
 fn decimals_of(step: f64) -> usize {
     let mut d = 0;
@@ -222,6 +231,9 @@ mod tests {
         let a = Axis::from_zero("t/s", [0.0, 87.0, 413.0]);
         let t: Vec<&str> = a.ticks.iter().map(|t| t.1.as_str()).collect();
         assert_eq!(t, ["0", "100", "200", "300", "400", "500"]);
+        let kld = Axis::linear("kld", 0.0, 0.011);
+        let t: Vec<&str> = kld.ticks.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(t, ["0", "0.0025", "0.0050", "0.0075", "0.0100", "0.0125"]);
         let small = Axis::linear("ms", 20.0, 31.0);
         let t: Vec<&str> = small.ticks.iter().map(|t| t.1.as_str()).collect();
         assert_eq!(t, ["20.0", "22.5", "25.0", "27.5", "30.0", "32.5"]);

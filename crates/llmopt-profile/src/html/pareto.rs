@@ -21,7 +21,7 @@ pub const OFF_FRONT_COLOR: Rgb = (0x9a, 0xa3, 0xae);
 /// A KLD spread (largest / smallest positive) from which the y axis is logarithmic.
 const LOG_SPREAD: f64 = 30.0;
 /// Longest label drawn beside a point (the table has the full one).
-const LABEL_CHARS: usize = 24;
+const LABEL_CHARS: usize = 34;
 /// Where labels may be cut when their shared start and end are left out.
 const SEPARATORS: &str = " ._-·/";
 /// The fastest point's marker radius in pixels; marker area is proportional to speed.
