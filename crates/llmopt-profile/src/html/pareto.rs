@@ -253,5 +253,8 @@ mod tests {
         let html = render_pareto(&pts, "tg128 t/s", "t").unwrap();
         assert!(!html.contains("<script>") && html.contains("&lt;script&gt;"));
         assert_eq!(html.matches("<svg").count(), 1);
+        let nothing = render_pareto(&[p("nan", 1, Some(f64::NAN))], "t/s", "t").unwrap();
+        assert!(nothing.contains("No point has a size and a KLD") && !nothing.contains("<svg"));
+        assert!(render_pareto(&[], "t/s", "t").unwrap().contains("0 model variants"));
     }
 }

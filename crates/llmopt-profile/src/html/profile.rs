@@ -306,3 +306,58 @@ fn count(n: f64) -> String {
         n => format!("{n:.0}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{EnergySource, Memory, ModelInfo, Percentiles, Prices};
+
+    fn report(cells: Vec<Cell>) -> ProfileReport {
+        ProfileReport {
+            schema: crate::PROFILE_SCHEMA.into(),
+            model: ModelInfo {
+                path: "m.gguf".into(),
+                architecture: "llama".into(),
+                parameters: 0,
+                weight_bytes: 0,
+                n_layer: 0,
+                context_length: 0,
+            },
+            threads: 1,
+            isa: "scalar".into(),
+            cells,
+            memory: Memory {
+                peak_rss_bytes: None,
+                weights_by_format: Vec::new(),
+                kv_bytes_per_token: 0,
+            },
+            energy_source: EnergySource { kind: "estimate".into(), detail: String::new() },
+            prices: Prices { usd_per_hour: 0.0, usd_per_kwh: 0.0, grid_gco2_per_kwh: 0.0 },
+        }
+    }
+
+    #[test]
+    fn empty_and_degenerate_reports_render() {
+        let html = render_profile(&report(Vec::new())).unwrap();
+        assert!(html.contains("No cells were measured") && html.matches("<svg").count() == 1);
+        // One cell, no steps, no time, a NaN speed: every chart still draws, nothing panics.
+        let cell = Cell {
+            ctx: 16,
+            batch: 1,
+            gen: 0,
+            prefill_tokens_per_s: f64::NAN,
+            decode_tokens_per_s: 0.0,
+            ttft_s: 0.0,
+            step_latencies_s: Vec::new(),
+            step_latency: Percentiles { p50: f64::NAN, p90: 0.0, p99: 0.0 },
+            prefill_time: TimeShare::default(),
+            decode_time: TimeShare::default(),
+            layers: Vec::new(),
+            kv_bytes: 0,
+            energy: Default::default(),
+            cost: Default::default(),
+        };
+        let html = render_profile(&report(vec![cell])).unwrap();
+        assert_eq!(html.matches("<svg").count(), 6, "speed x2, latency, time share x2, memory");
+    }
+}
