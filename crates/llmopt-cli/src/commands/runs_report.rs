@@ -1,9 +1,5 @@
-//! `runs report --html` and `runs compare --html`: stored runs as the points of a Pareto chart of
-//! file size, KL divergence and speed, one point per model file, drawn by `render_pareto`.
-//!
-//! Runs of different kinds for one model file (its bench run, its `eval compare` run) make one
-//! point: grouped by the file's SHA-256, each metric taken from the newest run that has it. An
-//! `eval compare` run also places its base model (matched by file size, else added) as the baseline.
+//! `runs report` and `runs compare --html`: stored runs as Pareto points, one per model file (runs
+//! grouped by SHA-256, newest metric wins; an `eval compare` run places its base as the baseline).
 
 use std::path::Path;
 
@@ -46,7 +42,10 @@ impl Variant {
 }
 
 /// The points of `runs` (any order), the label of the speed metric (`tg128 (t/s)`), and warnings
-/// about runs left out or points that stand in for a baseline.
+/// about runs left out or points that stand in for a baseline. Runs of one model file (its bench
+/// run, its `eval compare` run) make one point, each metric from the newest run that has it; an
+/// `eval compare` run's base (from its report: path, file size) is matched by size to a file
+/// without a KLD, else added; a file without a KLD is a baseline.
 pub fn points(runs: &[Run], speed: &str) -> (Vec<ParetoPoint>, String, Vec<String>) {
     let mut runs: Vec<&Run> = runs.iter().collect();
     runs.sort_by_key(|r| r.id);

@@ -1,8 +1,5 @@
-//! HTML reports: a profile ([`render_profile`]) and a size / KLD / speed trade-off ([`render_pareto`]),
-//! each one self-contained file (inline CSS and SVG charts drawn by plotters, no scripts, no links).
-//!
-//! Every chart is a [`charts::Figure`] (axes, marks, legend as data) drawn by one renderer, so the
-//! charts share their axes, palette and style; [`page::Page`] lays them out with the tables.
+//! HTML reports, each one self-contained page (inline CSS, SVG charts from plotters, no scripts):
+//! a profile ([`render_profile`]) and a size / KLD / speed trade-off ([`render_pareto`]).
 
 mod axis;
 mod charts;

@@ -1,8 +1,5 @@
-//! The size / accuracy / speed trade-off of model variants: file size against KL divergence, the
-//! Pareto front as a step line, marker area by tokens/s, and a table of the points.
-//!
-//! The baseline (`kld: None`) has KLD 0 against itself: it counts as 0 for the front and is drawn as
-//! a diamond at 0 (on a log KLD axis, which cannot show 0, at a "0" tick of its own below the rest).
+//! The size / KLD / speed trade-off of model variants: size against KLD, the Pareto front as a step
+//! line, marker area by speed. The baseline (`kld: None`) is KLD 0: on a log axis, a "0" tick.
 
 use super::{
     axis::Axis,
@@ -58,7 +55,9 @@ fn kld(p: &ParetoPoint) -> Option<f64> {
 }
 
 /// A page with the scatter of size (MB) against KLD and a table of the points; `speed_label`
-/// names [`ParetoPoint::tokens_per_s`] (e.g. `decode t/s (tg128)`).
+/// names [`ParetoPoint::tokens_per_s`] (e.g. `decode t/s (tg128)`). The KLD axis is logarithmic
+/// when the KLDs span 30x or more. The baseline (`kld: None`) is a diamond at KLD 0; a log axis,
+/// which cannot show 0, gets a "0" tick of its own below the rest for it.
 pub fn render_pareto(
     points: &[ParetoPoint],
     speed_label: &str,
