@@ -37,7 +37,7 @@ pub enum Command {
     /// Profile a model before optimizing it: speed by context and batch, time to first token,
     /// step latency percentiles, where time goes (by step kind and layer), memory, energy, cost, CO2.
     #[command(
-        after_help = "Examples:\n  llmopt profile --model models/SmolLM2-135M-Instruct.Q4_1.gguf\n  llmopt profile -m models/gemma-3-270m-q4_k_m.gguf --ctx 128,512,2048 --batch 1,4,16 --json\n  llmopt profile -m models/SmolLM2-135M-Instruct.Q4_1.gguf --price prices.json --grid-gco2-per-kwh 250\n\nEach cell (one --ctx by one --batch) prefills BATCH random prompts of CTX tokens together\n(packed into forward calls of at most --max-batch-tokens), samples each sequence's first\ntoken, then decodes --gen - 1 more steps of one token per sequence. TTFT runs from the start\nof prefill to the last first token; step latency is one decode step for the whole batch.\n\nWhere time goes comes from timers around each step of the forward pass: attention\nprojections (Q, K, V, O), attention core (rope, KV write, scores, softmax, values), MLP,\nnorms and residual adds, embedding and output projection, sampling; \"other\" is what falls\nbetween them.\n\nEnergy: RAPL package counters (/sys/class/powercap) when readable; otherwise an estimate,\nCPU seconds x --watts-per-core, labelled as such. Cost per 1M tokens and per query (one\nsequence of the cell) = wall time x $/hour + energy x $/kWh; CO2 = energy x grid intensity.\nA --price FILE is JSON with any of usd_per_hour, usd_per_kwh, grid_gco2_per_kwh,\nwatts_per_core; flags override it; the defaults are 0.10 $/h, 0.15 $/kWh, 400 gCO2/kWh and\n8 W per busy core."
+        after_help = "Examples:\n  llmopt profile --model models/SmolLM2-135M-Instruct.Q4_1.gguf\n  llmopt profile -m models/gemma-3-270m-q4_k_m.gguf --ctx 128,512,2048 --batch 1,4,16 --json\n  llmopt profile -m models/SmolLM2-135M-Instruct.Q4_1.gguf --html profile.html\n  llmopt profile -m models/SmolLM2-135M-Instruct.Q4_1.gguf --price prices.json --grid-gco2-per-kwh 250\n\nEach cell (one --ctx by one --batch) prefills BATCH random prompts of CTX tokens together\n(packed into forward calls of at most --max-batch-tokens), samples each sequence's first\ntoken, then decodes --gen - 1 more steps of one token per sequence. TTFT runs from the start\nof prefill to the last first token; step latency is one decode step for the whole batch.\n\nWhere time goes comes from timers around each step of the forward pass: attention\nprojections (Q, K, V, O), attention core (rope, KV write, scores, softmax, values), MLP,\nnorms and residual adds, embedding and output projection, sampling; \"other\" is what falls\nbetween them.\n\nEnergy: RAPL package counters (/sys/class/powercap) when readable; otherwise an estimate,\nCPU seconds x --watts-per-core, labelled as such. Cost per 1M tokens and per query (one\nsequence of the cell) = wall time x $/hour + energy x $/kWh; CO2 = energy x grid intensity.\nA --price FILE is JSON with any of usd_per_hour, usd_per_kwh, grid_gco2_per_kwh,\nwatts_per_core; flags override it; the defaults are 0.10 $/h, 0.15 $/kWh, 400 gCO2/kWh and\n8 W per busy core."
     )]
     Profile(ProfileArgs),
     /// Measure accuracy: perplexity, and KL divergence against a saved baseline.
@@ -217,6 +217,10 @@ pub struct ProfileArgs {
     /// Print one JSON object (schema llmopt.profile/1, docs/json-schema.md) instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Also write a self-contained HTML report with charts (tokens/s by context and batch, step
+    /// latency, where time goes, time per layer, memory) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

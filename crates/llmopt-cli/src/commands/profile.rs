@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use llmopt_kernels::Isa;
+use llmopt_profile::html::render_profile;
 use llmopt_profile::{
     check_price, check_spec, peak_rss_bytes, report::FormatBytes, report::Memory,
     report::ModelInfo, run_cell, Cell, CellSpec, EnergyModel, PriceFile, Prices, ProfileReport,
@@ -14,6 +15,7 @@ use llmopt_profile::{
 use llmopt_store::{Better, Metric};
 
 use crate::{
+    atomic::write_atomic,
     cli::{ProfileArgs, SamplingArgs},
     commands::generate::sampler,
     load::Loaded,
@@ -85,7 +87,7 @@ fn cells(args: &ProfileArgs, model: &llmopt_model::Model) -> Result<Vec<CellSpec
     Ok(out)
 }
 
-#[allow(clippy::print_stdout)]
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 pub fn run(args: &ProfileArgs) -> Result<()> {
     let (prices, watts_per_core) = prices(args)?;
     let draft = RunDraft::start("profile", Some(&args.run.model));
@@ -156,6 +158,11 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         println!("{json}");
     } else {
         print_tables(&report);
+    }
+    if let Some(path) = &args.html {
+        let page = render_profile(&report).context("cannot render the HTML report")?;
+        write_atomic(path, page.as_bytes())?;
+        eprintln!("report: {}", path.display());
     }
     draft.record(&args.store, metrics(&report), &json);
     Ok(())
