@@ -14,7 +14,7 @@ use memmap2::Mmap;
 pub use error::GgufError;
 pub use parse::{parse_header, Header, DEFAULT_ALIGNMENT};
 pub use value::{MetaValue, Metadata, ValueType};
-pub use write::{write_gguf, TensorToWrite};
+pub use write::{alignment, write_gguf, write_header, write_padding, TensorEntry, TensorToWrite};
 
 /// One tensor of a GGUF file. `shape[0]` is the innermost (contiguous) dimension, as in ggml.
 #[derive(Clone, Debug, PartialEq)]

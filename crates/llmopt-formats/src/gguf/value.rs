@@ -164,6 +164,16 @@ impl Metadata {
         self.map.insert(key.into(), value);
     }
 
+    /// Removes `key`, returning its value if it was there.
+    pub fn remove(&mut self, key: &str) -> Option<MetaValue> {
+        self.map.remove(key)
+    }
+
+    /// Keeps only the keys for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &MetaValue) -> bool) {
+        self.map.retain(|k, v| keep(k, v));
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&MetaValue> {
         self.map.get(key)
