@@ -1,0 +1,102 @@
+//! Re-encoding rows: the source format's decoder to f32, then the target format's encoder from the
+//! format table: its importance-weighted one when there is importance and the format has one,
+//! else its reference encoder (round to nearest, ggml's `quantize_row_*_ref`).
+
+use llmopt_tensor::GgmlType;
+
+use crate::QuantError;
+
+/// An importance-weighted encoder: one row `src` into `dst`, `weights[j]` the importance of
+/// column `j` (`weights.len() == src.len()`).
+pub type WeightedEncodeFn = fn(src: &[f32], weights: &[f32], dst: &mut [u8]);
+
+/// The format table's importance-weighted encoder for `ty`, if it has one.
+///
+/// The one place that reads it: the table has no weighted encoders yet (they arrive with the
+/// K-quant work as a `FormatSpec` field next to `from_f32`); until then every format rounds to
+/// nearest and `--method imatrix` says so. When they land this returns that field.
+pub fn weighted_encoder(ty: GgmlType) -> Option<WeightedEncodeFn> {
+    let _ = ty;
+    None
+}
+
+/// How one tensor's rows are re-encoded.
+#[derive(Clone, Copy, Debug)]
+pub struct RowCodec<'a> {
+    /// The tensor's name, for messages.
+    pub name: &'a str,
+    pub source: GgmlType,
+    pub target: GgmlType,
+    /// Elements per row.
+    pub ncols: usize,
+    /// Per-column importance with the encoder that uses it, or `None` for round to nearest.
+    pub weighted: Option<(&'a [f32], WeightedEncodeFn)>,
+}
+
+impl RowCodec<'_> {
+    /// Re-encodes whole rows: `src` (source format) into `dst` (target format), with `scratch`
+    /// for the decoded values. `first_row` numbers the rows in messages. Fails on a non-finite
+    /// decoded value: the source is damaged, and the encoders would write garbage.
+    pub fn convert(
+        &self,
+        src: &[u8],
+        dst: &mut [u8],
+        scratch: &mut Vec<f32>,
+        first_row: usize,
+    ) -> Result<(), QuantError> {
+        let src_row = self.source.row_bytes(self.ncols)?;
+        let dst_row = self.target.row_bytes(self.ncols)?;
+        let rows = src.len() / src_row.max(1);
+        scratch.resize(rows * self.ncols, 0.0);
+        self.source.to_f32(src, scratch)?;
+        if let Some(i) = scratch.iter().position(|v| !v.is_finite()) {
+            return Err(QuantError::NonFinite {
+                tensor: self.name.to_string(),
+                row: first_row + i / self.ncols,
+                value: scratch[i],
+            });
+        }
+        match self.weighted {
+            None => self.target.from_f32(scratch, dst)?,
+            Some((weights, encode)) => {
+                for (x, q) in scratch.chunks_exact(self.ncols).zip(dst.chunks_exact_mut(dst_row)) {
+                    encode(x, weights, q);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_rows_and_refuses_non_finite_values() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) / 8.0).collect();
+        let mut src = vec![0u8; GgmlType::Q8_0.row_bytes(64).unwrap()];
+        GgmlType::Q8_0.from_f32(&x, &mut src).unwrap();
+        let codec = RowCodec {
+            name: "w",
+            source: GgmlType::Q8_0,
+            target: GgmlType::Q4_0,
+            ncols: 32,
+            weighted: None,
+        };
+        let mut dst = vec![0u8; 2 * 18];
+        let mut scratch = Vec::new();
+        codec.convert(&src, &mut dst, &mut scratch, 0).unwrap();
+        let mut back = vec![0f32; 64];
+        GgmlType::Q4_0.to_f32(&dst, &mut back).unwrap();
+        let err = x.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(err < 0.3, "{err}");
+
+        // A NaN scale in the second block (its f16 scale is the block's first two bytes).
+        src[34..36].copy_from_slice(&0x7e00u16.to_le_bytes());
+        match codec.convert(&src, &mut dst, &mut scratch, 10) {
+            Err(QuantError::NonFinite { row: 11, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
