@@ -29,8 +29,8 @@ pub(crate) fn stamp(path: &Path) -> std::io::Result<(u64, i64)> {
     Ok((meta.len(), ns))
 }
 
-/// Lowercase hex SHA-256 of the file's bytes.
-pub(crate) fn sha256_file(path: &Path) -> std::io::Result<String> {
+/// Lowercase hex SHA-256 of the file's bytes, read now ([`crate::Store::file_sha256`] caches it).
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut file = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -29,7 +29,7 @@ mod time;
 pub use compare::{Comparison, MetricComparison, Verdict};
 pub use csv::write_csv;
 pub use error::StoreError;
-pub use hash::FileHash;
+pub use hash::{sha256_file, FileHash};
 pub use host::Host;
 pub use run::{Better, Metric, ModelFile, Run, RunRecord, Status};
 pub use schema::SCHEMA_VERSION;
