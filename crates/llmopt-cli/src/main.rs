@@ -2,6 +2,7 @@
 //! line and reports errors as one line plus a hint; each subcommand lives in `commands/`.
 
 mod atomic;
+mod atomic_file;
 mod cli;
 mod commands;
 mod errors;

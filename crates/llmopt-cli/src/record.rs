@@ -34,6 +34,19 @@ pub fn store_path(explicit: Option<&Path>) -> Result<PathBuf> {
     )
 }
 
+/// `path`'s SHA-256: from the run store's cache (which the run's record then reuses) unless
+/// `--no-store`, else read now; a store that cannot be opened only costs the cache.
+pub fn file_sha256(path: &Path, args: &StoreArgs) -> Result<String> {
+    if !args.no_store {
+        let cached = store_path(args.store.as_deref())
+            .and_then(|p| Ok(Store::open(p)?.file_sha256(path)?.sha256));
+        if let Ok(h) = cached {
+            return Ok(h);
+        }
+    }
+    llmopt_store::sha256_file(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
 /// A run in progress: what it is, its command line and when it started.
 #[derive(Debug)]
 pub struct RunDraft {

@@ -34,9 +34,12 @@ pub use write::{write_quantized, Job, Written};
 pub enum QuantError {
     #[error("unknown format '{name}' (formats this build writes: {available})")]
     UnknownFormat { name: String, available: String },
-    #[error("{ty} is an activation format, not a weight format (formats this build writes: {available})")]
+    #[error(
+        "{} is an activation format, not a weight format (formats this build writes: {available})",
+        ty.name()
+    )]
     NotAWeightFormat { ty: GgmlType, available: String },
-    #[error("{ty} has no encoder in this build yet (formats this build writes: {available})")]
+    #[error("{} has no encoder in this build yet (formats this build writes: {available})", ty.name())]
     NoEncoder { ty: GgmlType, available: String },
     #[error("invalid --keep rule '{rule}': {reason}")]
     BadKeep { rule: String, reason: String },

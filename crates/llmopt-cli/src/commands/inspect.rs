@@ -1,20 +1,22 @@
 //! `llmopt inspect`: what a model file holds, without running it.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use llmopt_formats::gguf::GgufFile;
+use llmopt_formats::gguf::{GgufFile, MetaValue};
 use llmopt_model::{ArchSpec, ModelConfig};
 use serde::Serialize;
 
 use crate::{cli::InspectArgs, units::human_bytes};
 
 #[derive(Serialize)]
-struct TypeRow {
+pub(crate) struct TypeRow {
     #[serde(rename = "type")]
-    ty: String,
-    tensors: usize,
-    parameters: u64,
-    bytes: u64,
+    pub ty: String,
+    pub tensors: usize,
+    pub parameters: u64,
+    pub bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -39,13 +41,12 @@ struct Report {
     tokenizer: Option<String>,
     chat_template: bool,
     tensor_types: Vec<TypeRow>,
+    /// The `llmopt.*` metadata of files llmopt wrote (source, hash, recipe).
+    provenance: BTreeMap<String, String>,
 }
 
-fn build(f: &GgufFile) -> Report {
-    let meta = f.metadata();
-    let arch_name = f.architecture().map(str::to_owned);
-    let spec = arch_name.as_deref().and_then(ArchSpec::by_name);
-    let cfg = spec.and_then(|a| ModelConfig::from_gguf(a, meta).ok());
+/// Tensors, parameters and bytes per tensor type, largest share first.
+pub(crate) fn type_rows(f: &GgufFile) -> Vec<TypeRow> {
     let mut rows: Vec<TypeRow> = Vec::new();
     for t in f.tensors() {
         let name = t.ty.name().to_uppercase();
@@ -64,6 +65,35 @@ fn build(f: &GgufFile) -> Report {
         }
     }
     rows.sort_by_key(|r| std::cmp::Reverse(r.bytes));
+    rows
+}
+
+/// The `llmopt.*` keys (how the file was made), values as text.
+fn provenance(f: &GgufFile) -> BTreeMap<String, String> {
+    f.metadata()
+        .iter()
+        .filter(|(k, _)| k.starts_with(llmopt_quant::provenance::PREFIX))
+        .map(|(k, v)| (k.to_string(), meta_text(v)))
+        .collect()
+}
+
+fn meta_text(v: &MetaValue) -> String {
+    match v {
+        MetaValue::String(s) => s.clone(),
+        MetaValue::Array(items) => items.iter().map(meta_text).collect::<Vec<_>>().join(" "),
+        MetaValue::Bool(b) => b.to_string(),
+        MetaValue::F32(x) => x.to_string(),
+        MetaValue::F64(x) => x.to_string(),
+        other => other.as_i64().map_or_else(|| format!("{other:?}"), |i| i.to_string()),
+    }
+}
+
+fn build(f: &GgufFile) -> Report {
+    let meta = f.metadata();
+    let arch_name = f.architecture().map(str::to_owned);
+    let spec = arch_name.as_deref().and_then(ArchSpec::by_name);
+    let cfg = spec.and_then(|a| ModelConfig::from_gguf(a, meta).ok());
+    let rows = type_rows(f);
     let parameters: u64 = rows.iter().map(|r| r.parameters).sum();
     let tensor_bytes: u64 = rows.iter().map(|r| r.bytes).sum();
     let key = |k: &str| arch_name.as_ref().and_then(|a| meta.get_u64(&format!("{a}.{k}")));
@@ -96,6 +126,7 @@ fn build(f: &GgufFile) -> Report {
         chat_template: meta.get_str("tokenizer.chat_template").is_some(),
         architecture: arch_name,
         tensor_types: rows,
+        provenance: provenance(f),
     }
 }
 
@@ -142,18 +173,33 @@ pub fn run(args: &InspectArgs) -> Result<()> {
         t.add_row(vec![k.to_string(), v]);
     }
     println!("{t}");
+    println!("{}", types_table(&r.tensor_types));
+    if !r.provenance.is_empty() {
+        let mut p = Table::new();
+        p.load_preset(UTF8_FULL_CONDENSED);
+        p.set_header(vec!["provenance", ""]);
+        for (k, v) in &r.provenance {
+            p.add_row(vec![k.clone(), v.clone()]);
+        }
+        println!("{p}");
+    }
+    Ok(())
+}
+
+/// The per-type table: tensors, parameters, bytes and share of the bytes.
+pub(crate) fn types_table(rows: &[TypeRow]) -> Table {
+    let total: u64 = rows.iter().map(|r| r.bytes).sum();
     let mut types = Table::new();
     types.load_preset(UTF8_FULL_CONDENSED);
     types.set_header(vec!["type", "tensors", "parameters", "bytes", "share"]);
-    for row in &r.tensor_types {
+    for row in rows {
         types.add_row(vec![
             row.ty.clone(),
             row.tensors.to_string(),
             format!("{:.2} M", row.parameters as f64 / 1e6),
             human_bytes(row.bytes),
-            format!("{:.1}%", 100.0 * row.bytes as f64 / r.tensor_bytes.max(1) as f64),
+            format!("{:.1}%", 100.0 * row.bytes as f64 / total.max(1) as f64),
         ]);
     }
-    println!("{types}");
-    Ok(())
+    types
 }

@@ -5,9 +5,10 @@ mod chat;
 mod compare;
 mod eval;
 mod generate;
-mod inspect;
+pub(crate) mod inspect;
 pub(crate) mod long_context;
 mod profile;
+mod quantize;
 mod runs;
 mod runs_report;
 mod tasks;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(EvalCommand::Tasks(a)) => tasks::run(&a),
         Command::Eval(EvalCommand::LongContext(a)) => long_context::run(&a),
         Command::Runs(a) => runs::run(&a),
+        Command::Quantize(a) => quantize::run(&a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

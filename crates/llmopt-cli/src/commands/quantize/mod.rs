@@ -1,0 +1,231 @@
+//! `llmopt quantize`: a quantized copy of a model, planned and checked before any work (formats,
+//! `--keep` rules, input vs output, importance data), written to a temporary file and renamed,
+//! with its provenance in the file and the run in the store.
+
+mod importance;
+mod report;
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use llmopt_formats::gguf::GgufFile;
+use llmopt_quant::{
+    encode::weighted_encoder, output_metadata, write_quantized, FallbackReason, Job, Plan,
+    PlanConfig, Provenance,
+};
+
+use crate::{
+    atomic_file::AtomicFile,
+    cli::{Method, QuantizeArgs},
+    load::physical_cores,
+    progress,
+    record::{self, RunDraft},
+};
+use importance::Importance;
+use report::Report;
+
+/// Progress over tensors; the message names the tensor and its formats.
+const TENSORS: &str = "{bar:30} {pos}/{len} tensors, {msg} [{elapsed} < {eta}]";
+
+#[allow(clippy::print_stdout)]
+pub fn run(args: &QuantizeArgs) -> Result<()> {
+    let started = Instant::now();
+    let draft = RunDraft::start("quantize", Some(&args.model));
+    check_args(args)?;
+    let src = GgufFile::open(&args.model)
+        .with_context(|| format!("cannot load model {}", args.model.display()))?;
+    refuse_same_file((&args.model, "the input model"), (&args.out, "the output"))?;
+    if let Some(p) = &args.imatrix_out {
+        refuse_same_file((&args.model, "the input model"), (p, "--imatrix-out"))?;
+        refuse_same_file((&args.out, "the output"), (p, "--imatrix-out"))?;
+    }
+    let cfg = PlanConfig {
+        format: args.format,
+        keep: args.keep.clone(),
+        imatrix: args.method == Method::Imatrix,
+    };
+    let plan = Plan::new(src.tensors(), src.metadata(), cfg)
+        .with_context(|| format!("cannot quantize {}", args.model.display()))?;
+    let threads = match args.threads {
+        Some(0) => anyhow::bail!("invalid --threads 0: must be at least 1"),
+        Some(n) => n,
+        None => physical_cores(),
+    };
+    // Created before any long work, so an unwritable output fails first.
+    let mut out = AtomicFile::create(&args.out)?;
+    let importance = match args.method {
+        Method::Imatrix => Some(Importance::get(args, &src, threads)?),
+        Method::Rtn => None,
+    };
+    print_notes(&plan, importance.is_some());
+
+    let source_sha256 = record::file_sha256(&args.model, &args.store)?;
+    let prov = Provenance {
+        llmopt_version: format!("{} ({})", env!("CARGO_PKG_VERSION"), record::GIT_COMMIT),
+        source_file: file_name(&args.model),
+        source_sha256: source_sha256.clone(),
+        method: args.method.name().to_string(),
+        calib: importance.as_ref().and_then(|i| i.imatrix.calib.clone()),
+        imatrix_file: importance.as_ref().and_then(|i| i.file.clone()),
+        weighted_tensors: importance
+            .as_ref()
+            .map(|_| plan.converted().filter(|t| weighted_encoder(t.target).is_some()).count()),
+    };
+    let metadata = output_metadata(src.metadata(), &plan, &prov);
+    let job = Job {
+        source: &src,
+        plan: &plan,
+        metadata: &metadata,
+        importance: importance.as_ref().map(|i| &i.imatrix),
+        threads,
+    };
+    let write_started = Instant::now();
+    let bar = progress::bar(plan.tensors.len() as u64, TENSORS);
+    let written = write_quantized(&job, out.writer(), &mut |i, t| {
+        bar.set_position(i as u64);
+        bar.set_message(format!("{} {} -> {}", t.name, t.source.name(), t.target.name()));
+    })
+    .with_context(|| format!("cannot write {}", out.temp_path().display()))?;
+    bar.finish_and_clear();
+    out.commit()?;
+    let quantize_time = write_started.elapsed();
+
+    let output = GgufFile::open(&args.out)
+        .with_context(|| format!("cannot read back {}", args.out.display()))?;
+    let report = Report {
+        args,
+        source: &src,
+        source_sha256,
+        output: &output,
+        plan: &plan,
+        written: &written,
+        importance: importance.as_ref(),
+        seconds: Seconds {
+            calibration: importance.as_ref().map_or(Duration::ZERO, |i| i.elapsed),
+            quantization: quantize_time,
+            total: started.elapsed(),
+        },
+    };
+    let json = report.json();
+    if args.json {
+        println!("{json}");
+    } else {
+        report.print();
+    }
+    draft.record(&args.store, report.metrics(), &json);
+    Ok(())
+}
+
+/// How long the steps took.
+pub struct Seconds {
+    pub calibration: Duration,
+    pub quantization: Duration,
+    pub total: Duration,
+}
+
+/// The method's inputs must fit it; checked before anything is read.
+fn check_args(args: &QuantizeArgs) -> Result<()> {
+    match args.method {
+        Method::Rtn if args.calib.is_some() || args.imatrix.is_some() => anyhow::bail!(
+            "--calib and --imatrix are for --method imatrix (this run rounds to nearest)"
+        ),
+        Method::Imatrix if args.calib.is_none() && args.imatrix.is_none() => anyhow::bail!(
+            "--method imatrix needs calibration text (--calib FILE) or saved importance data \
+             (--imatrix FILE)"
+        ),
+        _ => {}
+    }
+    if args.calib_tokens < importance::CHUNK {
+        anyhow::bail!(
+            "invalid --calib-tokens {}: calibration runs whole chunks of {} tokens",
+            args.calib_tokens,
+            importance::CHUNK
+        );
+    }
+    Ok(())
+}
+
+/// A file to write must not be another file of the run under any name (links, `..`, a hard
+/// link); each comes with what it is, for the message.
+fn refuse_same_file((existing, is): (&Path, &str), (written, what): (&Path, &str)) -> Result<()> {
+    let same = match (std::fs::metadata(existing), std::fs::metadata(written)) {
+        (Ok(a), Ok(b)) => same_inode(&a, &b),
+        _ => false,
+    } || canonical_new(existing) == canonical_new(written);
+    if same {
+        anyhow::bail!(
+            "{what} {} is {is} {}: write it to another file",
+            written.display(),
+            existing.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_inode(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// The canonical path a file that may not exist yet would have.
+fn canonical_new(p: &Path) -> Option<std::path::PathBuf> {
+    std::fs::canonicalize(p).ok().or_else(|| {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
+    })
+}
+
+/// The file name of `p`, for provenance (directories are the writer's machine's business).
+pub fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Says on stderr where the plan leaves the format asked for, and when importance data cannot
+/// be used by the encoders.
+#[allow(clippy::print_stderr)]
+fn print_notes(plan: &Plan, importance: bool) {
+    for t in &plan.tensors {
+        for f in &t.fallbacks {
+            let (wanted, used) = (f.wanted.name(), f.used.name());
+            match f.reason {
+                FallbackReason::RowLength { ncols, block_len } => eprintln!(
+                    "note: {}: {wanted} -> {used}: its {ncols}-element rows are not whole \
+                     {block_len}-element blocks (llama.cpp's fallback)",
+                    t.name
+                ),
+                FallbackReason::NoEncoder => eprintln!(
+                    "warning: {}: llama.cpp writes {wanted} here, which has no encoder in this \
+                     build yet; writing {used} (its fallback) instead",
+                    t.name
+                ),
+            }
+        }
+    }
+    if importance {
+        let mut unweighted: Vec<&str> = plan
+            .converted()
+            .filter(|t| weighted_encoder(t.target).is_none())
+            .map(|t| t.target.name())
+            .collect();
+        unweighted.sort_unstable();
+        unweighted.dedup();
+        if !unweighted.is_empty() {
+            eprintln!(
+                "warning: --method imatrix: {} {} no importance-weighted encoder in this build yet; \
+                 those tensors are rounded to nearest (the importance data still choose formats, \
+                 and --imatrix-out saves them)",
+                unweighted.join(", "),
+                if unweighted.len() == 1 { "has" } else { "have" }
+            );
+        }
+    }
+}
