@@ -211,6 +211,39 @@ fn a_failure_while_writing_leaves_no_temporary_file() {
 }
 
 #[test]
+fn ctrl_c_while_writing_leaves_no_file() {
+    let dir = TempDir::new("cli-quantize-interrupt");
+    let out = dir.path().join("f32.gguf");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llmopt"))
+        .args(["quantize", "-m", &smollm2(), "-o", &out.display().to_string(), "-f", "f32"])
+        .args(["--no-store", "-t", "1"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Interrupt once the temporary file holds data (540 MB of f32 take a while to write).
+    let started = std::time::Instant::now();
+    let writing = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| e.unwrap().metadata().is_ok_and(|m| m.len() > 1 << 20))
+    };
+    while !writing() && started.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    if status.success() {
+        // It finished first: nothing was proven, but nothing may be left half-written either.
+        assert_eq!(listing(dir.path()), ["f32.gguf"]);
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(2), "ended by SIGINT");
+    assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
+}
+
+#[test]
 fn importance_is_captured_saved_reused_and_checked() {
     let dir = TempDir::new("cli-quantize-imatrix");
     let text_all = std::fs::read_to_string(llmopt_testdata::britannica()).unwrap();
