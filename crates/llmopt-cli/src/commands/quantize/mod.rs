@@ -4,9 +4,11 @@
 
 mod importance;
 mod report;
+mod validate;
 
 use std::{
     path::Path,
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
@@ -26,12 +28,14 @@ use crate::{
 };
 use importance::Importance;
 use report::Report;
+use validate::Validation;
 
 /// Progress over tensors; the message names the tensor and its formats.
 const TENSORS: &str = "{bar:30} {pos}/{len} tensors, {msg} [{elapsed} < {eta}]";
 
+/// Quantizes; the exit code is 3 when `--validate` finds `--budget` broken.
 #[allow(clippy::print_stdout)]
-pub fn run(args: &QuantizeArgs) -> Result<()> {
+pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let draft = RunDraft::start("quantize", Some(&args.model));
     check_args(args)?;
@@ -109,14 +113,24 @@ pub fn run(args: &QuantizeArgs) -> Result<()> {
             total: started.elapsed(),
         },
     };
-    let json = report.json();
-    if args.json {
-        println!("{json}");
-    } else {
+    let mut json = report.json();
+    let mut metrics = report.metrics();
+    if !args.json {
         report.print();
     }
-    draft.record(&args.store, report.metrics(), &json);
-    Ok(())
+    let validation = args.validate.validate.then(|| Validation::run(args, threads)).transpose()?;
+    json["validation"] = validation.as_ref().map_or(serde_json::Value::Null, Validation::json);
+    if let Some(v) = &validation {
+        metrics.extend(v.metrics(&metrics));
+        if !args.json {
+            v.print();
+        }
+    }
+    if args.json {
+        println!("{json}");
+    }
+    draft.record(&args.store, metrics, &json);
+    Ok(validation.map_or(ExitCode::SUCCESS, |v| v.exit_code()))
 }
 
 /// How long the steps took.
@@ -138,6 +152,7 @@ fn check_args(args: &QuantizeArgs) -> Result<()> {
         ),
         _ => {}
     }
+    validate::check_args(&args.validate)?;
     if args.calib_tokens < importance::CHUNK {
         anyhow::bail!(
             "invalid --calib-tokens {}: calibration runs whole chunks of {} tokens",
