@@ -5,7 +5,7 @@
 
 use std::{
     fs::File,
-    io::BufWriter,
+    io::{BufWriter, Write},
     path::{Path, PathBuf},
 };
 
@@ -70,6 +70,13 @@ impl AtomicFile {
         self.tmp = PathBuf::new();
         Ok(())
     }
+}
+
+/// Writes `bytes` to `path` whole or not at all (an [`AtomicFile`] written and committed).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = AtomicFile::create(path)?;
+    f.writer().write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    f.commit()
 }
 
 impl Drop for AtomicFile {
@@ -190,6 +197,20 @@ mod tests {
 
         assert!(AtomicFile::create(&dir).is_err(), "a directory");
         assert!(AtomicFile::create(&dir.join("missing/out.bin")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn write_atomic_replaces_the_file_and_leaves_nothing_else() {
+        let dir = std::env::temp_dir().join(format!("llmopt-write-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.html");
+        std::fs::write(&path, "old").unwrap();
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let err = write_atomic(&dir.join("missing/r.html"), b"x").unwrap_err();
+        assert!(format!("{err:#}").contains("cannot create"), "{err:#}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,7 +1,6 @@
 //! `llmopt`: measure, optimize, validate and serve language models. This file parses the command
 //! line and reports errors as one line plus a hint; each subcommand lives in `commands/`.
 
-mod atomic;
 mod atomic_file;
 mod cli;
 mod commands;

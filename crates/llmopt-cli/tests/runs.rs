@@ -308,6 +308,6 @@ fn runs_report_draws_one_point_per_model_file() {
     let nowhere = tmp.path().join("missing/r.html").display().to_string();
     assert_fails(
         &llmopt(&["runs", "report", "1", "--html", &nowhere, "--store", &store]),
-        &["cannot write"],
+        &["cannot create"],
     );
 }

@@ -7,17 +7,14 @@ use llmopt_tensor::GgmlType;
 use crate::QuantError;
 
 /// An importance-weighted encoder: one row `src` into `dst`, `weights[j]` the importance of
-/// column `j` (`weights.len() == src.len()`).
-pub type WeightedEncodeFn = fn(src: &[f32], weights: &[f32], dst: &mut [u8]);
+/// column `j` (`weights.len() == src.len()`): the format table's `EncodeWeightedFn`.
+pub type WeightedEncodeFn = llmopt_tensor::EncodeWeightedFn;
 
-/// The format table's importance-weighted encoder for `ty`, if it has one.
-///
-/// The one place that reads it: the table has no weighted encoders yet (they arrive with the
-/// K-quant work as a `FormatSpec` field next to `from_f32`); until then every format rounds to
-/// nearest and `--method imatrix` says so. When they land this returns that field.
+/// The format table's importance-weighted encoder for `ty` (what llama-quantize runs with an
+/// imatrix), if it has one: Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K..Q6_K do; Q8_0 and float formats
+/// round to nearest with or without importance, as in llama.cpp.
 pub fn weighted_encoder(ty: GgmlType) -> Option<WeightedEncodeFn> {
-    let _ = ty;
-    None
+    ty.spec().from_f32_weighted
 }
 
 /// How one tensor's rows are re-encoded.

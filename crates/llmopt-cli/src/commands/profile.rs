@@ -15,7 +15,7 @@ use llmopt_profile::{
 use llmopt_store::{Better, Metric};
 
 use crate::{
-    atomic::write_atomic,
+    atomic_file::write_atomic,
     cli::{ProfileArgs, SamplingArgs},
     commands::generate::sampler,
     load::Loaded,

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use llmopt_profile::{html::render_pareto, report::ParetoPoint};
 use llmopt_store::{Run, Status};
 
-use crate::atomic::write_atomic;
+use crate::atomic_file::write_atomic;
 
 /// The metric that places a point on the KLD axis (`eval compare`, `eval perplexity --kl-base`).
 const KLD: &str = "kld";

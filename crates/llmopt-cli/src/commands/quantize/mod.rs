@@ -235,7 +235,7 @@ fn print_notes(plan: &Plan, importance: bool) {
         unweighted.dedup();
         if !unweighted.is_empty() {
             eprintln!(
-                "warning: --method imatrix: {} {} no importance-weighted encoder in this build yet; \
+                "note: --method imatrix: {} {} no importance-weighted encoder (as in llama.cpp); \
                  those tensors are rounded to nearest (the importance data still choose formats, \
                  and --imatrix-out saves them)",
                 unweighted.join(", "),
