@@ -8,7 +8,6 @@ mod errors;
 mod load;
 mod progress;
 mod record;
-mod stream;
 mod units;
 
 use std::process::ExitCode;

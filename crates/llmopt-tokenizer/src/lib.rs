@@ -32,6 +32,7 @@ mod gguf;
 mod pretok;
 mod special;
 mod spm;
+mod stream;
 mod unicode;
 mod vocab;
 
@@ -41,6 +42,7 @@ use llmopt_formats::gguf::Metadata;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use error::TokenizerError;
+pub use stream::Utf8Stream;
 
 use bpe::Bpe;
 use gguf::VocabData;

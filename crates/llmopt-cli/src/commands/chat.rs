@@ -5,9 +5,9 @@ use std::io::{BufRead, Write};
 
 use anyhow::{Context, Result};
 use llmopt_engine::Generator;
-use llmopt_tokenizer::ChatMessage;
+use llmopt_tokenizer::{ChatMessage, Utf8Stream};
 
-use crate::{cli::ChatArgs, commands::generate::sampler, load::Loaded, stream::Utf8Stream};
+use crate::{cli::ChatArgs, commands::generate::sampler, load::Loaded};
 
 #[allow(clippy::print_stderr)]
 pub fn run(args: &ChatArgs) -> Result<()> {

@@ -4,12 +4,11 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use llmopt_engine::{GenerateError, Generator, Sampler, SamplerConfig};
-use llmopt_tokenizer::ChatMessage;
+use llmopt_tokenizer::{ChatMessage, Utf8Stream};
 
 use crate::{
     cli::{GenerateArgs, SamplingArgs},
     load::Loaded,
-    stream::Utf8Stream,
 };
 
 /// Validated sampler settings from the flags.
