@@ -1,10 +1,12 @@
 //! The engine on its own thread: it owns the model's cache and thread pool and steps while there is
-//! work; clients talk to it through a cloneable [`EngineHandle`] (submit, cancel, metrics, drain).
+//! work; clients talk to it through a cloneable [`EngineHandle`] (submit, cancel, metrics, drain),
+//! which is the engine's [`Generate`] for the server.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
+use llmopt_api::{Generate, Limits};
 use llmopt_kernels::ThreadPool;
 use llmopt_model::Model;
 
@@ -103,9 +105,10 @@ impl EngineHandle {
         self.shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The model's context length and the cache's capacity in tokens.
-    pub fn limits(&self) -> (usize, usize) {
-        (self.shared.context, self.shared.capacity)
+    /// The model's context length, the cache's capacity in tokens and the vocabulary size.
+    pub fn limits(&self) -> Limits {
+        let s = &self.shared;
+        Limits { context: s.context, kv_capacity: s.capacity, vocab: s.vocab }
     }
 
     /// Stops taking requests, finishes the queued and running ones, and waits for the thread.
@@ -119,6 +122,28 @@ impl EngineHandle {
         if let Some(t) = thread {
             let _ = t.join();
         }
+    }
+}
+
+impl Generate for EngineHandle {
+    fn submit(&self, request: Request, sink: Sink) -> Result<RequestId, RequestError> {
+        EngineHandle::submit(self, request, sink)
+    }
+
+    fn cancel(&self, id: RequestId) {
+        EngineHandle::cancel(self, id);
+    }
+
+    fn metrics(&self) -> EngineMetrics {
+        EngineHandle::metrics(self)
+    }
+
+    fn limits(&self) -> Limits {
+        EngineHandle::limits(self)
+    }
+
+    fn drain(&self) {
+        EngineHandle::drain(self);
     }
 }
 

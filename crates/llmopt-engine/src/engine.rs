@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+pub use llmopt_api::EngineMetrics;
 use llmopt_kernels::ThreadPool;
 use llmopt_model::{KvCache, Logits, Model, SeqId, SeqInput, Workspace};
 
@@ -44,33 +45,6 @@ impl Default for EngineConfig {
             step_latency_target: None,
         }
     }
-}
-
-/// Counters and gauges, as `/metrics` shows them.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct EngineMetrics {
-    /// Requests waiting for admission (and preempted sequences waiting to resume).
-    pub queued: usize,
-    /// Sequences admitted (prefilling or decoding).
-    pub running: usize,
-    pub kv_blocks_total: usize,
-    /// Blocks held by sequences or the prefix cache.
-    pub kv_blocks_used: usize,
-    /// Blocks the prefix cache holds (evictable when nothing else does).
-    pub prefix_cache_blocks: usize,
-    pub prefix_queried_tokens: u64,
-    pub prefix_hit_tokens: u64,
-    pub prompt_tokens_computed: u64,
-    pub generated_tokens: u64,
-    pub steps: u64,
-    pub preemptions: u64,
-    /// Tokens and sequences of the latest step.
-    pub last_batch_tokens: usize,
-    pub last_batch_seqs: usize,
-    /// The token budget the policy gave the latest step.
-    pub token_budget: usize,
-    /// Seconds of the latest step.
-    pub last_step_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

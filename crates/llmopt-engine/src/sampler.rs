@@ -4,78 +4,7 @@
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-/// Sampling settings, validated by [`SamplerConfig::validate`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct SamplerConfig {
-    /// 0 = greedy; otherwise logits are divided by it.
-    pub temperature: f32,
-    /// Keep the k most likely tokens (0 = all).
-    pub top_k: usize,
-    /// Keep the smallest set whose probability reaches p (1 = all).
-    pub top_p: f32,
-    /// Drop tokens less likely than `min_p` times the most likely one (0 = off).
-    pub min_p: f32,
-    /// Divide positive (multiply negative) logits of recently seen tokens by this (1 = off).
-    pub repeat_penalty: f32,
-    /// How many recent tokens the penalties look at.
-    pub repeat_last_n: usize,
-    /// Subtracted from a recent token's logit once per occurrence (OpenAI's; 0 = off).
-    pub frequency_penalty: f32,
-    /// Subtracted from the logit of every token seen recently (OpenAI's; 0 = off).
-    pub presence_penalty: f32,
-    pub seed: u64,
-}
-
-impl Default for SamplerConfig {
-    fn default() -> Self {
-        Self {
-            temperature: 0.8,
-            top_k: 40,
-            top_p: 0.95,
-            min_p: 0.05,
-            repeat_penalty: 1.0,
-            repeat_last_n: 64,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
-            seed: 0,
-        }
-    }
-}
-
-/// An invalid sampling setting.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum SamplerError {
-    #[error("invalid {name} {value}: {expected}")]
-    Invalid { name: &'static str, value: String, expected: &'static str },
-}
-
-impl SamplerConfig {
-    /// Checks every value's range.
-    pub fn validate(&self) -> Result<(), SamplerError> {
-        let bad = |name, value: f32, expected| {
-            Err(SamplerError::Invalid { name, value: value.to_string(), expected })
-        };
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad("temperature", self.temperature, "must be a finite number >= 0");
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad("top-p", self.top_p, "must be in (0, 1]");
-        }
-        if !(0.0..=1.0).contains(&self.min_p) {
-            return bad("min-p", self.min_p, "must be in [0, 1]");
-        }
-        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return bad("repeat-penalty", self.repeat_penalty, "must be a finite number > 0");
-        }
-        if !(-2.0..=2.0).contains(&self.frequency_penalty) {
-            return bad("frequency-penalty", self.frequency_penalty, "must be in [-2, 2]");
-        }
-        if !(-2.0..=2.0).contains(&self.presence_penalty) {
-            return bad("presence-penalty", self.presence_penalty, "must be in [-2, 2]");
-        }
-        Ok(())
-    }
-}
+pub use llmopt_api::{SamplerConfig, SamplerError};
 
 /// Draws tokens from logits.
 #[derive(Debug)]
@@ -234,22 +163,5 @@ mod tests {
         // top-p 0.7 keeps only the 0.75 token
         let mut s = Sampler::new(SamplerConfig { top_p: 0.7, ..cfg(1.0) }).unwrap();
         assert!((0..200).all(|_| s.sample(&logits, &[]) == 1));
-    }
-
-    #[test]
-    fn invalid_values_are_named() {
-        for (c, name) in [
-            (SamplerConfig { temperature: -1.0, ..cfg(1.0) }, "temperature"),
-            (SamplerConfig { temperature: f32::NAN, ..cfg(1.0) }, "temperature"),
-            (SamplerConfig { top_p: 0.0, ..cfg(1.0) }, "top-p"),
-            (SamplerConfig { top_p: 1.5, ..cfg(1.0) }, "top-p"),
-            (SamplerConfig { min_p: -0.1, ..cfg(1.0) }, "min-p"),
-            (SamplerConfig { repeat_penalty: 0.0, ..cfg(1.0) }, "repeat-penalty"),
-            (SamplerConfig { frequency_penalty: 2.5, ..cfg(1.0) }, "frequency-penalty"),
-            (SamplerConfig { presence_penalty: -3.0, ..cfg(1.0) }, "presence-penalty"),
-        ] {
-            let err = Sampler::new(c).unwrap_err();
-            assert!(err.to_string().contains(name), "{err}");
-        }
     }
 }
