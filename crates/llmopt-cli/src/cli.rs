@@ -52,6 +52,12 @@ pub enum Command {
     /// --keep overrides, optionally weighted by importance from calibration text.
     #[command(after_help = QUANTIZE_HELP)]
     Quantize(QuantizeArgs),
+    /// Serve a model over HTTP with OpenAI's API (chat and text completions, streaming),
+    /// many clients at once through continuous batching and a shared prefix cache.
+    #[command(
+        after_help = "Examples:\n  llmopt serve --model models/SmolLM2-135M-Instruct.Q4_1.gguf\n  llmopt serve -m models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf --port 9000 --kv-cache-mb 1024 \\\n      --api-key sk-local-1 --served-model-name qwen-coder\n\n  curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n      -d '{\"model\": \"SmolLM2-135M-Instruct.Q4_1\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'\n\nEndpoints: POST /v1/chat/completions and /v1/completions (OpenAI's request and response\nshapes; \"stream\": true sends server-sent events ending with data: [DONE]), GET /v1/models,\nGET /health, and GET /metrics (Prometheus: requests by status, time to first token,\ninter-token and end-to-end latency, queue, running sequences, KV blocks, prefix-cache hit\nrate, tokens/s, batch size, token budget). Any OpenAI client works: set its base URL to\nhttp://HOST:PORT/v1 and the model to the served name.\n\nRequests run together: each engine step decodes one token for every running sequence and\nfills the rest of --max-batch-tokens with prompt chunks. The KV cache (--kv-cache-mb,\nconverted to tokens with the model's KV bytes per token) holds every running sequence;\nprompt blocks are kept after a request ends and reused by later prompts that start the same\nway (usage.prompt_tokens_details.cached_tokens). When it runs out, the newest sequence\nwaits and is recomputed later.\n\nLogs are JSON lines on stderr, each with the request's id (the x-request-id header, the\nclient's if it sent one). SIGTERM or Ctrl-C stops taking requests, finishes the running\nones, then exits."
+    )]
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +140,37 @@ pub struct GenerateArgs {
     pub verbose_prompt: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Address to listen on (0.0.0.0 listens on every interface: set --api-key then).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (the address is printed on stderr).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Most tokens in one engine step, decode and prefill together: larger admits long prompts
+    /// faster, smaller keeps each step (and so each streamed token) quicker.
+    #[arg(long, default_value_t = 512)]
+    pub max_batch_tokens: usize,
+    /// Memory for the KV cache in MiB, shared by all running requests. It bounds how many tokens
+    /// (prompts plus completions) can be in flight at once.
+    #[arg(long, default_value_t = 512)]
+    pub kv_cache_mb: usize,
+    /// Keep decode steps near MS milliseconds while prompts wait, by shrinking their prefill
+    /// chunks (the adaptive token budget); without it every step may fill --max-batch-tokens.
+    #[arg(long, value_name = "MS")]
+    pub step_latency_ms: Option<f64>,
+    /// Require `Authorization: Bearer KEY` on /v1 requests; repeat for several keys. /health and
+    /// /metrics stay open.
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_keys: Vec<String>,
+    /// The model's name in requests and in /v1/models [default: the file name without .gguf].
+    #[arg(long, value_name = "NAME")]
+    pub served_model_name: Option<String>,
 }
 
 #[derive(Debug, Args)]

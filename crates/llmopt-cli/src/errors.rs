@@ -92,6 +92,12 @@ fn hint(err: &anyhow::Error) -> Option<String> {
             return Some("use a longer --file or a smaller --ctx".into());
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::AddrInUse {
+                return Some(
+                    "another program listens there: pick another --port (0 picks a free one)"
+                        .into(),
+                );
+            }
             if io.kind() == std::io::ErrorKind::NotFound {
                 return Some(
                     "check the path; `scripts/setup` installs the example models into models/"

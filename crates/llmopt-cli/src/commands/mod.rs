@@ -11,6 +11,7 @@ mod profile;
 mod quantize;
 mod runs;
 mod runs_report;
+mod serve;
 mod tasks;
 
 use std::process::ExitCode;
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(EvalCommand::Tasks(a)) => tasks::run(&a),
         Command::Eval(EvalCommand::LongContext(a)) => long_context::run(&a),
         Command::Runs(a) => runs::run(&a),
+        Command::Serve(a) => serve::run(&a),
     }?;
     Ok(ExitCode::SUCCESS)
 }
