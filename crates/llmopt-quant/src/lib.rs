@@ -5,10 +5,11 @@
 //!
 //! Formats come from `llmopt_tensor::FORMATS`: a format can be written once its row has an
 //! encoder, and [`encode::weighted_encoder`] is the one place that picks importance-weighted
-//! encoding. Methods: round to nearest (`rtn`) and importance-weighted (`imatrix`).
+//! encoding. Methods: round to nearest (`rtn`), importance-weighted (`imatrix`) and [`gptq`].
 
 pub mod encode;
 pub mod ftype;
+pub mod gptq;
 pub mod imatrix;
 pub mod keep;
 pub mod plan;
@@ -22,6 +23,7 @@ use llmopt_model::ModelError;
 use llmopt_tensor::{GgmlType, TensorError};
 
 pub use ftype::{encodable_formats, encodable_names, parse_format, FileType, FILE_TYPES};
+pub use gptq::{GptqConfig, Hessians};
 pub use imatrix::{calibrate, CalibConfig, CalibInfo, Imatrix};
 pub use keep::KeepRule;
 pub use plan::{Fallback, FallbackReason, Plan, PlanConfig, TensorPlan};
@@ -56,6 +58,8 @@ pub enum QuantError {
     BadCalibration { reason: String },
     #[error("{tensor}: row {row} of the source decodes to {value}: the source file is damaged")]
     NonFinite { tensor: String, row: usize, value: f32 },
+    #[error("GPTQ cannot encode {tensor}: {reason}")]
+    Gptq { tensor: String, reason: String },
     #[error("the plan was made for another file")]
     PlanMismatch,
     #[error("cannot write the output: {0}")]

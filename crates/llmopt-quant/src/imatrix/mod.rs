@@ -156,6 +156,21 @@ pub fn calibrate(
     cfg: &CalibConfig,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Imatrix, QuantError> {
+    let mut imatrix = Imatrix { chunk_size: cfg.ctx as u32, ..Imatrix::default() };
+    imatrix.chunks = run_chunks(model, pool, tokens, cfg, &mut imatrix, progress)? as u32;
+    Ok(imatrix)
+}
+
+/// Runs whole chunks of `cfg.ctx` tokens (at most `cfg.max_tokens`) through `model`, each from an
+/// empty cache, with `observer` watching; returns the number of chunks.
+pub(crate) fn run_chunks(
+    model: &Model,
+    pool: &ThreadPool,
+    tokens: &[u32],
+    cfg: &CalibConfig,
+    observer: &mut dyn Observer,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<usize, QuantError> {
     let ctx = cfg.ctx;
     if ctx < MIN_TOKENS || ctx > model.config.context_length {
         return Err(QuantError::BadCalibration {
@@ -177,8 +192,6 @@ pub fn calibrate(
             ),
         });
     }
-    let mut imatrix =
-        Imatrix { chunks: n_chunks as u32, chunk_size: ctx as u32, ..Imatrix::default() };
     let mut kv = KvCache::new(&model.config, ctx, DEFAULT_BLOCK_SIZE);
     let mut ws = Workspace::new();
     let mut chunk = vec![0u32; ctx];
@@ -189,12 +202,12 @@ pub fn calibrate(
         }
         let seq = kv.add_sequence();
         let input = [SeqInput { seq, tokens: &chunk, logits: Logits::None }];
-        let result = model.forward(pool, &input, &mut kv, &mut ws, Some(&mut imatrix));
+        let result = model.forward(pool, &input, &mut kv, &mut ws, Some(&mut *observer));
         kv.remove_sequence(seq);
         result?;
         progress(i + 1, n_chunks);
     }
-    Ok(imatrix)
+    Ok(n_chunks)
 }
 
 #[cfg(test)]
