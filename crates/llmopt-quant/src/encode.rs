@@ -1,10 +1,10 @@
 //! Re-encoding rows: the source format's decoder to f32, then the target format's encoder from the
 //! format table: its importance-weighted one when there is importance and the format has one,
-//! else its reference encoder (round to nearest, ggml's `quantize_row_*_ref`).
+//! GPTQ's block-wise error feedback, else its reference encoder (ggml's `quantize_row_*_ref`).
 
 use llmopt_tensor::GgmlType;
 
-use crate::QuantError;
+use crate::{gptq::Prepared, QuantError};
 
 /// An importance-weighted encoder: one row `src` into `dst`, `weights[j]` the importance of
 /// column `j` (`weights.len() == src.len()`): the format table's `EncodeWeightedFn`.
@@ -26,8 +26,18 @@ pub struct RowCodec<'a> {
     pub target: GgmlType,
     /// Elements per row.
     pub ncols: usize,
-    /// Per-column importance with the encoder that uses it, or `None` for round to nearest.
-    pub weighted: Option<(&'a [f32], WeightedEncodeFn)>,
+    pub mode: Encoding<'a>,
+}
+
+/// How rows are encoded.
+#[derive(Clone, Copy, Debug)]
+pub enum Encoding<'a> {
+    /// The format's reference encoder (round to nearest).
+    Nearest,
+    /// Per-column importance with the encoder that uses it.
+    Weighted(&'a [f32], WeightedEncodeFn),
+    /// GPTQ with the factor of the rows' input Hessian.
+    Gptq(&'a Prepared),
 }
 
 impl RowCodec<'_> {
@@ -53,13 +63,14 @@ impl RowCodec<'_> {
                 value: scratch[i],
             });
         }
-        match self.weighted {
-            None => self.target.from_f32(scratch, dst)?,
-            Some((weights, encode)) => {
+        match self.mode {
+            Encoding::Nearest => self.target.from_f32(scratch, dst)?,
+            Encoding::Weighted(weights, encode) => {
                 for (x, q) in scratch.chunks_exact(self.ncols).zip(dst.chunks_exact_mut(dst_row)) {
                     encode(x, weights, q);
                 }
             }
+            Encoding::Gptq(p) => p.quantize_rows(scratch, dst),
         }
         Ok(())
     }
@@ -79,7 +90,7 @@ mod tests {
             source: GgmlType::Q8_0,
             target: GgmlType::Q4_0,
             ncols: 32,
-            weighted: None,
+            mode: Encoding::Nearest,
         };
         let mut dst = vec![0u8; 2 * 18];
         let mut scratch = Vec::new();

@@ -4,7 +4,7 @@
 
 use llmopt_formats::gguf::{MetaValue, Metadata};
 
-use crate::{imatrix::CalibInfo, plan::Plan};
+use crate::{gptq::GptqConfig, imatrix::CalibInfo, plan::Plan};
 
 /// ggml's `GGML_QNT_VERSION`, which llama-quantize stores in `general.quantization_version`.
 pub const QUANTIZATION_VERSION: u32 = 2;
@@ -17,8 +17,10 @@ pub struct Provenance {
     /// The source file's name (no directories) and SHA-256.
     pub source_file: String,
     pub source_sha256: String,
-    /// `rtn` or `imatrix`.
+    /// `rtn`, `imatrix` or `gptq`.
     pub method: String,
+    /// GPTQ's settings, with `--method gptq`.
+    pub gptq: Option<GptqConfig>,
     /// The calibration text, when an importance matrix was used.
     pub calib: Option<CalibInfo>,
     /// A reused importance file's name and SHA-256 (`--imatrix`).
@@ -46,6 +48,11 @@ pub fn output_metadata(source: &Metadata, plan: &Plan, p: &Provenance) -> Metada
     if !plan.keep.is_empty() {
         let rules = plan.keep.iter().map(|k| str(&k.to_string())).collect();
         m.insert("llmopt.quantize.keep", MetaValue::Array(rules));
+    }
+    if let Some(g) = &p.gptq {
+        m.insert("llmopt.quantize.gptq.damp", MetaValue::F32(g.damp as f32));
+        m.insert("llmopt.quantize.gptq.act_order", MetaValue::Bool(g.act_order));
+        m.insert("llmopt.quantize.gptq.weighted", MetaValue::Bool(g.weighted));
     }
     if let Some(c) = &p.calib {
         m.insert("llmopt.calib.file", str(&c.file));

@@ -9,7 +9,8 @@ use llmopt_formats::gguf::{
 };
 
 use crate::{
-    encode::{weighted_encoder, RowCodec},
+    encode::{weighted_encoder, Encoding, RowCodec},
+    gptq::{hessian_key, GptqConfig, Hessians, Prepared},
     imatrix::Imatrix,
     plan::{Plan, TensorPlan},
     QuantError,
@@ -28,9 +29,14 @@ pub struct Job<'a> {
     pub metadata: &'a Metadata,
     /// Per-column importance, for the formats with a weighted encoder.
     pub importance: Option<&'a Imatrix>,
+    /// GPTQ's Hessians and settings (`--method gptq`); tensors without a Hessian round to nearest.
+    pub gptq: Option<(&'a Hessians, GptqConfig)>,
     /// Threads that encode (at least 1).
     pub threads: usize,
 }
+
+/// Factors kept for the next tensors: Q, K and V (gate and up) share theirs.
+const GPTQ_CACHE: usize = 4;
 
 /// What was written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,6 +52,11 @@ pub struct Written {
     /// Converted tensors that had importance but whose format has no weighted encoder (rounded
     /// to nearest instead).
     pub importance_unused: usize,
+    /// Converted tensors encoded by GPTQ.
+    pub gptq: usize,
+    /// Converted tensors GPTQ could not see (no Hessian: the token embedding, a tied output),
+    /// rounded to nearest instead.
+    pub gptq_without_hessian: usize,
 }
 
 /// Writes the output file for `job` to `w`. `progress(i, tensor)` is called before each tensor.
@@ -75,6 +86,7 @@ pub fn write_quantized(
     let align = alignment(job.metadata);
     let mut written = Written::default();
     let mut scratch: Vec<Vec<f32>> = vec![Vec::new(); job.threads.max(1)];
+    let mut cache: Vec<(String, llmopt_tensor::GgmlType, Prepared)> = Vec::new();
     for (i, (info, t)) in src.tensors().iter().zip(&plan.tensors).enumerate() {
         progress(i, t);
         let data = src.tensor_data(info);
@@ -83,21 +95,26 @@ pub fn write_quantized(
             written.copied += 1;
         } else {
             let importance = job.importance.and_then(|m| m.importance(&t.name));
-            let weighted = match (&importance, weighted_encoder(t.target)) {
-                (Some(imp), Some(enc)) => Some((imp.as_slice(), enc)),
-                (Some(_), None) => {
-                    written.importance_unused += 1;
-                    None
-                }
-                (None, _) => None,
+            let prepared = match job.gptq {
+                Some(g) => gptq_factor(&mut cache, g, t, &mut written)?,
+                None => None,
             };
-            written.weighted += usize::from(weighted.is_some());
+            let mode = match (prepared, &importance, weighted_encoder(t.target)) {
+                (Some(p), _, _) => Encoding::Gptq(p),
+                (None, Some(imp), Some(enc)) => Encoding::Weighted(imp.as_slice(), enc),
+                (None, Some(_), None) => {
+                    written.importance_unused += 1;
+                    Encoding::Nearest
+                }
+                (None, None, _) => Encoding::Nearest,
+            };
+            written.weighted += usize::from(matches!(mode, Encoding::Weighted(..)));
             let codec = RowCodec {
                 name: &t.name,
                 source: t.source,
                 target: t.target,
                 ncols: t.ncols() as usize,
-                weighted,
+                mode,
             };
             convert_tensor(&codec, data, &mut scratch, w)?;
             written.converted += 1;
@@ -107,6 +124,35 @@ pub fn write_quantized(
     }
     w.flush().map_err(QuantError::Write)?;
     Ok(written)
+}
+
+/// GPTQ's factor for tensor `t`, kept at the end of `cache` (computed once per shared input and
+/// format); `None` for a float target or a tensor without a Hessian (counted in `written`).
+fn gptq_factor<'c>(
+    cache: &'c mut Vec<(String, llmopt_tensor::GgmlType, Prepared)>,
+    (hessians, cfg): (&Hessians, GptqConfig),
+    t: &TensorPlan,
+    written: &mut Written,
+) -> Result<Option<&'c Prepared>, QuantError> {
+    if t.target.spec().block_len == 1 {
+        return Ok(None);
+    }
+    let Some(h) = hessians.get(&t.name) else {
+        written.gptq_without_hessian += 1;
+        return Ok(None);
+    };
+    let key = hessian_key(&t.name).into_owned();
+    let hit = cache.iter().position(|(k, ty, _)| *k == key && *ty == t.target);
+    let entry = match hit {
+        Some(i) => cache.remove(i),
+        None => (key, t.target, Prepared::new(&t.name, h, t.target, &cfg)?),
+    };
+    cache.push(entry);
+    if cache.len() > GPTQ_CACHE {
+        cache.remove(0);
+    }
+    written.gptq += 1;
+    Ok(cache.last().map(|c| &c.2))
 }
 
 /// Re-encodes one tensor slab by slab, each slab's rows split among the threads.

@@ -24,7 +24,14 @@ fn q4_0_output_is_the_reference_encoding_and_loads() {
     let cfg = PlanConfig { format: GgmlType::Q4_0, keep: Vec::new(), imatrix: false };
     let plan = Plan::new(src.tensors(), src.metadata(), cfg).unwrap();
     let meta = output_metadata(src.metadata(), &plan, &Provenance::default());
-    let job = Job { source: &src, plan: &plan, metadata: &meta, importance: None, threads: 2 };
+    let job = Job {
+        source: &src,
+        plan: &plan,
+        metadata: &meta,
+        importance: None,
+        gptq: None,
+        threads: 2,
+    };
     let dir = TempDir::new("quant-write");
     let path = dir.path().join("q4_0.gguf");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());

@@ -11,7 +11,7 @@ use std::{borrow::Cow, collections::BTreeMap, ops::Range};
 use llmopt_kernels::ThreadPool;
 use llmopt_model::{Model, Observer};
 
-use crate::{imatrix, CalibConfig, QuantError};
+use crate::{imatrix, CalibConfig, Imatrix, QuantError};
 
 /// `Σ x xᵀ` over the input rows of one Linear (upper triangle, f32) and the token count.
 #[derive(Clone, Debug, PartialEq)]
@@ -169,7 +169,8 @@ impl Observer for Hessians {
 }
 
 /// Runs `tokens` through `model` in chunks as [`crate::calibrate`] does and captures the
-/// Hessians of `layers` (all when `None`).
+/// Hessians of `layers` (all when `None`), with the importance matrix of the same pass (it
+/// records the calibration's chunks, and `--imatrix-out` can save it).
 pub fn capture_hessians(
     model: &Model,
     pool: &ThreadPool,
@@ -177,8 +178,22 @@ pub fn capture_hessians(
     cfg: &CalibConfig,
     layers: Option<Range<usize>>,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Hessians, QuantError> {
-    let mut h = Hessians { layers, threads: pool.n_threads().max(1), ..Hessians::default() };
-    imatrix::run_chunks(model, pool, tokens, cfg, &mut h, progress)?;
-    Ok(h)
+) -> Result<(Imatrix, Hessians), QuantError> {
+    let hessians = Hessians { layers, threads: pool.n_threads().max(1), ..Hessians::default() };
+    let mut imatrix = Imatrix::default();
+    imatrix.chunk_size = cfg.ctx as u32;
+    let mut both = Both(imatrix, hessians);
+    let chunks = imatrix::run_chunks(model, pool, tokens, cfg, &mut both, progress)?;
+    both.0.chunks = chunks as u32;
+    Ok((both.0, both.1))
+}
+
+/// Two observers of one pass.
+struct Both(Imatrix, Hessians);
+
+impl Observer for Both {
+    fn on_linear(&mut self, name: &str, n_tok: usize, input: &[f32], output: &[f32]) {
+        self.0.on_linear(name, n_tok, input, output);
+        self.1.on_linear(name, n_tok, input, output);
+    }
 }

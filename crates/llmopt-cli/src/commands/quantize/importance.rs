@@ -1,16 +1,17 @@
-//! The importance data of `--method imatrix`: collected from `--calib` through the model (and
-//! saved with `--imatrix-out`), or read from `--imatrix` and checked against the model.
+//! The calibration data of `--method imatrix` and `gptq`: collected from `--calib` through the
+//! model (importance saved with `--imatrix-out`; GPTQ's Hessians in the same pass), or read from
+//! `--imatrix` and checked against the model.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use llmopt_formats::gguf::GgufFile;
-use llmopt_quant::{calibrate, CalibConfig, CalibInfo, Imatrix};
+use llmopt_quant::{calibrate, gptq::capture_hessians, CalibConfig, CalibInfo, Hessians, Imatrix};
 
 use super::file_name;
 use crate::{
     atomic_file::AtomicFile,
-    cli::{QuantizeArgs, RunArgs},
+    cli::{Method, QuantizeArgs, RunArgs},
     load::Loaded,
     progress,
 };
@@ -23,6 +24,8 @@ pub struct Importance {
     pub imatrix: Imatrix,
     /// A reused file's name and SHA-256 (`--imatrix`).
     pub file: Option<(String, String)>,
+    /// GPTQ's Hessians (`--method gptq`).
+    pub hessians: Option<Hessians>,
     /// Time spent calibrating (or reading the file).
     pub elapsed: Duration,
 }
@@ -41,10 +44,10 @@ impl Importance {
             let sha = llmopt_store::sha256_file(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let file = Some((file_name(path), sha));
-            return Ok(Self { imatrix, file, elapsed: started.elapsed() });
+            return Ok(Self { imatrix, file, hessians: None, elapsed: started.elapsed() });
         }
         let Some(calib) = &args.calib else {
-            anyhow::bail!("--method imatrix needs --calib or --imatrix");
+            anyhow::bail!("--method {} needs --calib", args.method.name());
         };
         // Created first, so an unwritable --imatrix-out fails before calibration.
         let save = args.imatrix_out.as_deref().map(AtomicFile::create).transpose()?;
@@ -67,11 +70,25 @@ impl Importance {
         );
         let cfg = CalibConfig { ctx: CHUNK, max_tokens: args.calib_tokens, bos };
         let bar = progress::bar(0, "{bar:30} {pos}/{len} chunks, calibrating [{elapsed} < {eta}]");
-        let mut imatrix = calibrate(&m.model, &m.pool, &tokens, &cfg, &mut |d, t| {
+        let mut progress = |d: usize, t: usize| {
             bar.set_length(t as u64);
             bar.set_position(d as u64);
-        })
-        .with_context(|| format!("cannot calibrate {model} on {}", calib.display()))?;
+        };
+        let (mut imatrix, hessians) = match args.method {
+            Method::Gptq => {
+                let (i, h) =
+                    capture_hessians(&m.model, &m.pool, &tokens, &cfg, None, &mut progress)
+                        .with_context(|| {
+                            format!("cannot calibrate {model} on {}", calib.display())
+                        })?;
+                (i, Some(h))
+            }
+            _ => (
+                calibrate(&m.model, &m.pool, &tokens, &cfg, &mut progress)
+                    .with_context(|| format!("cannot calibrate {model} on {}", calib.display()))?,
+                None,
+            ),
+        };
         bar.finish_and_clear();
         imatrix.calib = Some(CalibInfo {
             file: file_name(calib),
@@ -86,6 +103,6 @@ impl Importance {
             f.commit()?;
             eprintln!("saved the importance data to {}", path.display());
         }
-        Ok(Self { imatrix, file: None, elapsed: started.elapsed() })
+        Ok(Self { imatrix, file: None, hessians, elapsed: started.elapsed() })
     }
 }

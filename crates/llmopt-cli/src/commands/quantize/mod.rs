@@ -15,8 +15,8 @@ use std::{
 use anyhow::{Context, Result};
 use llmopt_formats::gguf::GgufFile;
 use llmopt_quant::{
-    encode::weighted_encoder, output_metadata, write_quantized, FallbackReason, Job, Plan,
-    PlanConfig, Provenance,
+    encode::weighted_encoder, output_metadata, write_quantized, FallbackReason, GptqConfig, Job,
+    Plan, PlanConfig, Provenance, Written,
 };
 
 use crate::{
@@ -61,10 +61,15 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     // Created before any long work, so an unwritable output fails first.
     let mut out = AtomicFile::create(&args.out)?;
     let importance = match args.method {
-        Method::Imatrix => Some(Importance::get(args, &src, threads)?),
+        Method::Imatrix | Method::Gptq => Some(Importance::get(args, &src, threads)?),
         Method::Rtn => None,
     };
-    print_notes(&plan, importance.is_some());
+    let gptq = (args.method == Method::Gptq).then_some(GptqConfig {
+        damp: args.gptq_damp,
+        act_order: args.act_order,
+        weighted: !args.gptq_plain,
+    });
+    print_notes(&plan, args.method == Method::Imatrix);
 
     let source_sha256 = record::file_sha256(&args.model, &args.store)?;
     let prov = Provenance {
@@ -72,18 +77,19 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
         source_file: file_name(&args.model),
         source_sha256: source_sha256.clone(),
         method: args.method.name().to_string(),
+        gptq,
         calib: importance.as_ref().and_then(|i| i.imatrix.calib.clone()),
         imatrix_file: importance.as_ref().and_then(|i| i.file.clone()),
-        weighted_tensors: importance
-            .as_ref()
-            .map(|_| plan.converted().filter(|t| weighted_encoder(t.target).is_some()).count()),
+        weighted_tensors: (args.method == Method::Imatrix)
+            .then(|| plan.converted().filter(|t| weighted_encoder(t.target).is_some()).count()),
     };
     let metadata = output_metadata(src.metadata(), &plan, &prov);
     let job = Job {
         source: &src,
         plan: &plan,
         metadata: &metadata,
-        importance: importance.as_ref().map(|i| &i.imatrix),
+        importance: importance.as_ref().filter(|_| gptq.is_none()).map(|i| &i.imatrix),
+        gptq: importance.as_ref().and_then(|i| i.hessians.as_ref()).zip(gptq),
         threads,
     };
     let write_started = Instant::now();
@@ -94,6 +100,7 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     })
     .with_context(|| format!("cannot write {}", out.temp_path().display()))?;
     bar.finish_and_clear();
+    gptq_note(&written);
     out.commit()?;
     let quantize_time = write_started.elapsed();
 
@@ -140,11 +147,33 @@ pub struct Seconds {
     pub total: Duration,
 }
 
+/// Says which tensors GPTQ could not see.
+#[allow(clippy::print_stderr)]
+fn gptq_note(w: &Written) {
+    if w.gptq_without_hessian > 0 {
+        eprintln!(
+            "note: --method gptq: {} tensor(s) without a Hessian (the token embedding or a tied \
+             output, which no layer input reaches) were rounded to nearest",
+            w.gptq_without_hessian
+        );
+    }
+}
+
 /// The method's inputs must fit it; checked before anything is read.
 fn check_args(args: &QuantizeArgs) -> Result<()> {
+    if args.method != Method::Gptq && (args.act_order || args.gptq_plain) {
+        anyhow::bail!("--act-order and --gptq-plain are for --method gptq");
+    }
+    if !(args.gptq_damp.is_finite() && args.gptq_damp >= 0.0) {
+        anyhow::bail!("invalid --gptq-damp {}: must be a fraction >= 0", args.gptq_damp);
+    }
     match args.method {
         Method::Rtn if args.calib.is_some() || args.imatrix.is_some() => anyhow::bail!(
-            "--calib and --imatrix are for --method imatrix (this run rounds to nearest)"
+            "--calib and --imatrix are for --method imatrix or gptq (this run rounds to nearest)"
+        ),
+        Method::Gptq if args.imatrix.is_some() || args.calib.is_none() => anyhow::bail!(
+            "--method gptq needs calibration text (--calib FILE): it captures each input's \
+             Hessian, which saved importance data (--imatrix) do not hold"
         ),
         Method::Imatrix if args.calib.is_none() && args.imatrix.is_none() => anyhow::bail!(
             "--method imatrix needs calibration text (--calib FILE) or saved importance data \

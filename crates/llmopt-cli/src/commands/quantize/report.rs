@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{importance::Importance, Seconds};
 use crate::{
-    cli::QuantizeArgs,
+    cli::{Method, QuantizeArgs},
     commands::inspect::{type_rows, types_table},
     units::human_bytes,
 };
@@ -86,6 +86,13 @@ impl Report<'_> {
             "tensor_types": type_rows(out),
             "fallbacks": fallbacks,
             "calibration": calibration,
+            "gptq": (self.args.method == Method::Gptq).then(|| json!({
+                "damp": self.args.gptq_damp,
+                "act_order": self.args.act_order,
+                "weighted": !self.args.gptq_plain,
+                "tensors": w.gptq,
+                "without_hessian": w.gptq_without_hessian,
+            })),
             "seconds": {
                 "calibration": s.calibration.as_secs_f64(),
                 "quantization": s.quantization.as_secs_f64(),
@@ -140,7 +147,9 @@ impl Report<'_> {
             self.args.method.name(),
             w.converted,
             w.copied,
-            if self.importance.is_some() {
+            if self.args.method == Method::Gptq {
+                format!(", {} by GPTQ", w.gptq)
+            } else if self.importance.is_some() {
                 format!(", {} with importance weights", w.weighted)
             } else {
                 String::new()
