@@ -96,7 +96,7 @@ pub fn write_quantized(
         } else {
             let importance = job.importance.and_then(|m| m.importance(&t.name));
             let prepared = match job.gptq {
-                Some(g) => gptq_factor(&mut cache, g, t, &mut written)?,
+                Some(g) => gptq_factor(&mut cache, g, t, job.threads, &mut written)?,
                 None => None,
             };
             let mode = match (prepared, &importance, weighted_encoder(t.target)) {
@@ -132,6 +132,7 @@ fn gptq_factor<'c>(
     cache: &'c mut Vec<(String, llmopt_tensor::GgmlType, Prepared)>,
     (hessians, cfg): (&Hessians, GptqConfig),
     t: &TensorPlan,
+    threads: usize,
     written: &mut Written,
 ) -> Result<Option<&'c Prepared>, QuantError> {
     if t.target.spec().block_len == 1 {
@@ -145,7 +146,7 @@ fn gptq_factor<'c>(
     let hit = cache.iter().position(|(k, ty, _)| *k == key && *ty == t.target);
     let entry = match hit {
         Some(i) => cache.remove(i),
-        None => (key, t.target, Prepared::new(&t.name, h, t.target, &cfg)?),
+        None => (key, t.target, Prepared::new(&t.name, h, t.target, &cfg, threads)?),
     };
     cache.push(entry);
     if cache.len() > GPTQ_CACHE {

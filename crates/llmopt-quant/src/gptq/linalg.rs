@@ -9,59 +9,88 @@ pub struct NotPositiveDefinite {
 }
 
 /// The upper-triangular `U` with `UᵀU = H⁻¹` (row-major; below the diagonal zero), for a
-/// symmetric positive definite `h` (n x n, row-major; only its upper triangle is read).
+/// symmetric positive definite `h` (n x n, row-major; only its upper triangle is read), on up to
+/// `threads` threads.
 ///
 /// `H⁻¹ = UᵀU` means `H = V Vᵀ` with `V = U⁻¹` upper triangular: a Cholesky factor taken from
 /// the last row up. So `V` is factored in place (n³/3) and inverted (n³/3), instead of
 /// factoring, inverting and factoring again (5n³/3).
-pub fn inverse_upper_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, NotPositiveDefinite> {
-    let v = reverse_cholesky(h, n)?;
-    Ok(invert_upper(&v, n))
+pub fn inverse_upper_cholesky(
+    h: &[f64],
+    n: usize,
+    threads: usize,
+) -> Result<Vec<f64>, NotPositiveDefinite> {
+    let threads = threads.max(1);
+    let v = reverse_cholesky(h, n, threads)?;
+    Ok(invert_upper(&v, n, threads))
 }
+
+/// Work (multiply-adds) below which a step runs on the calling thread.
+const PARALLEL_WORK: usize = 1 << 16;
 
 /// `V` upper triangular with `H = V Vᵀ`: column `j` from the last to the first,
 /// `V[j][j]² = H[j][j] - Σ_{k>j} V[j][k]²`, `V[i][j] = (H[i][j] - Σ_{k>j} V[i][k] V[j][k]) / V[j][j]`.
-fn reverse_cholesky(h: &[f64], n: usize) -> Result<Vec<f64>, NotPositiveDefinite> {
+fn reverse_cholesky(h: &[f64], n: usize, threads: usize) -> Result<Vec<f64>, NotPositiveDefinite> {
     let mut v = vec![0.0f64; n * n];
     for j in (0..n).rev() {
-        let vj = &v[j * n + j + 1..(j + 1) * n];
-        let d = h[j * n + j] - dot(vj, vj);
+        let (above, rest) = v.split_at_mut(j * n);
+        let row_j = &mut rest[..n];
+        let d = h[j * n + j] - dot(&row_j[j + 1..], &row_j[j + 1..]);
         if !(d > 0.0 && d.is_finite()) {
             return Err(NotPositiveDefinite { index: j, pivot: d });
         }
         let d = d.sqrt();
-        v[j * n + j] = d;
-        for i in 0..j {
-            // Row i of V holds columns > i; columns > j are already final.
-            let (rows_i, rows_j) = v.split_at_mut(j * n);
-            let s = dot(&rows_i[i * n + j + 1..(i + 1) * n], &rows_j[j + 1..n]);
-            rows_i[i * n + j] = (h[i * n + j] - s) / d;
+        row_j[j] = d;
+        let row_j = &row_j[..];
+        // Rows i < j: each holds its columns > j already.
+        let column = |first: usize, rows: &mut [f64]| {
+            for (r, row) in rows.chunks_exact_mut(n).enumerate() {
+                let i = first + r;
+                row[j] = (h[i * n + j] - dot(&row[j + 1..], &row_j[j + 1..])) / d;
+            }
+        };
+        let per = j.div_ceil(threads).max(1);
+        if threads == 1 || j * (n - j) < PARALLEL_WORK {
+            column(0, above);
+        } else {
+            std::thread::scope(|s| {
+                for (k, rows) in above.chunks_mut(per * n).enumerate() {
+                    let column = &column;
+                    s.spawn(move || column(k * per, rows));
+                }
+            });
         }
     }
     Ok(v)
 }
 
-/// The inverse of an upper-triangular matrix with a nonzero diagonal, row by row from the last:
-/// `U[i][i] = 1/V[i][i]`, `U[i][k] = -(Σ_{i<m≤k} V[i][m] U[m][k]) / V[i][i]` for `k > i`.
-fn invert_upper(v: &[f64], n: usize) -> Vec<f64> {
-    let mut u = vec![0.0f64; n * n];
-    for i in (0..n).rev() {
-        let (head, tail) = u.split_at_mut((i + 1) * n);
-        let row = &mut head[i * n..];
-        let inv = 1.0 / v[i * n + i];
-        row[i] = inv;
-        // row[k] accumulates Σ_m V[i][m] U[m][k] over the rows m > i already inverted.
-        for m in i + 1..n {
-            let c = v[i * n + m];
-            if c != 0.0 {
-                let um = &tail[(m - i - 1) * n..(m - i) * n];
-                for k in m..n {
-                    row[k] += c * um[k];
-                }
-            }
+/// The inverse of an upper-triangular matrix with a nonzero diagonal, column by column (each a
+/// back substitution, independent of the others, so columns are dealt to threads):
+/// `U[k][k] = 1/V[k][k]`, `U[i][k] = -(Σ_{i<m≤k} V[i][m] U[m][k]) / V[i][i]` for `i < k`.
+fn invert_upper(v: &[f64], n: usize, threads: usize) -> Vec<f64> {
+    // Column k of U is kept as row k of `ut`, so every sum is over contiguous memory.
+    let mut ut = vec![0.0f64; n * n];
+    let solve = |k: usize, col: &mut [f64]| {
+        col[k] = 1.0 / v[k * n + k];
+        for i in (0..k).rev() {
+            col[i] = -dot(&v[i * n + i + 1..i * n + k + 1], &col[i + 1..k + 1]) / v[i * n + i];
         }
-        for x in &mut row[i + 1..] {
-            *x *= -inv;
+    };
+    let threads = if n * n * n / 6 < PARALLEL_WORK { 1 } else { threads };
+    std::thread::scope(|s| {
+        let mut lanes: Vec<Vec<(usize, &mut [f64])>> = (0..threads).map(|_| Vec::new()).collect();
+        for (k, col) in ut.chunks_exact_mut(n).enumerate() {
+            lanes[k % threads].push((k, col));
+        }
+        for lane in lanes {
+            let solve = &solve;
+            s.spawn(move || lane.into_iter().for_each(|(k, col)| solve(k, col)));
+        }
+    });
+    let mut u = vec![0.0f64; n * n];
+    for k in 0..n {
+        for i in 0..=k {
+            u[i * n + k] = ut[k * n + i];
         }
     }
     u
@@ -128,9 +157,9 @@ mod tests {
 
     #[test]
     fn upper_factor_of_the_inverse_matches_a_direct_solve() {
-        for (n, seed) in [(1, 1), (2, 2), (7, 3), (33, 4), (70, 5)] {
+        for (n, seed) in [(1, 1), (2, 2), (7, 3), (33, 4), (70, 5), (130, 6)] {
             let h = spd(n, seed);
-            let u = inverse_upper_cholesky(&h, n).unwrap();
+            let u = inverse_upper_cholesky(&h, n, 3).unwrap();
             for i in 0..n {
                 for k in 0..i {
                     assert_eq!(u[i * n + k], 0.0, "upper triangular");
@@ -152,8 +181,8 @@ mod tests {
     #[test]
     fn refuses_a_matrix_that_is_not_positive_definite() {
         let h = [1.0, 2.0, 2.0, 1.0];
-        assert_eq!(inverse_upper_cholesky(&h, 2).unwrap_err().index, 0);
+        assert_eq!(inverse_upper_cholesky(&h, 2, 1).unwrap_err().index, 0);
         let h = [1.0, 0.0, 0.0, -1.0];
-        assert_eq!(inverse_upper_cholesky(&h, 2).unwrap_err().index, 1);
+        assert_eq!(inverse_upper_cholesky(&h, 2, 1).unwrap_err().index, 1);
     }
 }

@@ -56,13 +56,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Factors `h` for rows of `h.n()` columns encoded in `ty`. Fails when `ty` has no encoder or
+    /// Factors `h` for rows of `h.n()` columns encoded in `ty`, on up to `threads` threads. Fails when `ty` has no encoder or
     /// its blocks do not tile a row, or when `H` is not positive definite even after dampening.
     pub fn new(
         name: &str,
         h: &Hessian,
         ty: GgmlType,
         cfg: &GptqConfig,
+        threads: usize,
     ) -> Result<Self, QuantError> {
         let spec = ty.spec();
         let n = h.n();
@@ -97,13 +98,15 @@ impl Prepared {
             .flat_map(|&i| perm.iter().map(move |&j| (i, j)))
             .map(|(i, j)| full[i.min(j) * n + i.max(j)])
             .collect();
-        let u = linalg::inverse_upper_cholesky(&permuted, n).map_err(|e| QuantError::Gptq {
-            tensor: name.to_string(),
-            reason: format!(
-                "its Hessian is not positive definite after dampening (pivot {} is {:.3e}); \
+        let u = linalg::inverse_upper_cholesky(&permuted, n, threads).map_err(|e| {
+            QuantError::Gptq {
+                tensor: name.to_string(),
+                reason: format!(
+                    "its Hessian is not positive definite after dampening (pivot {} is {:.3e}); \
                  raise --gptq-damp",
-                e.index, e.pivot
-            ),
+                    e.index, e.pivot
+                ),
+            }
         })?;
         let weighted = match (cfg.weighted, spec.from_f32_weighted) {
             (true, Some(enc)) => {

@@ -79,7 +79,7 @@ fn gptq_beats_round_to_nearest_on_the_proxy_loss() {
         let imatrix_loss = proxy_loss(&w, &imat, ty, &h, n);
         for (act_order, weighted) in [(false, false), (false, true), (true, true)] {
             let cfg = GptqConfig { damp: 0.01, act_order, weighted };
-            let p = Prepared::new("w", &hs, ty, &cfg).unwrap();
+            let p = Prepared::new("w", &hs, ty, &cfg, 2).unwrap();
             let mut out = vec![0u8; bytes];
             p.quantize_rows(&w, &mut out);
             let loss = proxy_loss(&w, &out, ty, &h, n);
@@ -142,7 +142,7 @@ fn refuses_what_it_cannot_factor_or_encode() {
     hs.add(1, &x, 1);
     // A rank-one Hessian without dampening is singular.
     let cfg = GptqConfig { damp: 0.0, act_order: false, weighted: false };
-    let e = Prepared::new("w", &hs, GgmlType::Q4_0, &cfg).unwrap_err().to_string();
+    let e = Prepared::new("w", &hs, GgmlType::Q4_0, &cfg, 1).unwrap_err().to_string();
     assert!(e.contains("not positive definite") && e.contains("--gptq-damp"), "{e}");
-    assert!(Prepared::new("w", &hs, GgmlType::Q4_K, &GptqConfig::default()).is_err());
+    assert!(Prepared::new("w", &hs, GgmlType::Q4_K, &GptqConfig::default(), 1).is_err());
 }
