@@ -83,6 +83,8 @@ pub(crate) struct RequestState {
     pub request: Arc<Request>,
     /// Choices not finished yet.
     pub open: usize,
+    /// Which choices have sent their `Finished` event.
+    pub finished: Vec<bool>,
 }
 
 /// A request waiting for admission.
@@ -166,26 +168,30 @@ impl Engine {
         self.arrivals += 1;
         self.waiting.push_back(Pending { id, arrival: self.arrivals });
         let open = r.params.n;
-        self.requests.insert(id, RequestState { sink, request: Arc::new(r), open });
+        let finished = vec![false; open];
+        self.requests.insert(id, RequestState { sink, request: Arc::new(r), open, finished });
         Ok(())
     }
 
-    /// Ends a request's choices now (`FinishReason::Cancelled`), freeing their blocks.
+    /// Ends a request's open choices now (`FinishReason::Cancelled`, with the tokens each had
+    /// generated), freeing their blocks. Choices that already finished send nothing more.
     pub fn cancel(&mut self, id: RequestId) {
         self.waiting.retain(|p| p.id != id);
+        let mut generated = HashMap::new();
         for s in self.running.iter().chain(&self.swapped).filter(|s| s.req == id) {
             if let Some(kv) = s.kv {
                 self.kv.remove_sequence(kv);
             }
+            generated.insert(s.choice, s.generated());
         }
         self.running.retain(|s| s.req != id);
         self.swapped.retain(|s| s.req != id);
         if let Some(r) = self.requests.remove(&id) {
-            for choice in 0..r.request.params.n {
+            for (choice, _) in r.finished.iter().enumerate().filter(|(_, &f)| !f) {
                 let done = Event::Finished {
                     choice,
                     reason: FinishReason::Cancelled,
-                    completion_tokens: 0,
+                    completion_tokens: generated.get(&choice).copied().unwrap_or(0),
                 };
                 r.sink.send(done);
             }

@@ -213,6 +213,9 @@ impl Engine {
                     self.kv.remove_sequence(kv);
                 }
                 if let Some(r) = self.requests.get_mut(&s.req) {
+                    if let Some(f) = r.finished.get_mut(s.choice) {
+                        *f = true;
+                    }
                     r.open -= 1;
                     if r.open == 0 {
                         self.requests.remove(&s.req);

@@ -250,6 +250,18 @@ fn stop_tokens_cancel_and_dropped_receivers_end_requests() {
         cancelled.last(),
         Some(Event::Finished { reason: FinishReason::Cancelled, .. })
     ));
+    // One finish, counting the tokens it had produced.
+    let (toks, done) = outcome(&cancelled, 1);
+    assert_eq!(done[0], Some(FinishReason::Cancelled));
+    assert!(!toks[0].is_empty(), "two steps produced tokens before the cancel");
+    assert_eq!(cancelled.iter().filter(|e| matches!(e, Event::Finished { .. })).count(), 1);
+    // Cancelling a request whose choice already finished sends nothing more.
+    let (s, rx4) = sink();
+    e.submit(4, request(prompt(10, 20), 2), s).unwrap();
+    run_all(&mut e);
+    e.cancel(4);
+    let events: Vec<Event> = rx4.try_iter().collect();
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Finished { .. })).count(), 1);
     assert_eq!(e.metrics().kv_blocks_used, 0);
 }
 
