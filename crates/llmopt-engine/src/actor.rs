@@ -50,8 +50,9 @@ impl std::fmt::Debug for EngineHandle {
 }
 
 impl EngineHandle {
-    /// Starts the engine thread over `model` with a pool of `threads` workers.
-    pub fn spawn(model: Arc<Model>, threads: usize, cfg: EngineConfig) -> Self {
+    /// Starts the engine thread over `model` with a pool of `threads` workers. Fails only when the
+    /// operating system cannot start a thread.
+    pub fn spawn(model: Arc<Model>, threads: usize, cfg: EngineConfig) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Command>();
         let context = model.config.context_length;
         let vocab = model.config.vocab_size;
@@ -69,15 +70,12 @@ impl EngineHandle {
             vocab,
         });
         let worker = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("llmopt-engine".into())
-            .spawn(move || {
-                let engine = Engine::new(model, ThreadPool::new(threads), cfg);
-                run(engine, &rx, &worker);
-            })
-            .expect("spawning the engine thread");
+        let thread = std::thread::Builder::new().name("llmopt-engine".into()).spawn(move || {
+            let engine = Engine::new(model, ThreadPool::new(threads), cfg);
+            run(engine, &rx, &worker);
+        })?;
         *shared.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
-        Self { shared }
+        Ok(Self { shared })
     }
 
     /// Validates and queues a request; events go to `sink` until a `Finished` per choice or an

@@ -243,6 +243,9 @@ impl Engine {
             return false;
         }
         let n_tok: usize = plan.iter().map(|p| p.len).sum();
+        // The workspace is moved out for the call, so its logits can be read while the step's
+        // results update the engine (no copy; an empty workspace allocates nothing).
+        let mut ws = std::mem::take(&mut self.ws);
         let result = {
             let inputs: Vec<SeqInput<'_>> = plan
                 .iter()
@@ -255,12 +258,10 @@ impl Engine {
                     }
                 })
                 .collect();
-            self.model
-                .forward(&self.pool, &inputs, &mut self.kv, &mut self.ws, None)
-                .map(<[f32]>::to_vec)
+            self.model.forward(&self.pool, &inputs, &mut self.kv, &mut ws, None)
         };
         match result {
-            Ok(logits) => self.after_forward(&plan, &logits),
+            Ok(logits) => self.after_forward(&plan, logits),
             Err(e) => {
                 // The cache was left as it was; fail the step's requests and keep serving.
                 let ids: Vec<RequestId> = plan.iter().map(|p| self.running[p.seq].req).collect();
@@ -272,6 +273,7 @@ impl Engine {
                 }
             }
         }
+        self.ws = ws;
         let secs = started.elapsed().as_secs_f64();
         self.policy.observe(n_tok, self.decoding(), secs);
         self.metrics.steps += 1;

@@ -302,7 +302,7 @@ fn the_engine_thread_serves_concurrent_clients_and_drains() {
     let m = model();
     let reqs: Vec<Request> = (0..6).map(|i| request(prompt(i + 40, 10 + 9 * i), 10)).collect();
     let want: Vec<Vec<u32>> = reqs.iter().map(|r| alone(&m, r)).collect();
-    let h = EngineHandle::spawn(m, 2, EngineConfig::default());
+    let h = EngineHandle::spawn(m, 2, EngineConfig::default()).unwrap();
     let clients: Vec<_> = reqs
         .into_iter()
         .map(|r| {

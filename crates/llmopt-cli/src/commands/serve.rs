@@ -54,7 +54,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         step_latency_target: target,
         ..EngineConfig::default()
     };
-    let engine = EngineHandle::spawn(Arc::new(model), threads, cfg);
+    let engine = EngineHandle::spawn(Arc::new(model), threads, cfg)
+        .context("cannot start the engine thread")?;
     let server_cfg = ServerConfig { api_keys: args.api_keys.clone(), ..ServerConfig::new(&name) };
     let server = Server::new(Arc::new(engine), ModelText::new(tokenizer, template), server_cfg);
     let runtime = tokio::runtime::Builder::new_multi_thread()

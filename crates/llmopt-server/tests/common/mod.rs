@@ -48,7 +48,7 @@ pub fn model_text() -> ModelText {
 
 /// A new engine thread over SmolLM2.
 pub fn engine(cfg: EngineConfig) -> EngineHandle {
-    EngineHandle::spawn(loaded().model.clone(), 2, cfg)
+    EngineHandle::spawn(loaded().model.clone(), 2, cfg).unwrap()
 }
 
 /// A server running on its own thread until dropped (then it drains and stops).
