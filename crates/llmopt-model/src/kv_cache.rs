@@ -221,6 +221,11 @@ impl KvCache {
         2 * self.k.len() * self.kv_dim * std::mem::size_of::<f16>()
     }
 
+    /// What [`KvCache::bytes_per_token`] is for a model, without building a cache.
+    pub fn token_bytes(cfg: &ModelConfig) -> usize {
+        2 * cfg.n_layer * cfg.kv_dim() * std::mem::size_of::<f16>()
+    }
+
     /// Grows a sequence to `new_len` tokens, taking blocks from the free list; all or nothing. A
     /// shared block the new tokens would be written into is first copied (copy-on-write).
     pub fn reserve(&mut self, id: SeqId, new_len: usize) -> Result<(), ModelError> {
@@ -421,6 +426,7 @@ mod tests {
         let mut kv = KvCache::new(&cfg(), 96, 16); // 6 blocks
         let a = kv.add_sequence();
         kv.reserve(a, 40).unwrap(); // 3 blocks, the last partly filled
+        assert_eq!(KvCache::token_bytes(&cfg()), kv.bytes_per_token());
         kv.write(0, kv.slot_offset(a, 17), &[1.0; 4], &[2.0; 4]);
         let table = kv.block_table(a).unwrap().to_vec();
         assert_eq!(table.len(), 3);

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use llmopt_engine::{Sampler, SamplerConfig};
 use llmopt_kernels::Isa;
+use llmopt_model::KvCache;
 use llmopt_profile::html::render_profile;
 use llmopt_profile::{
     check_price, check_spec, peak_rss_bytes, report::FormatBytes, report::Memory,
@@ -15,12 +17,7 @@ use llmopt_profile::{
 use llmopt_store::{Better, Metric};
 
 use crate::{
-    atomic_file::write_atomic,
-    cli::{ProfileArgs, SamplingArgs},
-    commands::generate::sampler,
-    load::Loaded,
-    progress,
-    record::RunDraft,
+    atomic_file::write_atomic, cli::ProfileArgs, load::Loaded, progress, record::RunDraft,
     units::human_bytes,
 };
 
@@ -95,15 +92,8 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
     let specs = cells(args, &m.model)?;
     let energy = EnergyModel::detect(watts_per_core);
     let first = if m.tokenizer.add_bos() { m.tokenizer.bos() } else { None };
-    let sampling = SamplingArgs {
-        temperature: 0.8,
-        top_k: 40,
-        top_p: 0.95,
-        min_p: 0.05,
-        repeat_penalty: 1.0,
-        seed: args.seed,
-    };
-    let mut sampler = sampler(&sampling)?;
+    // The engine's default sampling settings, seeded.
+    let mut sampler = Sampler::new(SamplerConfig { seed: args.seed, ..SamplerConfig::default() })?;
     let mut sample = |l: &[f32], h: &[u32]| sampler.sample(l, h);
 
     // Warm-up: page in every weight and grow the buffers, untimed.
@@ -145,10 +135,7 @@ pub fn run(args: &ProfileArgs) -> Result<()> {
         memory: Memory {
             peak_rss_bytes: peak_rss_bytes(),
             weights_by_format: weights_by_format(&m),
-            kv_bytes_per_token: (2
-                * m.model.config.n_layer
-                * m.model.config.kv_dim()
-                * std::mem::size_of::<u16>()) as u64,
+            kv_bytes_per_token: KvCache::token_bytes(&m.model.config) as u64,
         },
         energy_source: energy.source(),
         prices,

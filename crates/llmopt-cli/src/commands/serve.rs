@@ -43,8 +43,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .file_stem()
             .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned()),
     };
-    // A one-slot cache tells the model's KV bytes per token without another formula to keep.
-    let per_token = KvCache::new(&m.model.config, 1, 1).bytes_per_token();
+    let per_token = KvCache::token_bytes(&m.model.config);
     let kv_cache_tokens = kv_tokens(args.kv_cache_mb, per_token)?;
     let threads = m.pool.n_threads();
     let Loaded { model, tokenizer, .. } = m;
