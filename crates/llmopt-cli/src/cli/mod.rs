@@ -1,15 +1,18 @@
 //! Command-line arguments (clap derive), kept apart from what the commands do: the top-level
-//! commands and the options they share here, `eval`, `runs` and `quantize` in their own files.
+//! commands and the options they share here, `eval`, `runs`, `quantize` and `loadtest` in their own
+//! files.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 mod eval;
+mod loadtest;
 mod quantize;
 mod runs;
 
 pub use eval::*;
+pub use loadtest::*;
 pub use quantize::*;
 pub use runs::*;
 
@@ -67,6 +70,10 @@ pub enum Command {
         after_help = "Examples:\n  llmopt serve --model models/SmolLM2-135M-Instruct.Q4_1.gguf\n  llmopt serve -m models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf --port 9000 --kv-cache-mb 1024 \\\n      --api-key sk-local-1 --served-model-name qwen-coder\n\n  curl http://127.0.0.1:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n      -d '{\"model\": \"SmolLM2-135M-Instruct.Q4_1\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'\n\nEndpoints: POST /v1/chat/completions and /v1/completions (OpenAI's request and response\nshapes; \"stream\": true sends server-sent events ending with data: [DONE]), GET /v1/models,\nGET /health, and GET /metrics (Prometheus: requests by status, time to first token,\ninter-token and end-to-end latency, queue, running sequences, KV blocks, prefix-cache hit\nrate, tokens/s, batch size, token budget). Any OpenAI client works: set its base URL to\nhttp://HOST:PORT/v1 and the model to the served name.\n\nRequests run together: each engine step decodes one token for every running sequence and\nfills the rest of --max-batch-tokens with prompt chunks. The KV cache (--kv-cache-mb,\nconverted to tokens with the model's KV bytes per token) holds every running sequence;\nprompt blocks are kept after a request ends and reused by later prompts that start the same\nway (usage.prompt_tokens_details.cached_tokens). When it runs out, the newest sequence\nwaits and is recomputed later.\n\nLogs are JSON lines on stderr, each with the request's id (the x-request-id header, the\nclient's if it sent one). SIGTERM or Ctrl-C stops taking requests, finishes the running\nones, then exits."
     )]
     Serve(ServeArgs),
+    /// Load-test an OpenAI-compatible server: concurrent streamed chat requests, output tokens/s,
+    /// time to first token, inter-token and end-to-end latency percentiles, errors.
+    #[command(after_help = loadtest::LOADTEST_HELP)]
+    Loadtest(LoadtestArgs),
 }
 
 #[derive(Debug, Args)]

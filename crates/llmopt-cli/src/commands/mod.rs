@@ -6,6 +6,7 @@ pub(crate) mod compare;
 mod eval;
 mod generate;
 pub(crate) mod inspect;
+mod loadtest;
 pub(crate) mod long_context;
 mod profile;
 mod quantize;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(EvalCommand::LongContext(a)) => long_context::run(&a),
         Command::Runs(a) => runs::run(&a),
         Command::Serve(a) => serve::run(&a),
+        Command::Loadtest(a) => loadtest::run(&a),
     }?;
     Ok(ExitCode::SUCCESS)
 }
