@@ -144,3 +144,101 @@ fn bad_serve_flags_fail_with_a_hint() {
     let out = llmopt(&["serve", "-m", &m, "--port", &port, "--kv-cache-mb", "64"]);
     assert_fails(&out, &["cannot listen on 127.0.0.1:", "hint: another program listens there"]);
 }
+
+/// One Prometheus sample of a live server.
+fn metric(addr: &str, name: &str) -> f64 {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    write!(conn, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut got = String::new();
+    conn.read_to_string(&mut got).unwrap();
+    got.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{got}"))
+}
+
+#[test]
+fn loadtest_measures_a_live_serve() {
+    let s = Served::start(&[]);
+    let url = format!("http://{}", s.addr);
+    let prompts = llmopt_testdata::mt_bench().display().to_string();
+    let args = ["loadtest", "--url", &url, "--prompts", &prompts, "--max-tokens", "6"];
+    let out = llmopt(&[&args[..], &["-c", "1,3", "-r", "3", "--json"]].concat());
+    assert!(out.status.success(), "{}\nserver:\n{}", text(&out.stderr), s.stderr.lock().unwrap());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["schema"], "llmopt.loadtest/1");
+    assert_eq!(r["model"], "SmolLM2-135M-Instruct.Q4_1", "discovered from /v1/models");
+    assert_eq!(r["prompts"], 80);
+    let levels = r["levels"].as_array().unwrap();
+    assert_eq!(
+        levels.iter().map(|l| l["concurrency"].as_u64()).collect::<Vec<_>>(),
+        [Some(1), Some(3)]
+    );
+    for l in levels {
+        assert_eq!((l["ok"].as_u64(), l["errors"].as_u64()), (Some(3), Some(0)), "{l}");
+        let mut tokens = 0;
+        for q in l["requests"].as_array().unwrap() {
+            let n = q["output_tokens"].as_u64().unwrap();
+            assert!((1..=6).contains(&n) && q["tokens_from_usage"] == true, "{q}");
+            assert!(q["ttft_s"].as_f64().unwrap() <= q["e2e_s"].as_f64().unwrap(), "{q}");
+            assert!(q["prompt_tokens"].as_u64().unwrap() > 10, "{q}");
+            tokens += n;
+        }
+        assert_eq!(l["output_tokens"].as_u64(), Some(tokens));
+        assert!(l["output_tokens_per_s"].as_f64().unwrap() > 0.0);
+        assert!(l["ttft_s"]["p99"].as_f64().unwrap() >= l["ttft_s"]["p50"].as_f64().unwrap());
+    }
+
+    // A shared system prompt: the second request reuses the first one's blocks.
+    let dir = llmopt_testdata::TempDir::new("loadtest-system");
+    let system = common::write_file(
+        dir.path(),
+        "system.txt",
+        &std::fs::read(llmopt_testdata::britannica()).unwrap()[..2000],
+    );
+    let computed_before = metric(&s.addr, "llmopt_prompt_tokens_computed_total");
+    let out = llmopt(
+        &[&args[..], &["-c", "1", "-r", "2", "--warmup", "0", "--system", &system, "--json"]]
+            .concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["system_prompt"], true);
+    let reqs = r["levels"][0]["requests"].as_array().unwrap();
+    let sent: f64 = reqs.iter().map(|q| q["prompt_tokens"].as_f64().unwrap()).sum();
+    let computed = metric(&s.addr, "llmopt_prompt_tokens_computed_total") - computed_before;
+    assert!(reqs[0]["prompt_tokens"].as_f64().unwrap() > 400.0, "{}", reqs[0]);
+    assert!(computed < 0.7 * sent, "{computed} of {sent} prompt tokens computed: no prefix reuse");
+
+    // The table form.
+    let out = llmopt(&[&args[..], &["-c", "2", "-r", "2"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    for word in ["concurrency", "output t/s", "TTFT p50/p90/p99 ms", "SmolLM2-135M-Instruct.Q4_1"] {
+        assert!(table.contains(word), "{word} missing:\n{table}");
+    }
+
+    // Failed requests: reported, and exit code 3.
+    let out =
+        llmopt(&[&args[..], &["-c", "1", "-r", "2", "--warmup", "0", "--model", "nope"]].concat());
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("2 x HTTP 404"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("2 request(s) failed"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn loadtest_fails_early_with_a_hint() {
+    let prompts = llmopt_testdata::mt_bench().display().to_string();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{closed}");
+    let out = llmopt(&["loadtest", "--url", &url, "--prompts", &prompts, "-c", "1", "-r", "1"]);
+    assert_fails(&out, &["cannot reach", "/v1/models"]);
+    let out = llmopt(&["loadtest", "--url", &url, "--prompts", &prompts, "-c", "1,0"]);
+    assert_fails(&out, &["at least 1"]);
+    let out = llmopt(&["loadtest", "--url", "localhost:8080", "--prompts", &prompts]);
+    assert_fails(&out, &["http://HOST:PORT"]);
+    let out = llmopt(&["loadtest", "--url", &url, "--prompts", "/nonexistent/p.jsonl"]);
+    assert_fails(&out, &["cannot use prompts from /nonexistent/p.jsonl"]);
+    let out = llmopt(&["loadtest", "--url", &url, "--prompts", &prompts, "--duration=0"]);
+    assert_fails(&out, &["--duration"]);
+}

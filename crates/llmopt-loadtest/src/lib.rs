@@ -175,9 +175,11 @@ pub async fn run(
     if prompts.is_empty() {
         return Err(LoadError::Invalid("no prompts to send".into()));
     }
-    let max_c = cfg.concurrency.iter().copied().max().unwrap_or(1);
+    // One connection per request: servers such as llama-server close a kept-alive connection
+    // after a few requests, which a pooling client meets as a failed request (a race no real
+    // load would blame on the server). A loopback connect costs well under a millisecond.
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(max_c)
+        .pool_max_idle_per_host(0)
         .tcp_nodelay(true)
         .build()
         .map_err(|e| LoadError::Invalid(format!("cannot build the HTTP client: {e}")))?;

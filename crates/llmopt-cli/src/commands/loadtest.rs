@@ -1,6 +1,7 @@
 //! `llmopt loadtest`: concurrent streamed chat requests against an OpenAI-compatible server, one
 //! level per concurrency; a table per level (or `--json`); Ctrl-C reports what finished.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,8 +73,12 @@ fn progress_bar(cfg: &LoadConfig) -> ProgressBar {
     }
 }
 
+/// Exit code when any request failed (the report is printed either way).
+const REQUESTS_FAILED: u8 = 3;
+
+/// Runs the test; the exit code is 3 when any request failed.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
-pub fn run(args: &LoadtestArgs) -> Result<()> {
+pub fn run(args: &LoadtestArgs) -> Result<ExitCode> {
     let cfg = config(args)?;
     let prompts = prompts(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -112,9 +117,12 @@ pub fn run(args: &LoadtestArgs) -> Result<()> {
     }
     let errors: usize = report.levels.iter().map(|l| l.errors).sum();
     if errors > 0 {
-        eprintln!("warning: {errors} request(s) failed (see the table's errors)");
+        eprintln!(
+            "error: {errors} request(s) failed (their messages are in the report; exit code 3)"
+        );
+        return Ok(ExitCode::from(REQUESTS_FAILED));
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ms(s: f64) -> String {

@@ -22,11 +22,12 @@ use anyhow::Result;
 use crate::cli::{Cli, Command, EvalCommand};
 
 /// Runs the parsed command; the exit code is 0 unless a command reports a verdict (`eval compare`,
-/// `quantize --validate`).
+/// `quantize --validate`, `loadtest`).
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Eval(EvalCommand::Compare(a)) => return compare::run(&a),
         Command::Quantize(a) => return quantize::run(&a),
+        Command::Loadtest(a) => return loadtest::run(&a),
         Command::Inspect(a) => inspect::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Profile(a) => profile::run(&a),
@@ -37,7 +38,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(EvalCommand::LongContext(a)) => long_context::run(&a),
         Command::Runs(a) => runs::run(&a),
         Command::Serve(a) => serve::run(&a),
-        Command::Loadtest(a) => loadtest::run(&a),
     }?;
     Ok(ExitCode::SUCCESS)
 }
