@@ -148,7 +148,7 @@ fn bad_input_fails_before_any_work_and_leaves_nothing() {
         (&["--format", "q4_0", "--keep", "attn_(v=q8_0"], "invalid regular expression"),
         (&["--format", "q4_0", "--keep", "attn_v=q9"], "unknown format 'q9'"),
         (&["--format", "q4_0", "--keep", "attn_v"], "PATTERN=FORMAT"),
-        (&["--format", "q4_0", "--method", "awq"], "awq is not implemented yet"),
+        (&["--format", "q4_0", "--method", "spqr"], "expected rtn, imatrix, gptq or awq"),
     ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
@@ -159,6 +159,7 @@ fn bad_input_fails_before_any_work_and_leaves_nothing() {
     assert_fails(&run(&["-f", "q4_0", "--keep", "attn_norm=f16"]), &["never quantized"]);
     assert_fails(&run(&["-f", "q4_0", "--method", "imatrix"]), &["needs calibration text"]);
     assert_fails(&run(&["-f", "q4_0", "--method", "gptq"]), &["needs calibration text"]);
+    assert_fails(&run(&["-f", "q4_0", "--method", "awq"]), &["--method awq needs calibration"]);
     let missing = dir.path().join("missing.gguf").display().to_string();
     let o = quantize(&["-m", &missing, "-o", &out, "-f", "q4_0"]);
     assert_fails(&o, &["cannot load model", "missing.gguf"]);
@@ -403,9 +404,20 @@ fn gptq_loses_less_than_round_to_nearest() {
         let v: Value = serde_json::from_slice(&o.stdout).unwrap();
         v["kld"]["value"].as_f64().unwrap()
     };
+    let v = q("awq.gguf", &[&["--method", "awq", "--awq-grid", "4"][..], &calibrated].concat());
+    assert_eq!(v["method"], "awq");
+    assert_eq!(v["awq"]["groups"].as_u64(), Some(90), "{v}");
+    assert!(v["awq"]["scaled"].as_u64().unwrap() > 30, "{v}");
+    assert!(v["awq"]["error_after"].as_f64() < v["awq"]["error_before"].as_f64(), "{v}");
+    assert!(v["tensors"]["weighted"].as_u64().unwrap() > 200, "awq encodes with importance: {v}");
+
     let (rtn, imatrix, gptq) = (kld("rtn.gguf"), kld("imatrix.gguf"), kld("gptq.gguf"));
-    eprintln!("q4_0 KLD against f32: rtn {rtn:.4}, imatrix {imatrix:.4}, gptq {gptq:.4}");
+    let awq = kld("awq.gguf");
+    eprintln!(
+        "q4_0 KLD against f32: rtn {rtn:.4}, imatrix {imatrix:.4}, gptq {gptq:.4}, awq {awq:.4}"
+    );
     assert!(gptq < rtn, "gptq {gptq} vs rtn {rtn} (imatrix {imatrix})");
+    assert!(awq < imatrix, "awq {awq} vs imatrix {imatrix} (rtn {rtn})");
 
     // GPTQ's own flags are refused elsewhere, and it cannot run on saved importance data.
     let out = dir.path().join("x.gguf").display().to_string();

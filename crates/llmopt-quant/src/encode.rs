@@ -4,7 +4,7 @@
 
 use llmopt_tensor::GgmlType;
 
-use crate::{gptq::Prepared, QuantError};
+use crate::{awq::Transform, gptq::Prepared, QuantError};
 
 /// An importance-weighted encoder: one row `src` into `dst`, `weights[j]` the importance of
 /// column `j` (`weights.len() == src.len()`): the format table's `EncodeWeightedFn`.
@@ -27,6 +27,8 @@ pub struct RowCodec<'a> {
     /// Elements per row.
     pub ncols: usize,
     pub mode: Encoding<'a>,
+    /// Factors applied to the decoded values before encoding (AWQ's scales).
+    pub transform: Option<&'a Transform>,
 }
 
 /// How rows are encoded.
@@ -63,6 +65,9 @@ impl RowCodec<'_> {
                 value: scratch[i],
             });
         }
+        if let Some(t) = self.transform {
+            t.apply(scratch, self.ncols, first_row);
+        }
         match self.mode {
             Encoding::Nearest => self.target.from_f32(scratch, dst)?,
             Encoding::Weighted(weights, encode) => {
@@ -91,6 +96,7 @@ mod tests {
             target: GgmlType::Q4_0,
             ncols: 32,
             mode: Encoding::Nearest,
+            transform: None,
         };
         let mut dst = vec![0u8; 2 * 18];
         let mut scratch = Vec::new();

@@ -5,8 +5,10 @@
 //!
 //! Formats come from `llmopt_tensor::FORMATS`: a format can be written once its row has an
 //! encoder, and [`encode::weighted_encoder`] is the one place that picks importance-weighted
-//! encoding. Methods: round to nearest (`rtn`), importance-weighted (`imatrix`) and [`gptq`].
+//! encoding. Methods: round to nearest (`rtn`), importance-weighted (`imatrix`), [`gptq`] and [`awq`]
+//! (activation-aware channel scaling, folded into the norms and up rows, then importance-weighted).
 
+pub mod awq;
 pub mod encode;
 pub mod ftype;
 pub mod gptq;

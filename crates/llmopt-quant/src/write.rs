@@ -9,6 +9,7 @@ use llmopt_formats::gguf::{
 };
 
 use crate::{
+    awq::AwqScales,
     encode::{weighted_encoder, Encoding, RowCodec},
     gptq::{hessian_key, GptqConfig, Hessians, Prepared},
     imatrix::Imatrix,
@@ -31,6 +32,9 @@ pub struct Job<'a> {
     pub importance: Option<&'a Imatrix>,
     /// GPTQ's Hessians and settings (`--method gptq`); tensors without a Hessian round to nearest.
     pub gptq: Option<(&'a Hessians, GptqConfig)>,
+    /// AWQ's channel scales: tensors with a transform are scaled before encoding (even those the
+    /// plan copies, such as the norms that take `1/s`), their importance adjusted to match.
+    pub awq: Option<&'a AwqScales>,
     /// Threads that encode (at least 1).
     pub threads: usize,
 }
@@ -90,11 +94,16 @@ pub fn write_quantized(
     for (i, (info, t)) in src.tensors().iter().zip(&plan.tensors).enumerate() {
         progress(i, t);
         let data = src.tensor_data(info);
-        if t.is_copy() {
+        let transform = job.awq.and_then(|a| a.transforms.get(&t.name));
+        if t.is_copy() && transform.is_none() {
             w.write_all(data).map_err(QuantError::Write)?;
             written.copied += 1;
         } else {
             let importance = job.importance.and_then(|m| m.importance(&t.name));
+            let importance = match (importance, transform) {
+                (Some(imp), Some(tr)) => Some(tr.importance(&imp)),
+                (imp, _) => imp,
+            };
             let prepared = match job.gptq {
                 Some(g) => gptq_factor(&mut cache, g, t, job.threads, &mut written)?,
                 None => None,
@@ -115,6 +124,7 @@ pub fn write_quantized(
                 target: t.target,
                 ncols: t.ncols() as usize,
                 mode,
+                transform,
             };
             convert_tensor(&codec, data, &mut scratch, w)?;
             written.converted += 1;

@@ -30,6 +30,7 @@ fn q4_0_output_is_the_reference_encoding_and_loads() {
         metadata: &meta,
         importance: None,
         gptq: None,
+        awq: None,
         threads: 2,
     };
     let dir = TempDir::new("quant-write");

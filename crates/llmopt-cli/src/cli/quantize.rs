@@ -46,6 +46,14 @@ A row of one block (256 columns in a K-quant) gains nothing over the weighted en
 Tensors without a Hessian (the token embedding, a tied output) are rounded to nearest. The
 plan is rtn's (llama.cpp's imatrix-only ffn_down rule is not applied).
 
+--method awq (Lin et al. 2023) calibrates as gptq does, then, per layer, scales the input
+channels of Q/K/V, of gate/up and of down by s = rms^alpha (rms: the channel's root mean
+square over the calibration tokens) and divides their producers by s (attn_norm, ffn_norm,
+the rows of up), so the unquantized model computes the same function. alpha is searched on
+0, 0.05, ..., 1 (--awq-grid 20) per group to minimize the output error of sampled rows, sum of d'(X'X)d, and
+stays 0 where scaling does not help. The scaled weights are then encoded with the
+importance-weighted encoders (importance divided by s^2). The plan is imatrix's.
+
 --validate then runs `eval compare INPUT OUT` on --validate-text (chunks of 512 tokens): size,
 perplexity, KL divergence and top-1 agreement, stored with the quantize run; with --budget
 the exit code is 3 when a limit is broken (the output is kept either way).
@@ -55,8 +63,7 @@ never half-written. Its metadata keep the source's (tokenizer, chat template, ..
 general.file_type set, plus llmopt.* provenance: source file and SHA-256, format, method,
 --keep rules, calibration text and tokens (llmopt inspect shows them).";
 
-/// Quantization methods: `awq` is named so that asking for it says it is not implemented yet,
-/// instead of "invalid value".
+/// Quantization methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     /// Round to nearest: the format's reference encoder.
@@ -65,6 +72,9 @@ pub enum Method {
     Imatrix,
     /// GPTQ: block-wise encoding with error feedback through the input Hessian.
     Gptq,
+    /// AWQ: per-channel scales searched against the input Hessian, folded into the producers,
+    /// then importance-weighted encoding.
+    Awq,
 }
 
 impl Method {
@@ -73,6 +83,7 @@ impl Method {
             Method::Rtn => "rtn",
             Method::Imatrix => "imatrix",
             Method::Gptq => "gptq",
+            Method::Awq => "awq",
         }
     }
 }
@@ -82,8 +93,8 @@ fn parse_method(s: &str) -> Result<Method, String> {
         "rtn" => Ok(Method::Rtn),
         "imatrix" => Ok(Method::Imatrix),
         "gptq" => Ok(Method::Gptq),
-        "awq" => Err(format!("{s} is not implemented yet (available: rtn, imatrix, gptq)")),
-        _ => Err("expected rtn, imatrix or gptq (awq is not implemented yet)".into()),
+        "awq" => Ok(Method::Awq),
+        _ => Err("expected rtn, imatrix, gptq or awq".into()),
     }
 }
 
@@ -107,10 +118,10 @@ pub struct QuantizeArgs {
     /// ggml format once this build has its encoder.
     #[arg(long, short = 'f', value_parser = parse_format)]
     pub format: llmopt_tensor::GgmlType,
-    /// rtn (round to nearest), imatrix (importance from --calib or --imatrix) or gptq (error
-    /// feedback through the Hessian of each weight's input, from --calib); awq is not
-    /// implemented yet.
-    #[arg(long, default_value = "rtn", value_parser = parse_method, value_name = "rtn|imatrix|gptq")]
+    /// rtn (round to nearest), imatrix (importance from --calib or --imatrix), gptq (error
+    /// feedback through the Hessian of each weight's input, from --calib) or awq
+    /// (activation-aware channel scales searched against that Hessian, then imatrix).
+    #[arg(long, default_value = "rtn", value_parser = parse_method, value_name = "rtn|imatrix|gptq|awq")]
     pub method: Method,
     /// GPTQ's dampening: this fraction of the Hessian's mean diagonal is added to its diagonal.
     #[arg(long, value_name = "F", default_value_t = 0.01)]
@@ -122,6 +133,9 @@ pub struct QuantizeArgs {
     /// importance-weighted one (the Hessian diagonal as importance).
     #[arg(long)]
     pub gptq_plain: bool,
+    /// AWQ: alpha is searched on N+1 values 0, 1/N, ..., 1 per layer group.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub awq_grid: usize,
     /// Calibration text (UTF-8) for --method imatrix and gptq.
     #[arg(long, value_name = "FILE", conflicts_with = "imatrix")]
     pub calib: Option<PathBuf>,

@@ -70,6 +70,28 @@ impl Hessian {
         self.tokens += n_tok as u64;
     }
 
+    /// The mean square of input column `j` over the tokens added (`Σ x_j² / tokens`).
+    pub fn mean_square(&self, j: usize) -> f32 {
+        (f64::from(self.sums[j * self.n + j]) / self.tokens.max(1) as f64) as f32
+    }
+
+    /// `dᵀ (XᵀX) d / tokens`: the mean squared output error over the calibration tokens of a row
+    /// of weights off by `d` (`d.len() == n`), from the upper triangle.
+    pub fn quad_form(&self, d: &[f32]) -> f64 {
+        let n = self.n;
+        assert_eq!(d.len(), n, "quad_form needs {n} values");
+        let mut total = 0f64;
+        for i in 0..n {
+            if d[i] == 0.0 {
+                continue;
+            }
+            let row = &self.sums[i * n..(i + 1) * n];
+            let off: f32 = row[i + 1..].iter().zip(&d[i + 1..]).map(|(h, x)| h * x).sum();
+            total += f64::from(d[i]) * (f64::from(row[i]) * f64::from(d[i]) + 2.0 * f64::from(off));
+        }
+        total / self.tokens.max(1) as f64
+    }
+
     /// `2/n · XᵀX` as a full symmetric n x n f64 matrix (GPTQ's `H`).
     pub fn to_f64(&self) -> Vec<f64> {
         let n = self.n;

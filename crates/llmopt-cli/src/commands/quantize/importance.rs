@@ -1,4 +1,4 @@
-//! The calibration data of `--method imatrix` and `gptq`: collected from `--calib` through the
+//! The calibration data of `--method imatrix`, `gptq` and `awq`: collected from `--calib` through the
 //! model (importance saved with `--imatrix-out`; GPTQ's Hessians in the same pass), or read from
 //! `--imatrix` and checked against the model.
 
@@ -24,7 +24,7 @@ pub struct Importance {
     pub imatrix: Imatrix,
     /// A reused file's name and SHA-256 (`--imatrix`).
     pub file: Option<(String, String)>,
-    /// GPTQ's Hessians (`--method gptq`).
+    /// The inputs' Hessians (`--method gptq` and `awq`).
     pub hessians: Option<Hessians>,
     /// Time spent calibrating (or reading the file).
     pub elapsed: Duration,
@@ -75,7 +75,7 @@ impl Importance {
             bar.set_position(d as u64);
         };
         let (mut imatrix, hessians) = match args.method {
-            Method::Gptq => {
+            Method::Gptq | Method::Awq => {
                 let (i, h) =
                     capture_hessians(&m.model, &m.pool, &tokens, &cfg, None, &mut progress)
                         .with_context(|| {

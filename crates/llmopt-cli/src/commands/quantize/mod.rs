@@ -15,8 +15,10 @@ use std::{
 use anyhow::{Context, Result};
 use llmopt_formats::gguf::GgufFile;
 use llmopt_quant::{
-    encode::weighted_encoder, output_metadata, write_quantized, FallbackReason, GptqConfig, Job,
-    Plan, PlanConfig, Provenance, Written,
+    awq::{self, AwqConfig, AwqScales},
+    encode::weighted_encoder,
+    output_metadata, write_quantized, FallbackReason, GptqConfig, Job, Plan, PlanConfig,
+    Provenance, Written,
 };
 
 use crate::{
@@ -49,7 +51,7 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     let cfg = PlanConfig {
         format: args.format,
         keep: args.keep.clone(),
-        imatrix: args.method == Method::Imatrix,
+        imatrix: matches!(args.method, Method::Imatrix | Method::Awq),
     };
     let plan = Plan::new(src.tensors(), src.metadata(), cfg)
         .with_context(|| format!("cannot quantize {}", args.model.display()))?;
@@ -61,7 +63,7 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     // Created before any long work, so an unwritable output fails first.
     let mut out = AtomicFile::create(&args.out)?;
     let importance = match args.method {
-        Method::Imatrix | Method::Gptq => Some(Importance::get(args, &src, threads)?),
+        Method::Imatrix | Method::Gptq | Method::Awq => Some(Importance::get(args, &src, threads)?),
         Method::Rtn => None,
     };
     let gptq = (args.method == Method::Gptq).then_some(GptqConfig {
@@ -69,7 +71,14 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
         act_order: args.act_order,
         weighted: !args.gptq_plain,
     });
-    print_notes(&plan, args.method == Method::Imatrix);
+    let awq = match (args.method, importance.as_ref().and_then(|i| i.hessians.as_ref())) {
+        (Method::Awq, Some(h)) => {
+            let cfg = AwqConfig { grid: args.awq_grid, ..AwqConfig::default() };
+            Some(awq_search(&src, &plan, h, importance.as_ref(), cfg, threads)?)
+        }
+        _ => None,
+    };
+    print_notes(&plan, matches!(args.method, Method::Imatrix | Method::Awq));
 
     let source_sha256 = record::file_sha256(&args.model, &args.store)?;
     let prov = Provenance {
@@ -80,7 +89,7 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
         gptq,
         calib: importance.as_ref().and_then(|i| i.imatrix.calib.clone()),
         imatrix_file: importance.as_ref().and_then(|i| i.file.clone()),
-        weighted_tensors: (args.method == Method::Imatrix)
+        weighted_tensors: matches!(args.method, Method::Imatrix | Method::Awq)
             .then(|| plan.converted().filter(|t| weighted_encoder(t.target).is_some()).count()),
     };
     let metadata = output_metadata(src.metadata(), &plan, &prov);
@@ -90,6 +99,7 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
         metadata: &metadata,
         importance: importance.as_ref().filter(|_| gptq.is_none()).map(|i| &i.imatrix),
         gptq: importance.as_ref().and_then(|i| i.hessians.as_ref()).zip(gptq),
+        awq: awq.as_ref(),
         threads,
     };
     let write_started = Instant::now();
@@ -114,6 +124,7 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
         plan: &plan,
         written: &written,
         importance: importance.as_ref(),
+        awq: awq.as_ref(),
         seconds: Seconds {
             calibration: importance.as_ref().map_or(Duration::ZERO, |i| i.elapsed),
             quantization: quantize_time,
@@ -140,6 +151,37 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     Ok(validation.map_or(ExitCode::SUCCESS, |v| v.exit_code()))
 }
 
+/// AWQ's search over every layer, with a progress bar and a one-line summary.
+#[allow(clippy::print_stderr)]
+fn awq_search(
+    src: &GgufFile,
+    plan: &Plan,
+    hessians: &llmopt_quant::Hessians,
+    importance: Option<&Importance>,
+    cfg: AwqConfig,
+    threads: usize,
+) -> Result<AwqScales> {
+    let bar = progress::bar(0, "{bar:30} {pos}/{len} layers, AWQ scale search [{elapsed} < {eta}]");
+    let imatrix = importance.map(|i| &i.imatrix);
+    let scales = awq::search(src, plan, hessians, imatrix, cfg, threads, &mut |d, t| {
+        bar.set_length(t as u64);
+        bar.set_position(d as u64);
+    })
+    .context("the AWQ search failed")?;
+    bar.finish_and_clear();
+    let scaled = scales.groups.iter().filter(|g| g.alpha > 0.0).count();
+    let (before, after) =
+        scales.groups.iter().fold((0.0, 0.0), |(b, a), g| (b + g.error_before, a + g.error_after));
+    eprintln!(
+        "AWQ: {scaled} of {} groups scaled; sampled output error {:.4e} -> {:.4e} ({:+.1}%)",
+        scales.groups.len(),
+        before,
+        after,
+        100.0 * (after / before.max(f64::MIN_POSITIVE) - 1.0)
+    );
+    Ok(scales)
+}
+
 /// How long the steps took.
 pub struct Seconds {
     pub calibration: Duration,
@@ -164,6 +206,12 @@ fn check_args(args: &QuantizeArgs) -> Result<()> {
     if args.method != Method::Gptq && (args.act_order || args.gptq_plain) {
         anyhow::bail!("--act-order and --gptq-plain are for --method gptq");
     }
+    if args.method != Method::Awq && args.awq_grid != 20 {
+        anyhow::bail!("--awq-grid is for --method awq");
+    }
+    if args.awq_grid == 0 {
+        anyhow::bail!("invalid --awq-grid 0: must be at least 1");
+    }
     if !(args.gptq_damp.is_finite() && args.gptq_damp >= 0.0) {
         anyhow::bail!("invalid --gptq-damp {}: must be a fraction >= 0", args.gptq_damp);
     }
@@ -171,10 +219,13 @@ fn check_args(args: &QuantizeArgs) -> Result<()> {
         Method::Rtn if args.calib.is_some() || args.imatrix.is_some() => anyhow::bail!(
             "--calib and --imatrix are for --method imatrix or gptq (this run rounds to nearest)"
         ),
-        Method::Gptq if args.imatrix.is_some() || args.calib.is_none() => anyhow::bail!(
-            "--method gptq needs calibration text (--calib FILE): it captures each input's \
-             Hessian, which saved importance data (--imatrix) do not hold"
-        ),
+        Method::Gptq | Method::Awq if args.imatrix.is_some() || args.calib.is_none() => {
+            anyhow::bail!(
+                "--method {} needs calibration text (--calib FILE): it captures each input's \
+                 Hessian, which saved importance data (--imatrix) do not hold",
+                args.method.name()
+            )
+        }
         Method::Imatrix if args.calib.is_none() && args.imatrix.is_none() => anyhow::bail!(
             "--method imatrix needs calibration text (--calib FILE) or saved importance data \
              (--imatrix FILE)"
@@ -264,7 +315,7 @@ fn print_notes(plan: &Plan, importance: bool) {
         unweighted.dedup();
         if !unweighted.is_empty() {
             eprintln!(
-                "note: --method imatrix: {} {} no importance-weighted encoder (as in llama.cpp); \
+                "note: importance-weighted encoding: {} {} no importance-weighted encoder (as in llama.cpp); \
                  those tensors are rounded to nearest (the importance data still choose formats, \
                  and --imatrix-out saves them)",
                 unweighted.join(", "),

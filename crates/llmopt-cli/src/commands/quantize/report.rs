@@ -23,6 +23,7 @@ pub struct Report<'a> {
     pub plan: &'a Plan,
     pub written: &'a Written,
     pub importance: Option<&'a Importance>,
+    pub awq: Option<&'a llmopt_quant::awq::AwqScales>,
     pub seconds: Seconds,
 }
 
@@ -93,6 +94,19 @@ impl Report<'_> {
                 "tensors": w.gptq,
                 "without_hessian": w.gptq_without_hessian,
             })),
+            "awq": self.awq.map(|a| {
+                let scaled: Vec<_> = a.groups.iter().filter(|g| g.alpha > 0.0).collect();
+                let mean = scaled.iter().map(|g| f64::from(g.alpha)).sum::<f64>()
+                    / scaled.len().max(1) as f64;
+                json!({
+                    "groups": a.groups.len(),
+                    "scaled": scaled.len(),
+                    "mean_alpha": mean,
+                    "error_before": a.groups.iter().map(|g| g.error_before).sum::<f64>(),
+                    "error_after": a.groups.iter().map(|g| g.error_after).sum::<f64>(),
+                    "alphas": a.groups.iter().map(|g| json!([g.first, g.alpha])).collect::<Vec<_>>(),
+                })
+            }),
             "seconds": {
                 "calibration": s.calibration.as_secs_f64(),
                 "quantization": s.quantization.as_secs_f64(),

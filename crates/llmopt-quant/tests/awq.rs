@@ -1,0 +1,108 @@
+//! AWQ on the real SmolLM2: any channel scales folded into the norms and the up rows leave the
+//! float model's function unchanged, and the search only scales where it lowers the error.
+
+use std::sync::Arc;
+
+use llmopt_formats::gguf::GgufFile;
+use llmopt_kernels::ThreadPool;
+use llmopt_model::{KvCache, Logits, Model, SeqInput, Workspace, DEFAULT_BLOCK_SIZE};
+use llmopt_quant::{
+    awq::{self, AwqConfig},
+    gptq::capture_hessians,
+    output_metadata, write_quantized, CalibConfig, Job, Plan, PlanConfig, Provenance,
+};
+use llmopt_tensor::GgmlType;
+use llmopt_testdata::TempDir;
+use llmopt_tokenizer::Tokenizer;
+
+/// Every position's logits for `tokens`, from an empty cache.
+fn logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
+    let mut kv = KvCache::new(&model.config, tokens.len() + 16, DEFAULT_BLOCK_SIZE);
+    let seq = kv.add_sequence();
+    let mut ws = Workspace::new();
+    let input = [SeqInput { seq, tokens, logits: Logits::All }];
+    model.forward(&ThreadPool::new(2), &input, &mut kv, &mut ws, None).unwrap().to_vec()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap()
+}
+
+#[test]
+fn folded_scales_keep_the_float_model_and_the_search_never_adds_error() {
+    let file = Arc::new(GgufFile::open(llmopt_testdata::model(llmopt_testdata::SMOLLM2)).unwrap());
+    let model = Model::from_gguf(file.clone()).unwrap();
+    let tok = Tokenizer::from_gguf(file.metadata()).unwrap();
+    let text = std::fs::read_to_string(llmopt_testdata::britannica()).unwrap();
+    let tokens = tok.encode(&text[..6_000], true, false);
+    let pool = ThreadPool::new(2);
+    let cfg = CalibConfig { ctx: 128, max_tokens: 256, bos: tok.bos() };
+    let (imatrix, hessians) =
+        capture_hessians(&model, &pool, &tokens, &cfg, None, &mut |_, _| {}).unwrap();
+
+    // Scales of alpha 0.5 everywhere, written into an f32 copy: same function.
+    let plan_cfg = PlanConfig { format: GgmlType::F32, keep: Vec::new(), imatrix: false };
+    let plan = Plan::new(file.tensors(), file.metadata(), plan_cfg).unwrap();
+    let scales = awq::fixed(&file, &plan, &hessians, 0.5);
+    assert_eq!(scales.groups.len(), 30 * 3, "Q/K/V, gate/up and down in every layer");
+    // Per layer: 6 weights scaled by columns, 2 norms by columns, up also by rows.
+    assert_eq!(scales.transforms.len(), 30 * 8);
+    let up = &scales.transforms["blk.3.ffn_up.weight"];
+    assert!(up.cols.is_some() && up.rows.as_ref().map(Vec::len) == Some(1536));
+    let meta = output_metadata(file.metadata(), &plan, &Provenance::default());
+    let dir = TempDir::new("quant-awq");
+    // The f32 copies with and without the scales (the Q4_1 file itself quantizes activations).
+    let write = |name: &str, awq| {
+        let job = Job {
+            source: &file,
+            plan: &plan,
+            metadata: &meta,
+            importance: None,
+            gptq: None,
+            awq,
+            threads: 2,
+        };
+        let path = dir.path().join(name);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        write_quantized(&job, &mut out, &mut |_, _| {}).unwrap();
+        drop(out);
+        Arc::new(GgufFile::open(&path).unwrap())
+    };
+    let plain_file = write("f32.gguf", None);
+    let scaled_file = write("awq-f32.gguf", Some(&scales));
+    let norm = |f: &GgufFile| {
+        let t = f.tensors().iter().find(|t| t.name == "blk.3.attn_norm.weight").unwrap();
+        f.tensor_data(t).to_vec()
+    };
+    assert_ne!(norm(&plain_file), norm(&scaled_file), "the norm took 1/s");
+    let plain = Model::from_gguf(plain_file).unwrap();
+    let scaled = Model::from_gguf(scaled_file).unwrap();
+    let probe = &tokens[200..232];
+    let (a, b) = (logits(&plain, probe), logits(&scaled, probe));
+    let vocab = model.config.vocab_size;
+    let mut worst = 0f32;
+    for (ra, rb) in a.chunks(vocab).zip(b.chunks(vocab)) {
+        assert_eq!(argmax(ra), argmax(rb));
+        worst = ra.iter().zip(rb).map(|(x, y)| (x - y).abs()).fold(worst, f32::max);
+    }
+    // Measured: 0.002 (f32 rounding of the scaled weights; logits span about 40).
+    assert!(worst < 0.02, "logits moved by {worst}");
+
+    // The search at q4_0: never worse than no scaling, and it does scale somewhere.
+    let plan_cfg = PlanConfig { format: GgmlType::Q4_0, keep: Vec::new(), imatrix: true };
+    let plan = Plan::new(file.tensors(), file.metadata(), plan_cfg).unwrap();
+    let cfg = AwqConfig { grid: 4, sample_rows: 8 };
+    let found =
+        awq::search(&file, &plan, &hessians, Some(&imatrix), cfg, 2, &mut |_, _| {}).unwrap();
+    assert_eq!(found.groups.len(), 90);
+    for g in &found.groups {
+        assert!(g.error_after <= g.error_before, "{g:?}");
+        assert!([0.0, 0.25, 0.5, 0.75, 1.0].contains(&g.alpha), "{g:?}");
+    }
+    // The first ffn_down layers go to Q4_1 (llama.cpp's imatrix guard), the source's own format:
+    // their rows round-trip exactly, nothing to gain. Every other group has an error to lower.
+    let exact = found.groups.iter().filter(|g| g.error_before == 0.0).count();
+    assert!(exact <= 4, "{exact} groups without error");
+    let scaled = found.groups.iter().filter(|g| g.alpha > 0.0).count();
+    assert!(scaled > 30, "only {scaled} of 90 groups gained from scaling");
+}
