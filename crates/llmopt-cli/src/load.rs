@@ -20,8 +20,8 @@ pub struct Loaded {
 
 impl Loaded {
     /// Opens `--model` and builds the model and tokenizer, with the shared run flags: `--threads`
-    /// (default: the physical cores) and `--no-repack` (without it, the weights of formats with
-    /// interleaved kernels are repacked at load).
+    /// (default: the physical cores), `--no-repack` (without it, the weights of formats with
+    /// interleaved kernels are repacked at load) and `--kv` (the type of the KV caches it makes).
     pub fn open(run: &RunArgs) -> Result<Self> {
         let path = &run.model;
         let file = Arc::new(
@@ -40,6 +40,11 @@ impl Loaded {
         if !run.no_repack {
             model.pack_weights();
         }
+        model.config = model
+            .config
+            .clone()
+            .with_kv_type(run.kv)
+            .with_context(|| format!("cannot use --kv {} with {}", run.kv, path.display()))?;
         Ok(Self { file, model, tokenizer, pool: ThreadPool::new(threads) })
     }
 

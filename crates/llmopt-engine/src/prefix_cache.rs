@@ -158,6 +158,7 @@ mod tests {
             rope_dim: 4,
             sliding_window: None,
             attn_scale: 0.5,
+            kv_type: Default::default(),
         };
         KvCache::new(&cfg, blocks * 4, 4)
     }

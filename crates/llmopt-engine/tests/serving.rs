@@ -1,7 +1,8 @@
 //! The serving engine on the real SmolLM2: batching changes no result (16 greedy requests together
 //! equal each alone), prefix caching reuses blocks without changing results, `n > 1` forks the
 //! prompt, preemption under a small cache still completes everything, cancellation and a dropped
-//! receiver free the blocks, and bad requests are refused before admission.
+//! receiver free the blocks, and bad requests are refused before admission. Batching, prefix reuse
+//! and forks are checked for every KV cache type.
 
 use std::sync::{mpsc, Arc};
 
@@ -11,13 +12,23 @@ use llmopt_engine::{
 };
 use llmopt_formats::gguf::GgufFile;
 use llmopt_kernels::ThreadPool;
-use llmopt_model::Model;
+use llmopt_model::{KvType, Model, KV_TYPES};
 
 fn model() -> Arc<Model> {
+    model_kv(KvType::F16)
+}
+
+fn model_kv(kv: KvType) -> Arc<Model> {
     let f = Arc::new(GgufFile::open(llmopt_testdata::model(llmopt_testdata::SMOLLM2)).unwrap());
     let mut m = Model::from_gguf(f).unwrap();
     m.pack_weights();
+    m.config = m.config.clone().with_kv_type(kv).unwrap();
     Arc::new(m)
+}
+
+/// SmolLM2 with each KV cache type.
+fn models() -> impl Iterator<Item = Arc<Model>> {
+    KV_TYPES.into_iter().map(|t| model_kv(KvType::new(t).unwrap()))
 }
 
 fn greedy() -> SamplerConfig {
@@ -89,7 +100,10 @@ fn alone(m: &Arc<Model>, r: &Request) -> Vec<u32> {
 
 #[test]
 fn sixteen_greedy_requests_together_equal_each_alone() {
-    let m = model();
+    models().for_each(sixteen_together);
+}
+
+fn sixteen_together(m: Arc<Model>) {
     let reqs: Vec<Request> = (0..16).map(|i| request(prompt(i, 5 + 23 * i), 12 + i % 5)).collect();
     let want: Vec<Vec<u32>> = reqs.iter().map(|r| alone(&m, r)).collect();
     // A budget that splits the long prompts into chunks and mixes them with decodes.
@@ -109,7 +123,7 @@ fn sixteen_greedy_requests_together_equal_each_alone() {
     for (i, rx) in rxs.iter().enumerate() {
         let events: Vec<Event> = rx.try_iter().collect();
         let (toks, done) = outcome(&events, 1);
-        assert_eq!(toks[0], want[i], "request {i} changed in a batch");
+        assert_eq!(toks[0], want[i], "request {i} changed in a batch ({} KV)", m.config.kv_type);
         assert_eq!(done[0], Some(FinishReason::Length));
     }
     let mx = e.metrics();
@@ -123,7 +137,10 @@ fn sixteen_greedy_requests_together_equal_each_alone() {
 
 #[test]
 fn a_shared_prefix_is_computed_once_and_changes_nothing() {
-    let m = model();
+    models().for_each(shared_prefix);
+}
+
+fn shared_prefix(m: Arc<Model>) {
     let system = prompt(99, 300);
     let with = |tail: usize| -> Request {
         let mut p = system.clone();
@@ -151,7 +168,10 @@ fn a_shared_prefix_is_computed_once_and_changes_nothing() {
 
 #[test]
 fn n_choices_fork_the_prompt() {
-    let m = model();
+    models().for_each(n_choices);
+}
+
+fn n_choices(m: Arc<Model>) {
     let mut r = request(prompt(5, 40), 10);
     let want = alone(&m, &r);
     r.params.n = 3;

@@ -4,9 +4,16 @@
 //! ([`AttnPrecision::F16`]); for large batches (prefill) everything f32, in tiles of tokens x the
 //! heads of one KV head (`attention_prefill`, [`AttnPrecision::F32`]). The forward picks per
 //! sequence ([`AttentionBatch::f32_tokens`]), so a sequence's results never depend on its batch.
+//!
+//! A quantized cache (Q8_0, Q4_0) is read as llama.cpp reads it: the query quantized to the key
+//! format's `vec_dot_type` and dotted with the format's integer kernel, each value row decoded to
+//! f32 into an f32 accumulator (the decode path is then ggml's `one_chunk` for a non-f16 V).
 
 use half::{f16, slice::HalfFloatSliceExt};
-use llmopt_kernels::{f16ops, Isa, ThreadPool};
+use llmopt_kernels::{f16ops, kv, Isa, Kernels, ThreadPool};
+use llmopt_tensor::GgmlType;
+
+use crate::KvType;
 
 /// Arithmetic of the attention kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +37,8 @@ pub struct AttentionBatch<'a> {
     pub positions: &'a [usize],
     /// For each token, the range of `offsets` that holds its sequence's slot offsets (position 0 on).
     pub seq_offsets: &'a [(usize, usize)],
-    /// Slot offsets (into a layer's K/V storage) of every position of every sequence in the batch.
+    /// Byte offsets of the rows (into a layer's K/V storage) of every position of every sequence
+    /// in the batch.
     pub offsets: &'a [usize],
     pub n_head: usize,
     pub n_kv_head: usize,
@@ -42,6 +50,28 @@ pub struct AttentionBatch<'a> {
     /// When given, overrides `precision` per token: `true` for [`AttnPrecision::F32`]. The forward
     /// marks the tokens of sequences with at least [`F32_MIN_TOKENS`] tokens in the call.
     pub f32_tokens: Option<&'a [bool]>,
+}
+
+/// One layer of the KV cache as attention reads it: key and value rows of type `ty`, each token's
+/// row at the byte offsets of [`AttentionBatch::offsets`], a head's part `ty.row_bytes(head_dim)`
+/// bytes at `ty.row_bytes(kv_head * head_dim)`.
+#[derive(Clone, Copy, Debug)]
+pub struct KvLayer<'a> {
+    pub ty: KvType,
+    pub k: &'a [u8],
+    pub v: &'a [u8],
+}
+
+impl<'a> KvLayer<'a> {
+    /// A layer of f16 rows (offsets count bytes: two per value).
+    pub fn f16(k: &'a [f16], v: &'a [f16]) -> Self {
+        Self { ty: KvType::F16, k: bytemuck::cast_slice(k), v: bytemuck::cast_slice(v) }
+    }
+
+    /// Whether values are f16 (ggml's f16-accumulator path) rather than decoded to f32.
+    pub(crate) fn is_f16(&self) -> bool {
+        self.ty.ggml() == GgmlType::F16
+    }
 }
 
 /// The output buffer as the attention tasks share it: each writes its own rows.
@@ -64,8 +94,7 @@ pub fn attend(
     pool: &ThreadPool,
     b: &AttentionBatch<'_>,
     q: &[f32],
-    k_cache: &[f16],
-    v_cache: &[f16],
+    kv: KvLayer<'_>,
     out: &mut [f32],
 ) {
     let (hd, nh) = (b.head_dim, b.n_head);
@@ -78,7 +107,7 @@ pub fn attend(
         None => (b.precision == AttnPrecision::F32, b.precision == AttnPrecision::F32),
     };
     if any_f32 {
-        crate::attention_prefill::attend_prefill(pool, b, q, k_cache, v_cache, out, &is_f32);
+        crate::attention_prefill::attend_prefill(pool, b, q, kv, out, &is_f32);
     }
     if all_f32 {
         return;
@@ -97,9 +126,13 @@ pub fn attend(
         let offsets = &b.offsets[start..start + len];
         let pos = b.positions[t];
         let lo = b.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let kv_off = (h / group) * hd;
         let rows = &offsets[lo..=pos];
-        attend_one_f16(q_row, rows, kv_off, k_cache, v_cache, b.scale, o);
+        if kv.is_f16() {
+            let (k, v) = (bytemuck::cast_slice(kv.k), bytemuck::cast_slice(kv.v));
+            attend_one_f16(q_row, rows, (h / group) * hd, k, v, b.scale, o);
+        } else {
+            attend_one_quantized(q_row, rows, kv.ty.row_bytes((h / group) * hd), kv, b.scale, o);
+        }
     };
     pool.run(n_tok * nh, &task);
 }
@@ -124,7 +157,8 @@ fn attend_one_f16(
     let acc = &mut acc[..hd];
     let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
     for &off in offsets {
-        let base = off + kv_off;
+        // `off` counts bytes, two per f16.
+        let base = off / 2 + kv_off;
         let s = f16ops::dot_f16(isa, &k[base..base + hd], qh) * scale;
         let (mut ms, mut vs) = (1f32, 1f32);
         if s > m {
@@ -142,6 +176,57 @@ fn attend_one_f16(
         *o = a.to_f32() * inv;
     }
 }
+
+/// One query head against quantized cached rows, as ggml's `flash_attn_ext_f16_one_chunk` does for
+/// a quantized K and V: the query in K's `vec_dot_type`, the format's dot, scores scaled after the
+/// dot, an f32 accumulator rescaled on a new maximum, each value row decoded and added by FMA.
+fn attend_one_quantized(
+    q: &[f32],
+    offsets: &[usize],
+    head_off: usize,
+    kv: KvLayer<'_>,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let isa = Isa::best();
+    let kernels = Kernels::get(isa).expect("the best ISA is available");
+    let ty = kv.ty.ggml();
+    let q_ty = ty.spec().vec_dot_type;
+    let (dot, quantize) = match (kernels.vec_dot(ty), kernels.quantize(q_ty)) {
+        (Some(d), Some(q)) => (d, q),
+        _ => unreachable!("every KV type has a dot and its query format a quantizer"),
+    };
+    let mut qq = [0u8; Q_BYTES];
+    let q_bytes = q_ty.row_bytes(hd).expect("heads are whole blocks (checked by the config)");
+    let qq = &mut qq[..q_bytes];
+    quantize(q, qq);
+    let row = kv.ty.row_bytes(hd);
+    let mut acc = [0f32; MAX_HEAD_DIM];
+    let acc = &mut acc[..hd];
+    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+    for &off in offsets {
+        let base = off + head_off;
+        let s = dot(hd, &kv.k[base..base + row], qq) * scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if s > m {
+            ms = (m - s).exp();
+            m = s;
+            acc.iter_mut().for_each(|a| *a *= ms);
+        } else {
+            vs = (s - m).exp();
+        }
+        kv::mad_dequant(isa, ty, acc, &kv.v[base..base + row], vs);
+        l = l * ms + vs;
+    }
+    let inv = if l == 0.0 { 0.0 } else { 1.0 / l };
+    for (o, a) in out.iter_mut().zip(acc.iter()) {
+        *o = a * inv;
+    }
+}
+
+/// Room for a query head of [`MAX_HEAD_DIM`] in any block format (Q8_0: 34 bytes per 32 values).
+pub(crate) const Q_BYTES: usize = MAX_HEAD_DIM / 32 * 36;
 
 #[cfg(test)]
 mod tests {
@@ -176,6 +261,7 @@ mod tests {
         let val = |i: usize| ((i as f32) * 0.618).sin() * 2.0;
         // Scatter positions over slots in reverse order to exercise the offsets.
         let offsets: Vec<usize> = (0..n_pos).map(|p| (n_pos - 1 - p) * kv_dim).collect();
+        let byte_offsets: Vec<usize> = offsets.iter().map(|o| 2 * o).collect();
         let kc: Vec<f16> = (0..n_pos * kv_dim).map(|i| f16::from_f32(val(i))).collect();
         let vc: Vec<f16> = (0..n_pos * kv_dim).map(|i| f16::from_f32(val(i + 7777))).collect();
         let positions = [0usize, 5, 22];
@@ -190,7 +276,7 @@ mod tests {
             let b = AttentionBatch {
                 positions: &positions,
                 seq_offsets: &seq_offsets,
-                offsets: &offsets,
+                offsets: &byte_offsets,
                 n_head: nh,
                 n_kv_head: nkv,
                 head_dim: hd,
@@ -201,7 +287,7 @@ mod tests {
             };
             let mut out = vec![0f32; q.len()];
             for threads in [1, 2] {
-                attend(&ThreadPool::new(threads), &b, &q, &kc, &vc, &mut out);
+                attend(&ThreadPool::new(threads), &b, &q, KvLayer::f16(&kc, &vc), &mut out);
                 for (t, &pos) in positions.iter().enumerate() {
                     for h in 0..nh {
                         let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
@@ -260,10 +346,11 @@ mod tests {
         let n_tok = positions.len();
         let q: Vec<f32> = (0..n_tok * nh * hd).map(|i| val(i + 4242)).collect();
         for window in [None, Some(37)] {
+            let byte_offsets: Vec<usize> = offsets.iter().map(|o| 2 * o).collect();
             let b = AttentionBatch {
                 positions: &positions,
                 seq_offsets: &seq_offsets,
-                offsets: &offsets,
+                offsets: &byte_offsets,
                 n_head: nh,
                 n_kv_head: nkv,
                 head_dim: hd,
@@ -273,7 +360,7 @@ mod tests {
                 f32_tokens: None,
             };
             let mut out = vec![0f32; q.len()];
-            attend(&ThreadPool::new(2), &b, &q, &kc, &vc, &mut out);
+            attend(&ThreadPool::new(2), &b, &q, KvLayer::f16(&kc, &vc), &mut out);
             for t in (0..n_tok).step_by(7).chain([n_tok - 1]) {
                 let ((base, _), pos) = (seq_offsets[t], positions[t]);
                 let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
@@ -292,6 +379,81 @@ mod tests {
                     let got = &out[(t * nh + h) * hd..][..hd];
                     for (g, w) in got.iter().zip(&want) {
                         assert!((g - w).abs() < 1e-4, "{window:?} t{t} h{h}: {g} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_cache_matches_naive_over_decoded_rows_in_both_paths() {
+        // Q8_0 and Q4_0 rows (head size 64, two blocks), GQA 4 heads over 2, 90 positions: decode
+        // tokens (per-pair path) and a 70-token run (tiles over two key blocks), window on and off.
+        let (hd, nh, nkv, n_pos) = (64usize, 4usize, 2usize, 90usize);
+        let kv_dim = nkv * hd;
+        let val = |i: usize| ((i as f32) * 0.433).sin() * 2.5;
+        let positions: Vec<usize> = (20..90).collect();
+        let q: Vec<f32> = (0..positions.len() * nh * hd).map(|i| val(i + 555)).collect();
+        let seq_offsets = vec![(0usize, n_pos); positions.len()];
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+            let kt = KvType::new(ty).unwrap();
+            let row = kt.row_bytes(kv_dim);
+            let encode = |salt: usize| -> Vec<u8> {
+                let x: Vec<f32> = (0..n_pos * kv_dim).map(|i| val(i + salt)).collect();
+                let mut b = vec![0u8; n_pos * row];
+                ty.from_f32(&x, &mut b).unwrap();
+                b
+            };
+            let (kc, vc) = (encode(1), encode(4321));
+            let decode = |c: &[u8], p: usize, kvh: usize| -> Vec<f32> {
+                let mut out = vec![0f32; kv_dim];
+                ty.to_f32(&c[p * row..(p + 1) * row], &mut out).unwrap();
+                out[kvh * hd..(kvh + 1) * hd].to_vec()
+            };
+            // The query as the dot sees it: quantized to Q8_0 and back.
+            let q8 = |x: &[f32]| -> Vec<f32> {
+                let mut b = vec![0u8; GgmlType::Q8_0.row_bytes(hd).unwrap()];
+                GgmlType::Q8_0.from_f32(x, &mut b).unwrap();
+                let mut out = vec![0f32; hd];
+                GgmlType::Q8_0.to_f32(&b, &mut out).unwrap();
+                out
+            };
+            let offsets: Vec<usize> = (0..n_pos).map(|p| p * row).collect();
+            let layer = KvLayer { ty: kt, k: &kc, v: &vc };
+            for (window, f32_tokens) in
+                [(None, false), (Some(33), false), (None, true), (Some(9), true)]
+            {
+                let marks = vec![f32_tokens; positions.len()];
+                let b = AttentionBatch {
+                    positions: &positions,
+                    seq_offsets: &seq_offsets,
+                    offsets: &offsets,
+                    n_head: nh,
+                    n_kv_head: nkv,
+                    head_dim: hd,
+                    scale: 0.125,
+                    window,
+                    precision: AttnPrecision::F16,
+                    f32_tokens: Some(&marks),
+                };
+                let mut out = vec![0f32; q.len()];
+                attend(&ThreadPool::new(2), &b, &q, layer, &mut out);
+                for (t, &pos) in positions.iter().enumerate().step_by(3) {
+                    let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                    for h in 0..nh {
+                        let kvh = h / (nh / nkv);
+                        let keys: Vec<Vec<f32>> = (lo..=pos).map(|p| decode(&kc, p, kvh)).collect();
+                        let vals: Vec<Vec<f32>> = (lo..=pos).map(|p| decode(&vc, p, kvh)).collect();
+                        let qr = q8(&q[(t * nh + h) * hd..][..hd]);
+                        let want = naive(&qr, &keys, &vals, 0.125, false);
+                        let got = &out[(t * nh + h) * hd..][..hd];
+                        for (g, w) in got.iter().zip(&want) {
+                            // f16 rounding of the decoded rows inside `naive` is the slack.
+                            assert!(
+                                (g - w).abs() < 5e-3,
+                                "{ty} {window:?} {f32_tokens} t{t} h{h}: {g} vs {w}"
+                            );
+                        }
                     }
                 }
             }

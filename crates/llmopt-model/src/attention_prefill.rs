@@ -1,13 +1,15 @@
 //! Tiled causal attention for prefill: a task takes a run of consecutive tokens of one sequence and
 //! one KV head (all the query heads that share it), and streams that head's keys and values in
 //! blocks through an online softmax, so each cached row is converted once per tile, not per query.
+//! A quantized cache's scores are the format's integer dots with the query rows quantized once per
+//! tile (as llama.cpp computes them); its values are decoded to f32 once per block.
 
 use std::cell::RefCell;
 
 use half::{f16, slice::HalfFloatSliceExt};
-use llmopt_kernels::{attn_tile, Isa, ThreadPool};
+use llmopt_kernels::{attn_tile, Isa, Kernels, ThreadPool, VecDotFn};
 
-use crate::attention::{AttentionBatch, OutPtr};
+use crate::attention::{AttentionBatch, KvLayer, OutPtr};
 
 /// Keys per block: the block's f32 keys and values stay in L1/L2 while the tile's rows use them.
 const KEY_BLOCK: usize = 64;
@@ -16,7 +18,7 @@ const TILE_FLOATS: usize = 8192;
 
 thread_local! {
     /// Per-thread scratch for one task; grows to the largest tile seen, then is reused.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<(Vec<f32>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Tokens per tile for this shape: as many as keep the tile's rows within [`TILE_FLOATS`].
@@ -32,8 +34,7 @@ pub(crate) fn attend_prefill(
     pool: &ThreadPool,
     b: &AttentionBatch<'_>,
     q: &[f32],
-    k_cache: &[f16],
-    v_cache: &[f16],
+    kv: KvLayer<'_>,
     out: &mut [f32],
     mine: &(dyn Fn(usize) -> bool + Sync),
 ) {
@@ -60,8 +61,8 @@ pub(crate) fn attend_prefill(
     let task = |i: usize| {
         let ((t0, t1), kvh) = (tiles[i / nkv], i % nkv);
         SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            tile(b, q, k_cache, v_cache, t0, t1, kvh, &mut s, &out_ptr);
+            let (f, u) = &mut *s.borrow_mut();
+            tile(b, q, kv, t0, t1, kvh, f, u, &out_ptr);
         });
     };
     pool.run(tiles.len() * nkv, &task);
@@ -72,12 +73,12 @@ pub(crate) fn attend_prefill(
 fn tile(
     b: &AttentionBatch<'_>,
     q: &[f32],
-    k_cache: &[f16],
-    v_cache: &[f16],
+    kv: KvLayer<'_>,
     t0: usize,
     t1: usize,
     kvh: usize,
     scratch: &mut Vec<f32>,
+    qq: &mut Vec<u8>,
     out: &OutPtr,
 ) {
     let (hd, nh) = (b.head_dim, b.n_head);
@@ -96,6 +97,21 @@ fn tile(
     let (l, rest) = rest.split_at_mut(rows);
     let corr = &mut rest[..rows];
 
+    let isa = Isa::best();
+    // A quantized cache: the query rows in K's `vec_dot_type` (unscaled: the score is scaled
+    // after the dot), and that dot.
+    let quant = (!kv.is_f16()).then(|| {
+        let kernels = Kernels::get(isa).expect("the best ISA is available");
+        let (ty, q_ty) = (kv.ty.ggml(), kv.ty.ggml().spec().vec_dot_type);
+        let q_row = q_ty.row_bytes(hd).expect("heads are whole blocks (checked by the config)");
+        let quantize = kernels.quantize(q_ty).expect("the query format has a quantizer");
+        qq.resize(rows * q_row, 0);
+        for (r, qr) in qq.chunks_exact_mut(q_row).enumerate() {
+            let (t, h) = (t0 + r / group, kvh * group + r % group);
+            quantize(&q[(t * nh + h) * hd..][..hd], qr);
+        }
+        (kernels.vec_dot(ty).expect("every KV type has a dot"), q_row)
+    });
     // Row r = (token t0 + r / group, head kvh * group + r % group), pre-scaled.
     for (r, qr) in qb.chunks_exact_mut(hd).enumerate() {
         let (t, h) = (t0 + r / group, kvh * group + r % group);
@@ -111,18 +127,38 @@ fn tile(
     let (start, len) = b.seq_offsets[t0];
     let offsets = &b.offsets[start..start + len];
     let (first, last) = (lo_of(t0), b.positions[t1 - 1]);
-    let kv_off = kvh * hd;
-    let isa = Isa::best();
+    let (head, row) = (kv.ty.row_bytes(kvh * hd), kv.ty.row_bytes(hd));
+    let decode = kv.ty.ggml().spec().to_f32;
     let mut p0 = first;
     while p0 <= last {
         let n_k = KEY_BLOCK.min(last + 1 - p0);
-        for (j, &off) in offsets[p0..p0 + n_k].iter().enumerate() {
-            let base = off + kv_off;
-            k_cache[base..base + hd].convert_to_f32_slice(&mut kb[j * hd..(j + 1) * hd]);
-            v_cache[base..base + hd].convert_to_f32_slice(&mut vb[j * hd..(j + 1) * hd]);
+        let block = &offsets[p0..p0 + n_k];
+        for (j, &off) in block.iter().enumerate() {
+            let base = off + head;
+            let (k, v) = (&kv.k[base..base + row], &kv.v[base..base + row]);
+            let (kd, vd) = (&mut kb[j * hd..(j + 1) * hd], &mut vb[j * hd..(j + 1) * hd]);
+            if quant.is_none() {
+                bytemuck::cast_slice::<u8, f16>(k).convert_to_f32_slice(kd);
+                bytemuck::cast_slice::<u8, f16>(v).convert_to_f32_slice(vd);
+            } else {
+                decode(v, vd);
+            }
         }
         let s = &mut sb[..rows * n_k];
-        attn_tile::scores(isa, qb, &kb[..n_k * hd], hd, s);
+        match quant {
+            None => attn_tile::scores(isa, qb, &kb[..n_k * hd], hd, s),
+            Some((dot, q_row)) => quantized_scores(
+                dot,
+                hd,
+                &qq[..rows * q_row],
+                q_row,
+                kv.k,
+                block,
+                head..head + row,
+                s,
+                b.scale,
+            ),
+        }
         for (r, sr) in s.chunks_exact_mut(n_k).enumerate() {
             let t = t0 + r / group;
             let (lo, pos) = (lo_of(t), b.positions[t]);
@@ -162,6 +198,28 @@ fn tile(
         let o = unsafe { std::slice::from_raw_parts_mut(out.get().add((t * nh + h) * hd), hd) };
         for (o, a) in o.iter_mut().zip(ar) {
             *o = a * inv;
+        }
+    }
+}
+
+/// `s[r * n_k + j] = dot(key j, query row r) * scale` for the quantized keys at `block` (byte
+/// offsets, plus the head's byte range `head`) and the quantized query rows `qq` (`q_row` bytes each).
+#[allow(clippy::too_many_arguments)]
+fn quantized_scores(
+    dot: VecDotFn,
+    hd: usize,
+    qq: &[u8],
+    q_row: usize,
+    k: &[u8],
+    block: &[usize],
+    head: std::ops::Range<usize>,
+    s: &mut [f32],
+    scale: f32,
+) {
+    let n_k = block.len();
+    for (qr, sr) in qq.chunks_exact(q_row).zip(s.chunks_exact_mut(n_k)) {
+        for (&off, sv) in block.iter().zip(sr.iter_mut()) {
+            *sv = dot(hd, &k[off + head.start..off + head.end], qr) * scale;
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use llmopt_formats::gguf::Metadata;
 
-use crate::{arch::ArchSpec, ModelError};
+use crate::{arch::ArchSpec, KvType, ModelError};
 
 /// The numbers that size a decoder.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +28,9 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// Scale applied to attention scores.
     pub attn_scale: f32,
+    /// Element type of the KV caches made for this model (`KvCache::new`); a run-time choice,
+    /// f16 as loaded, set through [`ModelConfig::with_kv_type`] (the CLI's `--kv`).
+    pub kv_type: KvType,
 }
 
 impl ModelConfig {
@@ -100,6 +103,7 @@ impl ModelConfig {
             rope_dim: opt("rope.dimension_count").unwrap_or(head_dim),
             sliding_window,
             attn_scale: 1.0 / (head_dim as f32).sqrt(),
+            kv_type: KvType::F16,
         };
         cfg.validate()
     }
@@ -122,6 +126,15 @@ impl ModelConfig {
             );
         }
         Ok(self)
+    }
+
+    /// This configuration with KV caches of type `kv`; an error when a head is not whole blocks of
+    /// its format.
+    pub fn with_kv_type(self, kv: KvType) -> Result<Self, ModelError> {
+        if !self.head_dim.is_multiple_of(kv.block_len()) {
+            return Err(ModelError::KvTypeUnfit { kv, head_dim: self.head_dim });
+        }
+        Ok(Self { kv_type: kv, ..self })
     }
 
     /// Whether layer `il` attends through a sliding window, and the window.

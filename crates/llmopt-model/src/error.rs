@@ -27,6 +27,8 @@ pub enum ModelError {
     ContextExceeded { needed: usize, context: usize },
     #[error("kernel failed in '{name}': {reason}")]
     Kernel { name: String, reason: String },
+    #[error("a {kv} KV cache needs heads of whole {block}-value blocks; this model's heads have {head_dim}", block = kv.block_len())]
+    KvTypeUnfit { kv: crate::KvType, head_dim: usize },
     #[error("{0}")]
     Format(#[from] llmopt_formats::gguf::GgufError),
 }

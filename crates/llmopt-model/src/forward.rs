@@ -331,8 +331,7 @@ impl Model {
             precision: AttnPrecision::F16,
             f32_tokens: Some(&ws.f32_tokens),
         };
-        let (kc, vc) = kv.layer(il);
-        attend(pool, &ab, &ws.q, kc, vc, &mut ws.att);
+        attend(pool, &ab, &ws.q, kv.layer(il), &mut ws.att);
         clock.lap(obs, at, Step::AttentionCore);
         run_linears(pool, [&l.attn_output], &ws.att, n, &mut ws.scratch, [&mut ws.proj], obs)?;
         clock.lap(obs, at, Step::AttentionProj);

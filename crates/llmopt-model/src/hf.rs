@@ -20,7 +20,7 @@ use crate::{
     arch::{ArchSpec, TensorName, TensorNames},
     linear::Bytes,
     model::{Model, SourceTensor, TensorSource},
-    ModelConfig, ModelError,
+    KvType, ModelConfig, ModelError,
 };
 
 /// Why a Hugging Face model directory could not be loaded.
@@ -121,6 +121,7 @@ impl ModelConfig {
                 .sliding_window
                 .map(|sw| c.sliding_window.unwrap_or(sw.default_window)),
             attn_scale,
+            kv_type: KvType::F16,
         }
         .validate()
     }

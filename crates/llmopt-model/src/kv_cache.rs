@@ -1,11 +1,12 @@
 //! The paged KV cache: fixed-size blocks of token slots shared by all sequences, each sequence
-//! owning a block table. Keys and values are stored as f16 (as llama.cpp does by default).
+//! owning a block table. Keys and values are rows of the cache's [`KvType`] (f16 by default, as
+//! llama.cpp; Q8_0 or Q4_0 quantized as each row is written, as its `-ctk`/`-ctv`).
 //! A sequence can be forked: the child shares the parent's blocks (reference counted), and a shared
 //! block is copied the first time either side writes into it (copy-on-write).
 
-use half::f16;
+use llmopt_kernels::{Isa, Kernels, QuantizeFn};
 
-use crate::{config::ModelConfig, ModelError};
+use crate::{attention::KvLayer, config::ModelConfig, KvType, ModelError};
 
 /// Identifies a sequence in a [`KvCache`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,10 +23,15 @@ struct SeqState {
 pub struct KvCache {
     block_size: usize,
     kv_dim: usize,
+    kv_type: KvType,
+    /// Bytes of one token's keys (or values) of one layer: `kv_dim` values of `kv_type`.
+    row: usize,
+    /// Encodes a row into `kv_type`, as llama.cpp's CPU `set_rows` does (its `from_float`).
+    quantize: QuantizeFn,
     n_blocks: usize,
-    /// Per layer: `n_blocks * block_size * kv_dim` values.
-    k: Vec<Vec<f16>>,
-    v: Vec<Vec<f16>>,
+    /// Per layer: `n_blocks * block_size * row` bytes, held as u16 so f16 rows are aligned.
+    k: Vec<Vec<u16>>,
+    v: Vec<Vec<u16>>,
     free: Vec<u32>,
     /// Block tables holding each block; a block is free when this is 0.
     refs: Vec<u32>,
@@ -39,18 +45,32 @@ pub type BlockId = u32;
 pub const DEFAULT_BLOCK_SIZE: usize = 16;
 
 impl KvCache {
-    /// A cache with room for `capacity_tokens` token slots in blocks of `block_size`.
+    /// A cache with room for `capacity_tokens` token slots in blocks of `block_size`, holding
+    /// rows of `cfg.kv_type`.
+    ///
+    /// # Panics
+    /// If a head is not whole blocks of `cfg.kv_type` (`ModelConfig::with_kv_type` refuses that).
     pub fn new(cfg: &ModelConfig, capacity_tokens: usize, block_size: usize) -> Self {
         let block_size = block_size.max(1);
         let n_blocks = capacity_tokens.div_ceil(block_size).max(1);
         let kv_dim = cfg.kv_dim();
-        let per_layer = n_blocks * block_size * kv_dim;
+        let kv_type = cfg.kv_type;
+        assert!(
+            cfg.head_dim.is_multiple_of(kv_type.block_len()),
+            "{kv_type} KV rows need whole blocks"
+        );
+        let row = kv_type.row_bytes(kv_dim);
+        let per_layer = (n_blocks * block_size * row).div_ceil(2);
+        let kernels = Kernels::get(Isa::best()).expect("the best ISA is available");
         Self {
             block_size,
             kv_dim,
+            kv_type,
+            row,
+            quantize: kernels.quantize(kv_type.ggml()).expect("every KV type has an encoder"),
             n_blocks,
-            k: (0..cfg.n_layer).map(|_| vec![f16::ZERO; per_layer]).collect(),
-            v: (0..cfg.n_layer).map(|_| vec![f16::ZERO; per_layer]).collect(),
+            k: (0..cfg.n_layer).map(|_| vec![0u16; per_layer]).collect(),
+            v: (0..cfg.n_layer).map(|_| vec![0u16; per_layer]).collect(),
             free: (0..n_blocks as u32).rev().collect(),
             refs: vec![0; n_blocks],
             seqs: Vec::new(),
@@ -218,12 +238,18 @@ impl KvCache {
 
     /// Bytes of key and value storage for one token across all layers.
     pub fn bytes_per_token(&self) -> usize {
-        2 * self.k.len() * self.kv_dim * std::mem::size_of::<f16>()
+        2 * self.k.len() * self.row
     }
 
-    /// What [`KvCache::bytes_per_token`] is for a model, without building a cache.
+    /// What [`KvCache::bytes_per_token`] is for a model (with its `kv_type`), without building a
+    /// cache.
     pub fn token_bytes(cfg: &ModelConfig) -> usize {
-        2 * cfg.n_layer * cfg.kv_dim() * std::mem::size_of::<f16>()
+        2 * cfg.n_layer * cfg.kv_type.row_bytes(cfg.kv_dim())
+    }
+
+    /// The element type of the keys and values.
+    pub fn kv_type(&self) -> KvType {
+        self.kv_type
     }
 
     /// Grows a sequence to `new_len` tokens, taking blocks from the free list; all or nothing. A
@@ -268,18 +294,18 @@ impl KvCache {
 
     /// Copies every layer's keys and values of block `from` into block `to`.
     fn copy_block(&mut self, from: u32, to: u32) {
-        let n = self.block_size * self.kv_dim;
+        let n = self.block_size * self.row;
         let (from, to) = (from as usize * n, to as usize * n);
         for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
-            layer.copy_within(from..from + n, to);
+            bytemuck::cast_slice_mut::<u16, u8>(layer).copy_within(from..from + n, to);
         }
     }
 
-    /// Index of the first value of token `pos` of `id` in a layer's storage (pos < reserved len).
+    /// Byte offset of token `pos` of `id`'s row in a layer's storage (pos < reserved len).
     pub(crate) fn slot_offset(&self, id: SeqId, pos: usize) -> usize {
         let state = self.seqs[id.0 as usize].as_ref().expect("sequence checked by reserve");
         let block = state.blocks[pos / self.block_size] as usize;
-        (block * self.block_size + pos % self.block_size) * self.kv_dim
+        (block * self.block_size + pos % self.block_size) * self.row
     }
 
     /// Slot offsets of positions `0..len` of a sequence, written into `out`.
@@ -288,21 +314,23 @@ impl KvCache {
         out.extend((0..len).map(|p| self.slot_offset(id, p)));
     }
 
-    /// Stores one token's key and value rows (`kv_dim` wide) at `offset` in layer `il`.
+    /// Stores one token's key and value rows (`kv_dim` wide) at byte `offset` in layer `il`,
+    /// encoded into the cache's type.
     pub(crate) fn write(&mut self, il: usize, offset: usize, k: &[f32], v: &[f32]) {
-        let dst_k = &mut self.k[il][offset..offset + self.kv_dim];
-        for (d, &s) in dst_k.iter_mut().zip(k) {
-            *d = f16::from_f32(s);
-        }
-        let dst_v = &mut self.v[il][offset..offset + self.kv_dim];
-        for (d, &s) in dst_v.iter_mut().zip(v) {
-            *d = f16::from_f32(s);
-        }
+        let (kd, row) = (self.kv_dim, self.row);
+        let dst_k = &mut bytemuck::cast_slice_mut::<u16, u8>(&mut self.k[il])[offset..offset + row];
+        (self.quantize)(&k[..kd], dst_k);
+        let dst_v = &mut bytemuck::cast_slice_mut::<u16, u8>(&mut self.v[il])[offset..offset + row];
+        (self.quantize)(&v[..kd], dst_v);
     }
 
     /// Key and value storage of layer `il`.
-    pub(crate) fn layer(&self, il: usize) -> (&[f16], &[f16]) {
-        (&self.k[il], &self.v[il])
+    pub(crate) fn layer(&self, il: usize) -> KvLayer<'_> {
+        KvLayer {
+            ty: self.kv_type,
+            k: bytemuck::cast_slice(&self.k[il]),
+            v: bytemuck::cast_slice(&self.v[il]),
+        }
     }
 }
 
@@ -310,6 +338,17 @@ impl KvCache {
 mod tests {
     use super::*;
     use crate::arch::ArchSpec;
+
+    /// The decoded key and value rows at byte `off` of layer `il`.
+    fn rows(kv: &KvCache, il: usize, off: usize) -> (Vec<f32>, Vec<f32>) {
+        let l = kv.layer(il);
+        let dec = |b: &[u8]| {
+            let mut out = vec![0f32; kv.kv_dim];
+            l.ty.ggml().to_f32(&b[off..off + kv.row], &mut out).unwrap();
+            out
+        };
+        (dec(l.k), dec(l.v))
+    }
 
     fn cfg() -> ModelConfig {
         ModelConfig {
@@ -328,6 +367,7 @@ mod tests {
             rope_dim: 4,
             sliding_window: None,
             attn_scale: 0.5,
+            kv_type: KvType::F16,
         }
     }
 
@@ -378,11 +418,10 @@ mod tests {
         assert_ne!(kv.slot_offset(c, 5), kv.slot_offset(p, 5));
         let off = kv.slot_offset(c, 6);
         kv.write(0, off, &vec![9.0; kv_dim], &vec![9.0; kv_dim]);
-        let (k, v) = kv.layer(0);
         for pos in 0..6 {
             for s in [p, c] {
-                assert_eq!(k[kv.slot_offset(s, pos)].to_f32(), pos as f32);
-                assert_eq!(v[kv.slot_offset(s, pos)].to_f32(), -(pos as f32));
+                let (k, v) = rows(&kv, 0, kv.slot_offset(s, pos));
+                assert_eq!((k[0], v[0]), (pos as f32, -(pos as f32)));
             }
         }
         // The parent now writes into its own (no longer shared) block in place.
@@ -396,7 +435,7 @@ mod tests {
         assert_eq!(kv.slot_offset(p, 0), shared);
         kv.reserve(p, 3).unwrap();
         assert_ne!(kv.slot_offset(p, 0), shared);
-        assert_eq!(kv.layer(0).0[kv.slot_offset(p, 1)].to_f32(), 1.0);
+        assert_eq!(rows(&kv, 0, kv.slot_offset(p, 1)).0[0], 1.0);
         // Blocks come back only when their last holder lets go.
         kv.remove_sequence(p);
         kv.remove_sequence(c);
@@ -415,10 +454,10 @@ mod tests {
         kv.reserve(s, 5).unwrap();
         let off = kv.slot_offset(s, 4);
         kv.write(1, off, &[1.0, 2.0, 3.0, 1.0 / 3.0], &[4.0; 4]);
-        let (k, v) = kv.layer(1);
-        assert_eq!(k[off + 1].to_f32(), 2.0);
-        assert_eq!(k[off + 3], f16::from_f32(1.0 / 3.0));
-        assert_eq!(v[off].to_f32(), 4.0);
+        let (k, v) = rows(&kv, 1, off);
+        assert_eq!(k[1], 2.0);
+        assert_eq!(k[3], half::f16::from_f32(1.0 / 3.0).to_f32());
+        assert_eq!(v[0], 4.0);
     }
 
     #[test]
@@ -444,9 +483,9 @@ mod tests {
         assert_eq!(kv.seq_len(b).unwrap(), 32);
         assert_eq!(kv.slot_offset(b, 17), {
             let bs = kv.block_size();
-            (table[1] as usize * bs + 1) * kv.kv_dim
+            (table[1] as usize * bs + 1) * kv.row
         });
-        assert_eq!(kv.layer(0).0[kv.slot_offset(b, 17)].to_f32(), 1.0);
+        assert_eq!(rows(&kv, 0, kv.slot_offset(b, 17)).0[0], 1.0);
         // Wrong block counts and free blocks are refused.
         assert!(matches!(kv.add_sequence_on(&table[..2], 33), Err(ModelError::BadBlocks { .. })));
         assert!(matches!(kv.add_sequence_on(&table[..1], 32), Err(ModelError::BadBlocks { .. })));
@@ -464,5 +503,45 @@ mod tests {
         assert_eq!(kv.free_blocks(), 6);
         kv.release_block(table[0]); // releasing a free block is a no-op
         assert_eq!(kv.free_blocks(), 6);
+    }
+
+    #[test]
+    fn quantized_rows_take_their_format_bytes_and_round_trip_through_forks() {
+        // Heads of 32 (whole Q8_0/Q4_0 blocks), 2 KV heads, 2 layers.
+        let base = ModelConfig { head_dim: 32, rope_dim: 32, n_head: 4, n_kv_head: 2, ..cfg() };
+        assert!(matches!(
+            cfg().with_kv_type("q8_0".parse().unwrap()),
+            Err(ModelError::KvTypeUnfit { head_dim: 4, .. })
+        ));
+        let x: Vec<f32> = (0..64).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
+        for (name, bytes, tol) in [("f16", 128, 2e-3), ("q8_0", 68, 0.02), ("q4_0", 36, 0.4)] {
+            let c = base.clone().with_kv_type(name.parse().unwrap()).unwrap();
+            assert_eq!(KvCache::token_bytes(&c), 2 * 2 * bytes, "{name}");
+            let mut kv = KvCache::new(&c, 32, 4);
+            assert_eq!(kv.bytes_per_token(), KvCache::token_bytes(&c));
+            assert_eq!(kv.kv_type().to_string(), name);
+            let s = kv.add_sequence();
+            kv.reserve(s, 3).unwrap();
+            let off = kv.slot_offset(s, 2);
+            let neg: Vec<f32> = x.iter().map(|v| -v).collect();
+            kv.write(1, off, &x, &neg);
+            // Written as the format's encoder writes (the bytes decode as its codec decodes).
+            let mut want = vec![0u8; bytes];
+            kv.kv_type().ggml().from_f32(&x, &mut want).unwrap();
+            let k_row = &kv.layer(1).k[off..off + bytes];
+            if name != "q8_0" {
+                assert_eq!(k_row, &want[..], "{name}: the reference codec's bytes");
+            }
+            // A fork shares the row; copy-on-write copies its bytes.
+            let f = kv.fork_sequence(s, 3).unwrap();
+            kv.reserve(f, 4).unwrap();
+            let moved = kv.slot_offset(f, 2);
+            assert_ne!(moved, off);
+            let (k, v) = rows(&kv, 1, moved);
+            assert_eq!(rows(&kv, 1, off), (k.clone(), v.clone()), "{name}: copied bytes");
+            for i in 0..64 {
+                assert!((k[i] - x[i]).abs() <= tol && (v[i] + x[i]).abs() <= tol, "{name} [{i}]");
+            }
+        }
     }
 }

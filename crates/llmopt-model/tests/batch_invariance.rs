@@ -1,12 +1,13 @@
 //! Batching must not change results (what continuous batching relies on): a sequence's logits are
 //! the same bit for bit whether it runs alone or in a ragged batch with other sequences, long
-//! prefills among them, on all three real models, with weights repacked as the engine runs them.
+//! prefills among them, on all three real models, with weights repacked as the engine runs them,
+//! for every KV cache type (f16, Q8_0, Q4_0).
 
 use std::sync::Arc;
 
 use llmopt_formats::gguf::GgufFile;
 use llmopt_kernels::ThreadPool;
-use llmopt_model::{KvCache, Logits, Model, SeqInput, Workspace};
+use llmopt_model::{KvCache, KvType, Logits, Model, SeqInput, Workspace, KV_TYPES};
 
 fn tokens(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + salt * 104_729 + 13) % vocab) as u32).collect()
@@ -36,6 +37,13 @@ fn check(name: &str) {
     let f = Arc::new(GgufFile::open(llmopt_testdata::model(name)).unwrap());
     let mut m = Model::from_gguf(f).unwrap();
     m.pack_weights();
+    for ty in KV_TYPES {
+        m.config = m.config.clone().with_kv_type(KvType::new(ty).unwrap()).unwrap();
+        check_with(&format!("{name} ({ty} KV)"), &m);
+    }
+}
+
+fn check_with(name: &str, m: &Model) {
     let pool = ThreadPool::new(2);
     let vocab = m.config.vocab_size;
     // A: a 20-token prompt, then 3 decoded tokens. B: a 100-token prompt in one call (f32
@@ -43,9 +51,9 @@ fn check(name: &str) {
     let (pa, na) = (tokens(20, vocab, 1), tokens(3, vocab, 2));
     let pb = tokens(100, vocab, 3);
     let pc = tokens(70, vocab, 4);
-    let want_a = alone(&m, &pool, &pa, 20, &na);
-    let want_b = alone(&m, &pool, &pb, 100, &[]);
-    let want_c = alone(&m, &pool, &pc, 35, &[]);
+    let want_a = alone(m, &pool, &pa, 20, &na);
+    let want_b = alone(m, &pool, &pb, 100, &[]);
+    let want_c = alone(m, &pool, &pc, 35, &[]);
 
     // Together: A's prompt with C's first chunk; then A's decodes beside B's prefill and C's
     // second chunk, then alone again.

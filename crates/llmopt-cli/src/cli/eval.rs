@@ -31,7 +31,7 @@ pub enum EvalCommand {
     /// Judge a candidate against its base: size, perplexity, KL divergence, top-1 agreement and
     /// task accuracy side by side, and a verdict against an accuracy budget (exit code 3 if broken).
     #[command(
-        after_help = "Examples:\n  llmopt eval compare models/base.gguf models/candidate.gguf\n  llmopt eval compare base.gguf candidate.gguf --tasks arc_easy,piqa --limit 500 \\\n      --budget \"kld<=0.03,top1>=90,acc_drop<=1.0,ppl_ratio<=1.05\" --json\n\nThe base runs first: its perplexity on --text and the distributions of the scored tokens\n(kept in a temporary file), then its task answers. The candidate runs on the same chunks\nand questions. KLD and top-1 are llama.cpp's --kl-divergence statistics; each task's\naccuracy change comes with its paired standard error and McNemar's exact p-value (the\nchance of a split of the questions one model alone got right at least this uneven if the\ntwo models were equally good).\n\nBudget metrics: kld (mean, nats), kld_p99, top1 (% agreement), ppl_ratio, ppl_diff,\nacc_drop (percentage points, the worst task), size_ratio; operators <=, <, >=, >.\nExit codes: 0 when the budget holds (or none is given), 3 when it does not, 1 on errors."
+        after_help = "Examples:\n  llmopt eval compare models/base.gguf models/candidate.gguf\n  llmopt eval compare base.gguf candidate.gguf --tasks arc_easy,piqa --limit 500 \\\n      --budget \"kld<=0.03,top1>=90,acc_drop<=1.0,ppl_ratio<=1.05\" --json\n  llmopt eval compare model.gguf model.gguf --candidate-kv q8_0   # a quantized KV cache's cost\n\nThe base runs first: its perplexity on --text and the distributions of the scored tokens\n(kept in a temporary file), then its task answers. The candidate runs on the same chunks\nand questions. KLD and top-1 are llama.cpp's --kl-divergence statistics; each task's\naccuracy change comes with its paired standard error and McNemar's exact p-value (the\nchance of a split of the questions one model alone got right at least this uneven if the\ntwo models were equally good).\n\nBudget metrics: kld (mean, nats), kld_p99, top1 (% agreement), ppl_ratio, ppl_diff,\nacc_drop (percentage points, the worst task), size_ratio; operators <=, <, >=, >.\nExit codes: 0 when the budget holds (or none is given), 3 when it does not, 1 on errors."
     )]
     Compare(CompareArgs),
 }
@@ -69,6 +69,13 @@ pub struct CompareArgs {
     /// Run both models with their weights in file layout (see `--no-repack` of the other commands).
     #[arg(long)]
     pub no_repack: bool,
+    /// KV cache type of both runs (see `--kv` of the other commands).
+    #[arg(long, default_value = "f16", value_name = "TYPE")]
+    pub kv: llmopt_model::KvType,
+    /// KV cache type of the candidate's run [default: --kv]: with the same file as base and
+    /// candidate, the cost of a quantized KV cache (e.g. `--candidate-kv q8_0`).
+    #[arg(long, value_name = "TYPE")]
+    pub candidate_kv: Option<llmopt_model::KvType>,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use llmopt_kernels::Isa;
+use llmopt_model::KvCache;
 use llmopt_profile::{
     copy_bandwidth, peak_rss_bytes, read_bandwidth, run_test, sync_cost, BenchTest, TestKind,
     TestResult,
@@ -104,7 +105,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "weight_bytes": weight_bytes,
             "threads": threads,
             "isa": isa,
-            "kv_type": args.kv,
+            "kv_type": args.run.kv.to_string(),
+            "kv_bytes_per_token": KvCache::token_bytes(&m.model.config),
             "repacked_linears": repacked,
             "tests": tests_json,
             "decode_weight_bytes_per_token": bytes_per_token,
@@ -134,6 +136,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         println!("{table}");
         println!("decode reads {} of weights per token", human_bytes(bytes_per_token as u64));
+        println!(
+            "KV cache {}: {} per token",
+            args.run.kv,
+            human_bytes(KvCache::token_bytes(&m.model.config) as u64)
+        );
         if let Some((name, bw)) = &decode {
             let share =
                 copy_bw.map_or(String::new(), |c| format!(" ({:.0}% of copy)", 100.0 * bw / c));

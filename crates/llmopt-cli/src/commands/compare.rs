@@ -19,6 +19,7 @@ use llmopt_eval::{
     Estimate, KldReport, PerplexityConfig, PerplexityReport, ScoreConfig,
 };
 use llmopt_formats::gguf::GgufFile;
+use llmopt_model::KvType;
 use llmopt_store::Metric as StoreMetric;
 
 use super::tasks::source;
@@ -173,15 +174,16 @@ pub(crate) fn measure(args: &CompareArgs) -> Result<Measured> {
 
     let tmp =
         TempFile(std::env::temp_dir().join(format!("llmopt-compare-{}.kld", std::process::id())));
-    let run = |model: &Path| RunArgs {
+    let run = |model: &Path, kv: KvType| RunArgs {
         model: model.to_path_buf(),
         threads: args.threads,
         no_repack: args.no_repack,
+        kv,
     };
 
     // The base: its distributions to the temporary file, then its answers.
     let base_ppl = {
-        let m = Loaded::open(&run(&args.base))?;
+        let m = Loaded::open(&run(&args.base, args.kv))?;
         let (tokens, cfg) = tokenize_text(&m, &text, args);
         let file = File::create(&tmp.0)
             .with_context(|| format!("cannot create the temporary file {}", tmp.0.display()))?;
@@ -202,7 +204,7 @@ pub(crate) fn measure(args: &CompareArgs) -> Result<Measured> {
 
     // The candidate, on the same chunks and questions.
     let kld = {
-        let m = Loaded::open(&run(&args.candidate))?;
+        let m = Loaded::open(&run(&args.candidate, args.candidate_kv.unwrap_or(args.kv)))?;
         let (tokens, cfg) = tokenize_text(&m, &text, args);
         let file = File::open(&tmp.0)
             .with_context(|| format!("cannot read the temporary file {}", tmp.0.display()))?;

@@ -46,6 +46,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let per_token = KvCache::token_bytes(&m.model.config);
     let kv_cache_tokens = kv_tokens(args.kv_cache_mb, per_token)?;
     let threads = m.pool.n_threads();
+    let kv = args.run.kv;
     let Loaded { model, tokenizer, .. } = m;
     let cfg = EngineConfig {
         max_batch_tokens: args.max_batch_tokens,
@@ -69,7 +70,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         let addr = listener.local_addr().context("cannot read the listening address")?;
         eprintln!(
             "llmopt serve: {name} listening on http://{addr} (KV cache {kv_cache_tokens} tokens \
-             of {per_token} bytes, {threads} threads); SIGTERM or Ctrl-C drains and stops"
+             of {per_token} bytes, {kv}; {threads} threads); SIGTERM or Ctrl-C drains and stops"
         );
         let shutdown = llmopt_server::shutdown_signal().context("cannot watch for signals")?;
         server.serve(listener, shutdown).await.context("the server failed")

@@ -56,7 +56,12 @@ impl Importance {
         llmopt_eval::strip_final_newline(&mut text);
         let sha256 = llmopt_store::sha256_file(calib)
             .with_context(|| format!("cannot read {}", calib.display()))?;
-        let run = RunArgs { model: args.model.clone(), threads: Some(threads), no_repack: false };
+        let run = RunArgs {
+            model: args.model.clone(),
+            threads: Some(threads),
+            no_repack: false,
+            kv: Default::default(),
+        };
         let m = Loaded::open(&run)?;
         let tokens = m.tokenizer.encode(&text, true, false);
         let bos = if m.tokenizer.add_bos() { m.tokenizer.bos() } else { None };

@@ -60,6 +60,8 @@ impl Validation {
             budget: v.budget.clone(),
             threads: Some(threads),
             no_repack: false,
+            kv: Default::default(),
+            candidate_kv: None,
             json: q.json,
             store: StoreArgs { store: None, no_store: true },
         };

@@ -1,0 +1,166 @@
+//! The value step of attention over a quantized KV cache, as llama.cpp's CPU flash attention takes
+//! it for a V that is not f16: each value row dequantized to f32 (the format's codec, `x = d * q`)
+//! and added to an f32 accumulator with one fused multiply-add per element (`ggml_vec_mad_f32`).
+//!
+//! [`mad_dequant`]'s scalar path is the reference; the AVX2 versions (Q8_0, Q4_0) fuse the decode
+//! into the FMA with the same float operations per element, so both give identical bits (tested).
+
+use llmopt_tensor::GgmlType;
+
+use crate::Isa;
+
+/// Largest block of any format (K-quants' 256 elements): the scalar path's decode buffer.
+const MAX_BLOCK: usize = 256;
+
+/// `y[i] = fma(decode(x)[i], v, y[i])` for the row `x` of type `ty` (`y.len()` elements, whole
+/// blocks of `ty`).
+pub fn mad_dequant(isa: Isa, ty: GgmlType, y: &mut [f32], x: &[u8], v: f32) {
+    let spec = ty.spec();
+    let nb = y.len() / spec.block_len;
+    assert!(
+        nb * spec.block_len == y.len() && x.len() >= nb * spec.block_bytes,
+        "{ty}: {} values from {} bytes",
+        y.len(),
+        x.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && Isa::Avx2.is_available() {
+        if let Some(f) = x86::mad_dequant(ty) {
+            // SAFETY: the CPU supports AVX2, FMA and F16C (checked just above); shapes asserted.
+            return unsafe { f(y, x, v) };
+        }
+    }
+    let _ = isa;
+    let mut buf = [0f32; MAX_BLOCK];
+    let buf = &mut buf[..spec.block_len];
+    for (yb, xb) in y.chunks_exact_mut(spec.block_len).zip(x.chunks_exact(spec.block_bytes)) {
+        (spec.to_f32)(xb, buf);
+        for (yi, &xi) in yb.iter_mut().zip(buf.iter()) {
+            *yi = xi.mul_add(v, *yi);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+    use llmopt_tensor::GgmlType;
+
+    /// `unsafe fn(y, x, v)`: the caller has checked AVX2+FMA+F16C and the lengths.
+    pub(super) type MadFn = unsafe fn(&mut [f32], &[u8], f32);
+
+    /// The fused kernel of `ty`, where one is written.
+    pub(super) fn mad_dequant(ty: GgmlType) -> Option<MadFn> {
+        match ty {
+            GgmlType::Q8_0 => Some(mad_q8_0),
+            GgmlType::Q4_0 => Some(mad_q4_0),
+            _ => None,
+        }
+    }
+
+    fn scale(b: &[u8]) -> f32 {
+        f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+    }
+
+    /// `y[0..8] = fma(float(q) * d, v, y[0..8])` for 8 signed bytes `q` in the low half of `q8`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn step(y: &mut [f32], q8: __m128i, d: __m256, v: __m256) {
+        let y = &mut y[..8];
+        let x = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), d);
+        // SAFETY: `y` is 8 floats, read and written unaligned.
+        unsafe {
+            let r = _mm256_fmadd_ps(x, v, _mm256_loadu_ps(y.as_ptr()));
+            _mm256_storeu_ps(y.as_mut_ptr(), r);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mad_q8_0(y: &mut [f32], x: &[u8], v: f32) {
+        let vv = _mm256_set1_ps(v);
+        for (yb, b) in y.chunks_exact_mut(32).zip(x.chunks_exact(34)) {
+            let d = _mm256_set1_ps(scale(b));
+            for (i, y8) in yb.chunks_exact_mut(8).enumerate() {
+                let q = &b[2 + 8 * i..2 + 8 * i + 8];
+                // SAFETY: `q` is 8 readable bytes.
+                let q8 = unsafe { _mm_loadl_epi64(q.as_ptr().cast()) };
+                step(y8, q8, d, vv);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mad_q4_0(y: &mut [f32], x: &[u8], v: f32) {
+        let vv = _mm256_set1_ps(v);
+        let (mask, eight) = (_mm_set1_epi8(0x0f), _mm_set1_epi8(8));
+        for (yb, b) in y.chunks_exact_mut(32).zip(x.chunks_exact(18)) {
+            let d = _mm256_set1_ps(scale(b));
+            let qs = &b[2..18];
+            // SAFETY: `qs` is 16 readable bytes.
+            let raw = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+            // Elements 0..16 are the low nibbles, 16..32 the high ones, each minus 8.
+            let lo = _mm_sub_epi8(_mm_and_si128(raw, mask), eight);
+            let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16::<4>(raw), mask), eight);
+            let (y0, y1) = yb.split_at_mut(16);
+            step(&mut y0[..8], lo, d, vv);
+            step(&mut y0[8..], _mm_srli_si128::<8>(lo), d, vv);
+            step(&mut y1[..8], hi, d, vv);
+            step(&mut y1[8..], _mm_srli_si128::<8>(hi), d, vv);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    fn encoded(rng: &mut StdRng, ty: GgmlType, n: usize) -> Vec<u8> {
+        let x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+        let mut b = vec![0u8; ty.row_bytes(n).unwrap()];
+        ty.from_f32(&x, &mut b).unwrap();
+        b
+    }
+
+    #[test]
+    fn scalar_is_decode_then_fma() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::F16, GgmlType::Q4_K] {
+            let n = 3 * ty.spec().block_len;
+            let x = encoded(&mut rng, ty, n);
+            let mut dec = vec![0f32; n];
+            ty.to_f32(&x, &mut dec).unwrap();
+            let y0: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+            let mut y = y0.clone();
+            mad_dequant(Isa::Scalar, ty, &mut y, &x, 0.37);
+            for i in 0..n {
+                assert_eq!(y[i], dec[i].mul_add(0.37, y0[i]), "{ty} [{i}]");
+            }
+        }
+    }
+
+    #[test]
+    fn simd_equals_scalar_bit_for_bit() {
+        if !Isa::Avx2.is_available() {
+            return; // the scalar path is the only one; nothing to compare (portable build)
+        }
+        let mut rng = StdRng::seed_from_u64(17);
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0] {
+            // Odd block counts, head sizes 64/128/256 and a long row.
+            for nb in [1usize, 3, 2, 4, 8, 13, 31] {
+                let n = nb * 32;
+                let mut y1: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+                let mut y2 = y1.clone();
+                for step in 0..7 {
+                    let x = encoded(&mut rng, ty, n);
+                    let v = rng.random_range(-1.5f32..1.5) + step as f32 * 0.01;
+                    mad_dequant(Isa::Scalar, ty, &mut y1, &x, v);
+                    mad_dequant(Isa::Avx2, ty, &mut y2, &x, v);
+                }
+                let bits = |y: &[f32]| y.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y1), bits(&y2), "{ty} n={n}");
+            }
+        }
+    }
+}
