@@ -4,6 +4,8 @@
 //!
 //! [`mad_dequant`]'s scalar path is the reference; the AVX2 versions (Q8_0, Q4_0) fuse the decode
 //! into the FMA with the same float operations per element, so both give identical bits (tested).
+//! [`fwht`] is the Walsh-Hadamard rotation llama.cpp applies to queries, keys and values before a
+//! quantized cache (ggml's `fwht`: scale by `1/sqrt(n)`, then add/subtract butterflies).
 
 use llmopt_tensor::GgmlType;
 
@@ -41,6 +43,38 @@ pub fn mad_dequant(isa: Isa, ty: GgmlType, y: &mut [f32], x: &[u8], v: f32) {
     }
 }
 
+/// Rotates every `n`-value chunk of `x` by the orthonormal Walsh-Hadamard matrix (Sylvester
+/// order, its own inverse): each value times `1/sqrt(n)`, then butterflies `(u + v, u - v)` over
+/// distances 1, 2, 4, ... `n/2`. `n` is a power of two dividing `x.len()`. Every step is exact
+/// float add/subtract in a fixed order, so the AVX2 path (distances of 8 and more on 8 lanes) gives
+/// the same bits as the scalar one.
+pub fn fwht(isa: Isa, x: &mut [f32], n: usize) {
+    assert!(n.is_power_of_two() && x.len().is_multiple_of(n), "fwht of {} in {n}s", x.len());
+    let scale = 1.0 / (n as f32).sqrt();
+    let simd = cfg!(target_arch = "x86_64") && isa == Isa::Avx2 && Isa::Avx2.is_available();
+    for c in x.chunks_exact_mut(n) {
+        c.iter_mut().for_each(|v| *v *= scale);
+        let mut len = 1;
+        while len < n {
+            #[cfg(target_arch = "x86_64")]
+            if simd && len >= 8 {
+                // SAFETY: AVX2 checked above; `len` is a multiple of 8 within `c`.
+                unsafe { x86::butterflies(c, len) };
+                len <<= 1;
+                continue;
+            }
+            for i in (0..n).step_by(2 * len) {
+                for j in i..i + len {
+                    let (u, v) = (c[j], c[j + len]);
+                    (c[j], c[j + len]) = (u + v, u - v);
+                }
+            }
+            len <<= 1;
+        }
+    }
+    let _ = simd;
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -57,6 +91,25 @@ mod x86 {
             GgmlType::Q8_0 => Some(mad_q8_0),
             GgmlType::Q4_0 => Some(mad_q4_0),
             _ => None,
+        }
+    }
+
+    /// One butterfly pass at distance `len` (a multiple of 8) over `c`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn butterflies(c: &mut [f32], len: usize) {
+        let n = c.len();
+        for i in (0..n).step_by(2 * len) {
+            for j in (i..i + len).step_by(8) {
+                let (lo, hi) = c.split_at_mut(j + len);
+                let (a, b) = (&mut lo[j..j + 8], &mut hi[..8]);
+                // SAFETY: `a` and `b` are 8 floats each, read and written unaligned.
+                unsafe {
+                    let u = _mm256_loadu_ps(a.as_ptr());
+                    let v = _mm256_loadu_ps(b.as_ptr());
+                    _mm256_storeu_ps(a.as_mut_ptr(), _mm256_add_ps(u, v));
+                    _mm256_storeu_ps(b.as_mut_ptr(), _mm256_sub_ps(u, v));
+                }
+            }
         }
     }
 
@@ -160,6 +213,41 @@ mod tests {
                 }
                 let bits = |y: &[f32]| y.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&y1), bits(&y2), "{ty} n={n}");
+            }
+        }
+    }
+
+    #[test]
+    fn fwht_is_the_hadamard_product_and_its_own_inverse() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for n in [8usize, 64, 256] {
+            // Sylvester's matrix, built as llama.cpp's `ggml_gen_hadamard` builds it.
+            let mut h = vec![0f64; n * n];
+            h[0] = 1.0 / (n as f64).sqrt();
+            let mut s = 1;
+            while s < n {
+                for i in 0..s {
+                    for j in 0..s {
+                        let v = h[i * n + j];
+                        (h[(i + s) * n + j], h[i * n + j + s], h[(i + s) * n + j + s]) = (v, v, -v);
+                    }
+                }
+                s *= 2;
+            }
+            let x: Vec<f32> = (0..3 * n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+            let (mut a, mut b) = (x.clone(), x.clone());
+            fwht(Isa::Scalar, &mut a, n);
+            fwht(Isa::Avx2, &mut b, n); // the scalar path again on a CPU without AVX2
+            assert_eq!(a, b, "n={n}: SIMD and scalar bits");
+            for (c, xc) in a.chunks_exact(n).zip(x.chunks_exact(n)) {
+                for i in 0..n {
+                    let want: f64 = (0..n).map(|j| h[i * n + j] * f64::from(xc[j])).sum();
+                    assert!((f64::from(c[i]) - want).abs() < 1e-5, "n={n} [{i}]");
+                }
+            }
+            fwht(Isa::Scalar, &mut a, n);
+            for (r, v) in a.iter().zip(&x) {
+                assert!((r - v).abs() < 1e-5, "n={n}: twice is the identity");
             }
         }
     }

@@ -2,7 +2,7 @@
 //! positions that follow what the paged KV cache holds for it. Buffers live in a [`Workspace`] that
 //! grows to the largest batch seen and is then reused, so the decode loop allocates nothing.
 
-use llmopt_kernels::ThreadPool;
+use llmopt_kernels::{kv as kv_kernels, Isa, ThreadPool};
 
 use crate::{
     attention::{attend, AttentionBatch, AttnPrecision, F32_MIN_TOKENS},
@@ -288,6 +288,7 @@ impl Model {
             clock.lap(obs, at, Step::Norms);
         }
         let base = c.layer_rope_base(il);
+        let rot = kv.kv_type().rotation(hd);
         let half = c.rope_dim / 2;
         for t in 0..n {
             ops::rope_angles(
@@ -312,6 +313,13 @@ impl Model {
                 &ws.cos[..half],
                 &ws.sin[..half],
             );
+            if let Some((rk, rv)) = rot {
+                // llama.cpp's rotation around a quantized cache (`KvType::rotation`).
+                let isa = Isa::best();
+                kv_kernels::fwht(isa, &mut ws.q[t * qd..(t + 1) * qd], rk);
+                kv_kernels::fwht(isa, &mut ws.k[t * kvd..(t + 1) * kvd], rk);
+                kv_kernels::fwht(isa, &mut ws.v[t * kvd..(t + 1) * kvd], rv);
+            }
             kv.write(
                 il,
                 ws.write_slots[t],
@@ -332,6 +340,10 @@ impl Model {
             f32_tokens: Some(&ws.f32_tokens),
         };
         attend(pool, &ab, &ws.q, kv.layer(il), &mut ws.att);
+        if let Some((_, rv)) = rot {
+            // Values were rotated before the cache: rotate their weighted sums back.
+            kv_kernels::fwht(Isa::best(), &mut ws.att[..n * qd], rv);
+        }
         clock.lap(obs, at, Step::AttentionCore);
         run_linears(pool, [&l.attn_output], &ws.att, n, &mut ws.scratch, [&mut ws.proj], obs)?;
         clock.lap(obs, at, Step::AttentionProj);

@@ -44,6 +44,21 @@ impl KvType {
         self.0.spec().block_len
     }
 
+    /// Chunk sizes of the Walsh-Hadamard rotations llama.cpp applies around a quantized cache of
+    /// heads of `head_dim` (`attn_rot_k`/`attn_rot_v`: only when the head is a multiple of 64):
+    /// queries and keys in chunks of the largest power of two dividing the head (at least 64),
+    /// values and the attention output in chunks of 64. None for f16.
+    pub fn rotation(self, head_dim: usize) -> Option<(usize, usize)> {
+        if !self.0.is_quantized() || !head_dim.is_multiple_of(64) {
+            return None;
+        }
+        let mut k = 64;
+        while head_dim.is_multiple_of(2 * k) {
+            k *= 2;
+        }
+        Some((k, 64))
+    }
+
     /// The names [`KvType::from_str`] accepts, for help and error messages.
     pub fn names() -> String {
         KV_TYPES.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
@@ -90,5 +105,10 @@ mod tests {
         let e = "q4_k".parse::<KvType>().unwrap_err().to_string();
         assert!(e.contains("f16, q8_0, q4_0"), "{e}");
         assert_eq!(KvType::new(GgmlType::Q4_K), None);
+        assert_eq!(q8.rotation(64), Some((64, 64)));
+        assert_eq!(q8.rotation(256), Some((256, 64)));
+        assert_eq!(q8.rotation(192), Some((64, 64)));
+        assert_eq!(q8.rotation(96), None);
+        assert_eq!(KvType::F16.rotation(128), None);
     }
 }
