@@ -174,6 +174,11 @@ fn bench_json_reports_tests_bandwidth_and_memory() {
     }
     assert_eq!(v["threads"], 2);
     assert_eq!(v["parameters"], 134_515_008u64);
+    // f16 K and V rows of 3 heads x 64, 30 layers.
+    assert_eq!(
+        (v["kv_type"].as_str(), v["kv_bytes_per_token"].as_u64()),
+        (Some("f16"), Some(23040))
+    );
     // Every Linear (the tied Q8_0 output included), the norms and one embedding row: the whole
     // file plus that row, as the embedding matrix doubles as the output projection.
     let per_token = v["decode_weight_bytes_per_token"].as_f64().unwrap();
@@ -217,9 +222,24 @@ fn bench_refuses_what_it_cannot_measure() {
         &["pp100000", "context"],
     );
     // Clap's usage errors: exit code 2 and the values it accepts.
-    let kv = llmopt(&["bench", "-m", &m, "--kv", "q8_0"]);
+    let kv = llmopt(&["bench", "-m", &m, "--kv", "q4_k"]);
     assert_eq!(kv.status.code(), Some(2));
-    assert!(text(&kv.stderr).contains("f16"), "{}", text(&kv.stderr));
+    assert!(text(&kv.stderr).contains("f16, q8_0, q4_0"), "{}", text(&kv.stderr));
+}
+
+#[test]
+fn bench_runs_a_quantized_kv_cache_and_reports_its_bytes() {
+    let m = smollm2();
+    for (kv, bytes) in [("q8_0", 30 * 2 * 204), ("q4_0", 30 * 2 * 108)] {
+        let args = ["bench", "-m", &m, "-p", "8", "-n", "2", "-r", "1", "--kv", kv];
+        let out = llmopt(&[&args[..], &["--no-bandwidth", "--json", "--no-store"]].concat());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (v["kv_type"].as_str(), v["kv_bytes_per_token"].as_u64()),
+            (Some(kv), Some(bytes))
+        );
+    }
 }
 
 #[test]

@@ -48,9 +48,11 @@ fn smollm2_quantized_kv_stays_close_to_f16() {
     let pool = ThreadPool::new(2);
     let base = logits(&m, &pool, &tokens);
     let vocab = m.config.vocab_size;
-    // (type, mean KLD bound, max KLD bound, top-1 agreement bound), bounds about 2x the measured
-    // figures (in the comments).
-    for (name, mean_max, max_max, top1_min) in [("q8_0", 2e-2, 0.6, 0.9), ("q4_0", 9.0, 9.0, 0.0)] {
+    // (type, mean KLD bound, max KLD bound, top-1 agreement bound): about twice the measured KLDs
+    // (q8_0: mean 0.0055, max 0.035, top-1 0.94; q4_0: mean 0.10, max 1.24, top-1 0.81).
+    for (name, mean_max, max_max, top1_min) in
+        [("q8_0", 0.011, 0.07, 0.9), ("q4_0", 0.2, 2.5, 0.75)]
+    {
         m.config = m.config.clone().with_kv_type(name.parse::<KvType>().unwrap()).unwrap();
         let got = logits(&m, &pool, &tokens);
         let (mut sum, mut max, mut same) = (0f64, 0f64, 0usize);
