@@ -227,6 +227,21 @@ fn loadtest_measures_a_live_serve() {
 }
 
 #[test]
+fn serve_sizes_a_quantized_kv_cache_by_its_bytes_and_answers() {
+    // Q4_0 rows of SmolLM2: 2 x 30 layers x 108 bytes; 128 MiB hold 20,712 tokens (f16: 5,825).
+    let s = Served::start(&["--kv", "q4_0"]);
+    let log = s.stderr.lock().unwrap().clone();
+    assert!(log.contains("KV cache 20712 tokens of 6480 bytes, q4_0"), "{log}");
+    let url = format!("http://{}", s.addr);
+    let prompts = llmopt_testdata::mt_bench().display().to_string();
+    let args = ["loadtest", "--url", &url, "--prompts", &prompts, "--max-tokens", "4"];
+    let out = llmopt(&[&args[..], &["-c", "1", "-r", "2", "--json"]].concat());
+    assert!(out.status.success(), "{}\nserver:\n{}", text(&out.stderr), s.stderr.lock().unwrap());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["levels"][0]["errors"].as_u64(), Some(0), "{r}");
+}
+
+#[test]
 fn loadtest_fails_early_with_a_hint() {
     let prompts = llmopt_testdata::mt_bench().display().to_string();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
