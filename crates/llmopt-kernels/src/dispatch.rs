@@ -77,13 +77,16 @@ impl Isa {
 #[derive(Debug)]
 pub struct Kernels {
     isa: Isa,
-    vec_dot: [Option<VecDotFn>; 15],
-    quantize: [Option<QuantizeFn>; 15],
-    tile: [Option<TileKernel>; 15],
-    packed: [Option<PackedKernel>; 15],
-    simd_dot: [bool; 15],
-    simd_quant: [bool; 15],
+    vec_dot: [Option<VecDotFn>; N],
+    quantize: [Option<QuantizeFn>; N],
+    tile: [Option<TileKernel>; N],
+    packed: [Option<PackedKernel>; N],
+    simd_dot: [bool; N],
+    simd_quant: [bool; N],
 }
+
+/// Types in the table.
+const N: usize = GgmlType::ALL.len();
 
 fn slot(ty: GgmlType) -> usize {
     GgmlType::ALL.iter().position(|t| *t == ty).expect("every type is in ALL")
@@ -105,6 +108,12 @@ fn scalar_vec_dot(ty: GgmlType) -> Option<VecDotFn> {
         Q4_K => reference::vec_dot_q4_k_q8_k,
         Q5_K => reference::vec_dot_q5_k_q8_k,
         Q6_K => reference::vec_dot_q6_k_q8_k,
+        MXFP4 => reference::vec_dot_mxfp4_q8_0,
+        MXFP8 => reference::vec_dot_mxfp8_f32,
+        INT8_PC => reference::vec_dot_int8_pc_q8_0,
+        FP8_PC => reference::vec_dot_fp8_pc_f32,
+        NF4 => reference::vec_dot_nf4_f32,
+        INT4_G128 => reference::vec_dot_int4_g128_q8_1,
         Q8_1 | Q8_K => return None,
     })
 }
@@ -112,12 +121,12 @@ fn scalar_vec_dot(ty: GgmlType) -> Option<VecDotFn> {
 fn build(isa: Isa) -> Kernels {
     let mut k = Kernels {
         isa,
-        vec_dot: [None; 15],
-        quantize: [None; 15],
-        tile: [None; 15],
-        packed: [None; 15],
-        simd_dot: [false; 15],
-        simd_quant: [false; 15],
+        vec_dot: [None; N],
+        quantize: [None; N],
+        tile: [None; N],
+        packed: [None; N],
+        simd_dot: [false; N],
+        simd_quant: [false; N],
     };
     for ty in GgmlType::ALL {
         let s = slot(ty);

@@ -7,7 +7,12 @@
 //! [`GgmlType`] to learn those facts: adding a format is one row here plus one codec (and kernels
 //! in `llmopt-kernels`), the way ggml's `type_traits` works.
 //!
-//! Block layouts are byte-identical to ggml's `ggml-common.h`, little-endian, and are handled as
+//! Besides ggml's types (MXFP4 included, id 39), the table holds llmopt's own formats with ids
+//! from 200 (MXFP8, INT8_PC, FP8_PC, NF4, INT4_G128; see [`GgmlType::is_llmopt_only`]). The
+//! per-channel ones carry a per-row header (`FormatSpec::row_header`, their f32 scale), so row
+//! sizes always come from [`GgmlType::row_bytes`], never from `block_bytes` alone.
+//!
+//! ggml's block layouts are byte-identical to its `ggml-common.h`, little-endian, and are handled as
 //! byte slices (no `#[repr(C)]` casts), so data straight from an mmapped GGUF file needs no
 //! alignment. Decoders reproduce ggml's `dequantize_row_*` bit for bit (same float operations in
 //! the same order, never fused); encoders reproduce ggml's `quantize_row_*_ref`, and weighted
@@ -17,7 +22,12 @@ mod codec;
 mod format;
 
 pub use codec::float::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
+pub use codec::int4::G128;
 pub use codec::kquants::{get_scale_min_k4, q3_k_scales, q6_k_value};
+pub use codec::mx::{
+    e8m0_half_to_f32, e8m0_to_f32, f32_to_e4m3, E2M1_VALUES, E4M3_MAX, E4M3_TO_F32,
+};
+pub use codec::nf4::{NF4_BLOCK, NF4_LEVELS};
 pub use format::{DecodeFn, EncodeFn, EncodeWeightedFn, FormatSpec, GgmlType, FORMATS};
 
 /// Elements per super-block of the K-quants (`QK_K` in ggml).

@@ -104,6 +104,18 @@ fn bound(ty: GgmlType, x: &[f32]) -> f32 {
         GgmlType::Q4_K => amax * 0.11,
         GgmlType::Q5_K => amax * 0.085,
         GgmlType::Q6_K => amax * 0.056,
+        // MXFP4: scale s = 2^floor(log2 amax) / 4, values {0..6} x s in steps of at most 2s;
+        // amax up to 8s is clipped to 6s: at most 2s <= amax / 2.
+        GgmlType::MXFP4 => amax * 0.5,
+        // OCP MXFP8 saturates: amax / 2^X lies in [256, 512) and 448 is the largest element, so
+        // the top of a block loses up to amax / 8; elsewhere half a 3-bit mantissa step (1/16).
+        GgmlType::MXFP8 => amax / 8.0 * 1.001,
+        GgmlType::INT8_PC => amax / 127.0 * 0.5 * s,
+        // E4M3 per row: half a 3-bit mantissa step of the row's largest value.
+        GgmlType::FP8_PC => amax / 16.0 * s,
+        // The widest gap between NF4 levels is 0.304 of the f16 absmax.
+        GgmlType::NF4 => amax * 0.153,
+        GgmlType::INT4_G128 => range / 15.0 * 0.5 * s + amax * 4e-3,
     }
 }
 
@@ -120,7 +132,8 @@ fn round_trip_within_named_bounds() {
             ty.from_f32(&x, &mut q).unwrap();
             let mut y = vec![0.0f32; n];
             ty.to_f32(&q, &mut y).unwrap();
-            let bl = spec.block_len.max(32);
+            // A per-channel format scales by the whole row.
+            let bl = if spec.row_header > 0 { n } else { spec.block_len.max(32) };
             for (xb, yb) in x.chunks(bl).zip(y.chunks(bl)) {
                 let b = bound(ty, xb);
                 for (a, c) in xb.iter().zip(yb) {
@@ -147,7 +160,8 @@ fn edge_blocks_zero_negative_huge() {
             ty.from_f32(&x, &mut q).unwrap();
             let mut y = vec![f32::NAN; n];
             ty.to_f32(&q, &mut y).unwrap();
-            let bl = spec.block_len.max(32);
+            // A per-channel format scales by the whole row.
+            let bl = if spec.row_header > 0 { n } else { spec.block_len.max(32) };
             for (xb, yb) in x.chunks(bl).zip(y.chunks(bl)) {
                 let b = bound(ty, xb);
                 for (a, c) in xb.iter().zip(yb) {

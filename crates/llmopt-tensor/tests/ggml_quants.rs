@@ -203,9 +203,9 @@ fn load() -> (Vec<Record>, Vec<Digest>) {
     (out, digests)
 }
 
-const TYPES: [GgmlType; 10] = {
+const TYPES: [GgmlType; 11] = {
     use GgmlType::*;
-    [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K]
+    [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4]
 };
 
 fn path_name(weighted: bool) -> &'static str {
@@ -216,9 +216,12 @@ fn path_name(weighted: bool) -> &'static str {
     }
 }
 
+/// What ggml writes for `ty` on this path. ggml encodes MXFP4 without importances even when
+/// given an imatrix (`quantize_mxfp4` ignores them), so both of its paths are our reference
+/// encoder; our own weighted MXFP4 (a scale search) is a choice llama-quantize does not make.
 fn encode(ty: GgmlType, weighted: bool, x: &[f32], w: &[f32]) -> Vec<u8> {
     let mut q = vec![0xAAu8; ty.row_bytes(x.len()).unwrap()];
-    if weighted {
+    if weighted && ty != GgmlType::MXFP4 {
         ty.quantize_row_weighted(x, w, &mut q).unwrap();
     } else {
         ty.from_f32(x, &mut q).unwrap();

@@ -6,9 +6,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-const WEIGHTED: [GgmlType; 9] = {
+/// ggml's weighted formats, then llmopt's weighted scale searches (MXFP4's is ours too: ggml
+/// encodes MXFP4 without importances).
+const WEIGHTED: [GgmlType; 12] = {
     use GgmlType::*;
-    [Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K]
+    [Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4, NF4, INT4_G128]
 };
 
 fn encode(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> Vec<u8> {
@@ -49,7 +51,7 @@ fn skewed_importances(rng: &mut StdRng, cols: usize) -> Vec<f32> {
 }
 
 #[test]
-fn table_has_weighted_encoders_exactly_where_ggml_does() {
+fn table_has_weighted_encoders_exactly_where_listed() {
     for spec in &FORMATS {
         assert_eq!(spec.from_f32_weighted.is_some(), WEIGHTED.contains(&spec.ty), "{}", spec.ty);
     }
@@ -87,8 +89,11 @@ fn importances_lower_the_error_where_they_are_large() {
             weighted += weighted_mse(x, &round_trip(ty, x, Some(&imp)), &imp);
         }
         let ratio = weighted / reference;
+        // MXFP4's levels are fixed once its power-of-two scale is: the weighted search has only
+        // the scale's three candidates (measured 0.933).
+        let limit = if ty == GgmlType::MXFP4 { 0.95 } else { 0.85 };
         assert!(
-            ratio <= 0.85,
+            ratio <= limit,
             "{ty}: importance-weighted error only {ratio:.3} of the reference's"
         );
     }
@@ -134,6 +139,9 @@ fn weighted_bound(ty: GgmlType) -> f32 {
         Q4_K => 0.075, // (0.055)
         Q5_K => 0.04,  // (0.028)
         Q6_K => 0.025, // (0.016)
+        MXFP4 => 0.5,
+        NF4 => 0.3,
+        INT4_G128 => 0.2,
         _ => unreachable!("{ty} has no weighted encoder"),
     }
 }

@@ -2,9 +2,13 @@
 //! and panics if the lengths disagree (the checked entry points are on `GgmlType`).
 
 pub(crate) mod float;
+pub(crate) mod int4;
 pub(crate) mod kquants;
 pub(crate) mod kquants_encode;
 pub(crate) mod legacy;
+pub(crate) mod mx;
+pub(crate) mod nf4;
+pub(crate) mod perchannel;
 pub(crate) mod scale_search;
 pub(crate) mod weighted;
 

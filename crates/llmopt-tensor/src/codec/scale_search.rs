@@ -178,8 +178,8 @@ pub(crate) fn make_qkx_quants(
     if grid.nstep < 1 {
         return (scale, -min);
     }
-    // Groups are 16 or 32 values (one K-quant sub-block or one legacy block).
-    let mut aux = [0u8; 32];
+    // Groups are 16 or 32 values (one K-quant sub-block or one legacy block), or INT4_G128's 128.
+    let mut aux = [0u8; 128];
     let aux = &mut aux[..n];
     for is in 0..=grid.nstep {
         iscale = (grid.rmin + grid.rdelta * is as f32 + nmax as f32) / (max - min);

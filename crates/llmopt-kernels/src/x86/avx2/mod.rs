@@ -4,6 +4,7 @@
 mod float;
 mod kquants;
 mod legacy;
+mod mx;
 mod packed;
 mod packed_vnni;
 mod quantize;
@@ -79,6 +80,12 @@ pub(crate) fn vec_dot(ty: GgmlType) -> Option<VecDotFn> {
         Q4_K => safe!(dot kquants::vec_dot_q4_k_q8_k),
         Q5_K => safe!(dot kquants::vec_dot_q5_k_q8_k),
         Q6_K => safe!(dot kquants::vec_dot_q6_k_q8_k),
+        MXFP4 => safe!(dot mx::vec_dot_mxfp4_q8_0),
+        MXFP8 => safe!(dot mx::vec_dot_mxfp8_f32),
+        INT8_PC => safe!(dot mx::vec_dot_int8_pc_q8_0),
+        FP8_PC => safe!(dot mx::vec_dot_fp8_pc_f32),
+        NF4 => safe!(dot mx::vec_dot_nf4_f32),
+        INT4_G128 => safe!(dot mx::vec_dot_int4_g128_q8_1),
         _ => return None,
     })
 }
