@@ -57,7 +57,7 @@ impl RowCodec<'_> {
         let dst_row = self.target.row_bytes(self.ncols)?;
         let rows = src.len() / src_row.max(1);
         scratch.resize(rows * self.ncols, 0.0);
-        self.source.to_f32(src, scratch)?;
+        self.source.rows_to_f32(src, scratch, self.ncols)?;
         if let Some(i) = scratch.iter().position(|v| !v.is_finite()) {
             return Err(QuantError::NonFinite {
                 tensor: self.name.to_string(),
@@ -69,7 +69,7 @@ impl RowCodec<'_> {
             t.apply(scratch, self.ncols, first_row);
         }
         match self.mode {
-            Encoding::Nearest => self.target.from_f32(scratch, dst)?,
+            Encoding::Nearest => self.target.rows_from_f32(scratch, dst, self.ncols)?,
             Encoding::Weighted(weights, encode) => {
                 for (x, q) in scratch.chunks_exact(self.ncols).zip(dst.chunks_exact_mut(dst_row)) {
                     encode(x, weights, q);

@@ -19,9 +19,11 @@ pub struct FileType {
 
 /// One row per format that is a file type. The K-quants stand for llama.cpp's smallest mixture of
 /// each (`Q3_K_S`, `Q4_K_S`, `Q5_K_S`), whose per-tensor rules [`crate::rules`] applies; `Q8_1`
-/// and `Q8_K` are activation formats and never files.
+/// and `Q8_K` are activation formats and never files. MXFP4 stores llama.cpp's number for
+/// `MXFP4_MOE` (38), though llama-quantize puts only MoE experts in MXFP4 and we put every
+/// quantizable weight; llmopt's own formats use numbers from 200, which llama.cpp names "unknown".
 #[rustfmt::skip]
-pub static FILE_TYPES: [FileType; 13] = [
+pub static FILE_TYPES: [FileType; 19] = [
     FileType { format: GgmlType::F32,  id: 0,  name: "ALL_F32" },
     FileType { format: GgmlType::F16,  id: 1,  name: "MOSTLY_F16" },
     FileType { format: GgmlType::Q4_0, id: 2,  name: "MOSTLY_Q4_0" },
@@ -35,6 +37,12 @@ pub static FILE_TYPES: [FileType; 13] = [
     FileType { format: GgmlType::Q5_K, id: 16, name: "MOSTLY_Q5_K_S" },
     FileType { format: GgmlType::Q6_K, id: 18, name: "MOSTLY_Q6_K" },
     FileType { format: GgmlType::BF16, id: 32, name: "MOSTLY_BF16" },
+    FileType { format: GgmlType::MXFP4, id: 38, name: "MOSTLY_MXFP4" },
+    FileType { format: GgmlType::MXFP8, id: 200, name: "LLMOPT_MXFP8" },
+    FileType { format: GgmlType::INT8_PC, id: 201, name: "LLMOPT_INT8_PC" },
+    FileType { format: GgmlType::FP8_PC, id: 202, name: "LLMOPT_FP8_PC" },
+    FileType { format: GgmlType::NF4, id: 203, name: "LLMOPT_NF4" },
+    FileType { format: GgmlType::INT4_G128, id: 204, name: "LLMOPT_INT4_G128" },
 ];
 
 impl FileType {
@@ -59,16 +67,18 @@ pub fn encodable_names() -> String {
     encodable_formats().iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
 }
 
-/// Reads a format name (ggml's, any case: `q4_0`, `Q4_K`, `bf16`) that this build can encode.
+/// Other names for formats: INT4 with groups of 32, scale and min is exactly Q4_1.
+const ALIASES: [(&str, GgmlType); 1] = [("int4_g32", GgmlType::Q4_1)];
+
+/// Reads a format name (ggml's, any case: `q4_0`, `Q4_K`, `bf16`, or an alias such as
+/// `int4_g32` for Q4_1) that this build can encode.
 pub fn parse_format(name: &str) -> Result<GgmlType, QuantError> {
-    let ty = FORMATS
-        .iter()
-        .find(|s| s.name.eq_ignore_ascii_case(name.trim()))
-        .map(|s| s.ty)
-        .ok_or_else(|| QuantError::UnknownFormat {
-            name: name.to_string(),
-            available: encodable_names(),
-        })?;
+    let name = name.trim();
+    let alias = ALIASES.iter().find(|(a, _)| a.eq_ignore_ascii_case(name)).map(|(_, t)| t.name());
+    let name = alias.unwrap_or(name);
+    let ty = FORMATS.iter().find(|s| s.name.eq_ignore_ascii_case(name)).map(|s| s.ty).ok_or_else(
+        || QuantError::UnknownFormat { name: name.to_string(), available: encodable_names() },
+    )?;
     if FileType::of(ty).is_none() {
         return Err(QuantError::NotAWeightFormat { ty, available: encodable_names() });
     }
@@ -104,6 +114,11 @@ mod tests {
             assert_eq!(parse_format(&n.to_uppercase()).unwrap().name(), n);
         }
         assert!(!names.contains("q8_1") && !names.contains("q8_K"), "{names}");
+        for n in ["mxfp4", "mxfp8", "int8_pc", "fp8_pc", "nf4", "int4_g128"] {
+            assert!(names.contains(n), "{names}");
+            assert_eq!(parse_format(n).unwrap().name(), n);
+        }
+        assert_eq!(parse_format("INT4_G32").unwrap(), GgmlType::Q4_1);
     }
 
     #[test]

@@ -104,7 +104,8 @@ fn is_rwkv_small(name: &str) -> bool {
 }
 
 /// The fallback llama.cpp takes when a row does not fit `ty`'s blocks (`tensor_type_fallback`);
-/// `None` for the 32-element formats, which have no smaller block to go to.
+/// `None` for the 32-element formats, which have no smaller block to go to. INT4_G128 (ours)
+/// falls back to its 32-element form, Q4_1.
 pub fn smaller_block_fallback(ty: GgmlType) -> Option<GgmlType> {
     use GgmlType::*;
     match ty {
@@ -112,6 +113,7 @@ pub fn smaller_block_fallback(ty: GgmlType) -> Option<GgmlType> {
         Q4_K => Some(Q5_0),
         Q5_K => Some(Q5_1),
         Q6_K => Some(Q8_0),
+        INT4_G128 => Some(Q4_1),
         _ => None,
     }
 }

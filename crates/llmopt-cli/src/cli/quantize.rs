@@ -22,6 +22,12 @@ blocks falls back (Q6_K to Q8_0, Q4_K to Q5_0, ..., else F16), as llama.cpp does
 fallback is named on stderr. A tensor already in its target format is copied unchanged.
 --format f32 or f16 gives the dequantized baseline to measure other quantizations against.
 
+Beyond ggml's legacy and K-quants: mxfp4 (ggml's MXFP4: E2M1 with an E8M0 scale per 32;
+llama.cpp reads these files), and llmopt's own formats, which llama.cpp refuses to load (an
+unknown tensor type): mxfp8 (OCP MXFP8: E4M3 with an E8M0 scale per 32), int8_pc and fp8_pc
+(int8 or E4M3 with one f32 scale per output row), nf4 (bitsandbytes' NF4 levels, f16 absmax per
+64) and int4_g128 (4-bit with an f16 scale and min per 128). int4_g32 is another name for q4_1.
+
 --keep PATTERN=FORMAT: PATTERN is a regular expression (Rust regex syntax) searched anywhere
 in the tensor name, as llama-quantize's --tensor-type: 'attn_v=q8_0' matches every layer's
 attn_v.weight; anchor with ^...$ for one name. The first rule that matches wins. A rule that
@@ -114,8 +120,8 @@ pub struct QuantizeArgs {
     /// The file to write (GGUF); replaced if it exists, never the input.
     #[arg(long, short = 'o', value_name = "OUT")]
     pub out: PathBuf,
-    /// Format of the weight matrices: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, and any other
-    /// ggml format once this build has its encoder.
+    /// Format of the weight matrices: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, the K-quants,
+    /// mxfp4, mxfp8, int8_pc, fp8_pc, nf4, int4_g128 (int4_g32 = q4_1).
     #[arg(long, short = 'f', value_parser = parse_format)]
     pub format: llmopt_tensor::GgmlType,
     /// rtn (round to nearest), imatrix (importance from --calib or --imatrix), gptq (error

@@ -56,8 +56,8 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Factors `h` for rows of `h.n()` columns encoded in `ty`, on up to `threads` threads. Fails when `ty` has no encoder or
-    /// its blocks do not tile a row, or when `H` is not positive definite even after dampening.
+    /// Factors `h` for rows of `h.n()` columns encoded in `ty`, on up to `threads` threads. Fails when `ty` has no encoder, has a
+    /// per-row header (a per-channel scale), or its blocks do not tile a row, or when `H` is not positive definite even after dampening.
     pub fn new(
         name: &str,
         h: &Hessian,
@@ -70,6 +70,15 @@ impl Prepared {
         let encode = spec
             .from_f32
             .ok_or(QuantError::NoEncoder { ty, available: crate::ftype::encodable_names() })?;
+        if spec.row_header > 0 {
+            return Err(QuantError::Gptq {
+                tensor: name.to_string(),
+                reason: format!(
+                    "{ty} keeps one scale per row, and GPTQ here encodes block by block (use \
+                     --method rtn or imatrix)"
+                ),
+            });
+        }
         let block_len = spec.block_len;
         ty.row_bytes(n)?;
         let mut full = h.to_f64();

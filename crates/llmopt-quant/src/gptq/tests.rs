@@ -145,4 +145,6 @@ fn refuses_what_it_cannot_factor_or_encode() {
     let e = Prepared::new("w", &hs, GgmlType::Q4_0, &cfg, 1).unwrap_err().to_string();
     assert!(e.contains("not positive definite") && e.contains("--gptq-damp"), "{e}");
     assert!(Prepared::new("w", &hs, GgmlType::Q4_K, &GptqConfig::default(), 1).is_err());
+    let e = Prepared::new("w", &hs, GgmlType::INT8_PC, &GptqConfig::default(), 1).unwrap_err();
+    assert!(e.to_string().contains("one scale per row"), "{e}");
 }
