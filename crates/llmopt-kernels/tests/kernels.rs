@@ -1,10 +1,12 @@
 //! Every fast path against its scalar reference on random data and odd shapes, the scalar
-//! references against an f64 dot of dequantized values, and matmul against a naive loop.
+//! references against an f64 dot of dequantized values, and matmul against a naive loop; for
+//! every weight format, ggml's and llmopt's own.
 //!
 //! Tolerances (|fast - reference| <= TOL * sum_i |w_i * a_i| + 1e-6, with w, a dequantized):
 //! integer formats share the exact integer block sums and differ only in float summation order
-//! and FMA, so 1e-5 is ample; F32/F16 dots differ from the f64-accumulated reference by f32
-//! rounding over up to ~1000 terms, also within 1e-5 relative to the absolute sum.
+//! and FMA, so 1e-5 is ample; F32/F16 dots (and the f32-activation MXFP8, FP8_PC and NF4 dots)
+//! differ from the f64-accumulated reference by f32 rounding over up to ~1500 terms, also within
+//! 1e-5 relative to the absolute sum.
 //! Activation quantizers must match the scalar bytes exactly.
 
 mod common;
@@ -42,14 +44,20 @@ fn f64_dot(ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> (f64, f64) {
     })
 }
 
-const WEIGHT_TYPES: [GgmlType; 13] = {
+/// ggml's weight formats, then MXFP4 and llmopt's own (MXFP8, INT8_PC, FP8_PC, NF4, INT4_G128).
+const WEIGHT_TYPES: [GgmlType; 19] = {
     use GgmlType::*;
-    [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K]
+    [
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4, MXFP8,
+        INT8_PC, FP8_PC, NF4, INT4_G128,
+    ]
 };
 
 fn cols_for(ty: GgmlType) -> &'static [usize] {
     match ty.spec().block_len {
         256 => &[256, 768, 1536],
+        128 => &[128, 640, 896, 1536],
+        64 => &[64, 576, 640, 896],
         32 => &[32, 576, 640, 896, 768],
         _ => &[1, 7, 33, 576, 640, 896, 768],
     }
@@ -67,11 +75,12 @@ fn reference_vec_dot_matches_f64_dot_of_dequantized() {
             let (want, mag) = f64_dot(ty, &w, &a, n);
             // f32 scaling of exact integer sums: a few f32 roundings per block. Q4_1/Q5_1 also
             // use Q8_1's `s = d * sum(qs)`, which is stored as f16: allow 2^-10 of |m * s|.
-            let f16_s = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
-                let wb = ty.spec().block_bytes;
-                w.chunks(wb)
-                    .zip(a.chunks(36))
-                    .map(|(x, y)| (rd16(x, 2) * rd16(y, 2)).abs())
+            // INT4_G128 likewise, over the four activation blocks of each group.
+            let f16_s = if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::INT4_G128) {
+                let (wb, per) = (ty.spec().block_bytes, ty.spec().block_len / 32);
+                a.chunks(36)
+                    .enumerate()
+                    .map(|(k, y)| (rd16(&w[k / per * wb..], 2) * rd16(y, 2)).abs())
                     .sum::<f64>()
                     * 2f64.powi(-10)
             } else {
@@ -103,7 +112,10 @@ fn simd_vec_dot_matches_reference() {
             }
         }
     }
-    assert_eq!(n_simd, 10, "AVX2: F32 F16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K");
+    assert_eq!(
+        n_simd, 16,
+        "AVX2: F32 F16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K MXFP4 MXFP8 INT8_PC FP8_PC NF4 INT4_G128"
+    );
 }
 
 #[test]
@@ -157,7 +169,11 @@ fn matmul_equals_naive_loop_1_and_2_threads() {
     let pools = [ThreadPool::new(1), ThreadPool::new(2)];
     let mut scratch = Vec::new();
     for ty in WEIGHT_TYPES {
-        let cols = if ty.spec().block_len == 256 { 768 } else { 576 };
+        let cols = match ty.spec().block_len {
+            256 => 768,
+            128 => 640,
+            _ => 576,
+        };
         for rows in [1usize, 37, 130] {
             let data = random_weights(ty, rows, cols, &mut rng);
             let w = WeightView { ty, rows, cols, data: &data, packed: None };
