@@ -85,7 +85,7 @@ pub struct FormatSpec {
     pub from_f32: Option<EncodeFn>,
     /// Importance-weighted encoder of one row (ggml's `quantize_row_*_impl` given an imatrix), for
     /// the types whose ggml quantizer uses importances, and our own weighted scale searches for
-    /// MXFP4 (which llama-quantize encodes without importances), NF4 and INT4_G128.
+    /// MXFP4 (which llama-quantize encodes without importances), MXFP8, NF4 and INT4_G128.
     pub from_f32_weighted: Option<EncodeWeightedFn>,
     /// The activation format a dot product with this weight type quantizes its input to.
     pub vec_dot_type: GgmlType,
@@ -127,7 +127,7 @@ pub static FORMATS: [FormatSpec; GgmlType::ALL.len()] = [
     row!(Q6_K, "q6_K", 256, 210, kquants::q6_k_to_f32, Some(kenc::q6_k_from_f32),   Some(w::q6_k_weighted), Q8_K),
     row!(Q8_K, "q8_K", 256, 292, kquants::q8_k_to_f32, Some(kquants::q8_k_from_f32), None,                 Q8_K),
     row!(MXFP4, "mxfp4", 32, 17, mx::mxfp4_to_f32,     Some(mx::mxfp4_from_f32),    Some(mx::mxfp4_weighted), Q8_0),
-    row!(MXFP8, "mxfp8", 32, 33, mx::mxfp8_to_f32,     Some(mx::mxfp8_from_f32),    None,                   F32),
+    row!(MXFP8, "mxfp8", 32, 33, mx::mxfp8_to_f32,     Some(mx::mxfp8_from_f32),    Some(mx::mxfp8_weighted), F32),
     row!(INT8_PC, "int8_pc", 32, 32 + 4, pc::int8_pc_to_f32, Some(pc::int8_pc_from_f32), None,          Q8_0),
     row!(FP8_PC, "fp8_pc", 32, 32 + 4, pc::fp8_pc_to_f32,   Some(pc::fp8_pc_from_f32),   None,          F32),
     row!(NF4,  "nf4",  64,  34,  nf4::nf4_to_f32,      Some(nf4::nf4_from_f32),     Some(nf4::nf4_weighted), F32),

@@ -8,9 +8,9 @@ use rand_distr::{Distribution, Normal};
 
 /// ggml's weighted formats, then llmopt's weighted scale searches (MXFP4's is ours too: ggml
 /// encodes MXFP4 without importances).
-const WEIGHTED: [GgmlType; 12] = {
+const WEIGHTED: [GgmlType; 13] = {
     use GgmlType::*;
-    [Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4, NF4, INT4_G128]
+    [Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4, MXFP8, NF4, INT4_G128]
 };
 
 fn encode(ty: GgmlType, x: &[f32], w: Option<&[f32]>) -> Vec<u8> {
@@ -89,9 +89,13 @@ fn importances_lower_the_error_where_they_are_large() {
             weighted += weighted_mse(x, &round_trip(ty, x, Some(&imp)), &imp);
         }
         let ratio = weighted / reference;
-        // MXFP4's levels are fixed once its power-of-two scale is: the weighted search has only
-        // the scale's three candidates (measured 0.933).
-        let limit = if ty == GgmlType::MXFP4 { 0.95 } else { 0.85 };
+        // The MX formats' levels are fixed once their power-of-two scale is: the weighted search
+        // has only the scale's two or three candidates (measured 0.933 MXFP4, 0.844 MXFP8).
+        let limit = match ty {
+            GgmlType::MXFP4 => 0.95,
+            GgmlType::MXFP8 => 0.9,
+            _ => 0.85,
+        };
         assert!(
             ratio <= limit,
             "{ty}: importance-weighted error only {ratio:.3} of the reference's"
@@ -140,6 +144,7 @@ fn weighted_bound(ty: GgmlType) -> f32 {
         Q5_K => 0.04,  // (0.028)
         Q6_K => 0.025, // (0.016)
         MXFP4 => 0.5,
+        MXFP8 => 0.13,
         NF4 => 0.3,
         INT4_G128 => 0.2,
         _ => unreachable!("{ty} has no weighted encoder"),

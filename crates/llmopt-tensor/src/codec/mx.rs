@@ -126,24 +126,32 @@ pub(crate) fn mxfp4_from_f32(src: &[f32], dst: &mut [u8]) {
     }
 }
 
-/// Importance-weighted MXFP4 (llmopt's; llama-quantize ignores an imatrix for MXFP4): per block,
-/// the shared exponent among ggml's choice and its two neighbours with the least
-/// `sum w (x - q)^2`, `w = qw * sqrt(sigma2 + x^2)` as ggml weights the legacy formats (ggml's
-/// choice wins ties, so a flat importance rarely changes a block).
-pub(crate) fn mxfp4_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+/// The weighted exponent search of both MX formats: each block of `B` bytes is first encoded at
+/// its reference exponent `e0`, then at each of `others(e0)`; the one with the least
+/// `sum w (x - decoded)^2` is kept, `w = qw * sqrt(sigma2 + x^2)` as ggml weights the legacy
+/// formats (the reference wins ties, so a flat importance rarely changes a block).
+fn weighted_exponents<const B: usize>(
+    src: &[f32],
+    qw: &[f32],
+    dst: &mut [u8],
+    reference_exponent: fn(&[f32]) -> u8,
+    others: fn(u8) -> [u8; 2],
+    encode: fn(&[f32], u8, &mut [u8]),
+    decode: fn(&[u8], &mut [f32]),
+) {
     assert_eq!(qw.len(), src.len(), "codec: one importance per column");
-    check_blocks(dst.len(), src.len(), 17, QK);
+    check_blocks(dst.len(), src.len(), B, QK);
     let sigma2 = src.iter().map(|v| v * v).sum::<f32>() / src.len().max(1) as f32;
-    let mut trial = [0u8; 17];
+    let mut trial = [0u8; B];
     let mut deq = [0.0f32; QK];
-    for ((x, q), b) in src.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(dst.chunks_exact_mut(17)) {
-        let e0 = mxfp4_exponent(amax(x));
-        mxfp4_block(x, e0, b);
-        if e0 == 0 {
+    for ((x, q), b) in src.chunks_exact(QK).zip(qw.chunks_exact(QK)).zip(dst.chunks_exact_mut(B)) {
+        let e0 = reference_exponent(x);
+        encode(x, e0, b);
+        if amax(x) == 0.0 {
             continue;
         }
-        let err = |blk: &[u8], deq: &mut [f32; QK]| {
-            mxfp4_to_f32(blk, deq);
+        let mut err = |blk: &[u8]| {
+            decode(blk, &mut deq);
             let mut s = 0.0f64;
             for ((&v, &w), &d) in x.iter().zip(q).zip(deq.iter()) {
                 let wi = w * (sigma2 + v * v).sqrt();
@@ -151,16 +159,30 @@ pub(crate) fn mxfp4_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
             }
             s
         };
-        let mut best = err(b, &mut deq);
-        for e in [e0 - 1, e0.saturating_add(1).min(254)] {
-            mxfp4_block(x, e, &mut trial);
-            let t = err(&trial, &mut deq);
+        let mut best = err(b);
+        for e in others(e0) {
+            encode(x, e, &mut trial);
+            let t = err(&trial);
             if t < best {
                 best = t;
                 b.copy_from_slice(&trial);
             }
         }
     }
+}
+
+/// Importance-weighted MXFP4 (llmopt's; llama-quantize ignores an imatrix for MXFP4): ggml's
+/// exponent or one of its two neighbours per block (the levels follow from the exponent).
+pub(crate) fn mxfp4_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    weighted_exponents::<17>(
+        src,
+        qw,
+        dst,
+        |x| mxfp4_exponent(amax(x)),
+        |e0| [e0.saturating_sub(1), e0.saturating_add(1).min(254)],
+        mxfp4_block,
+        mxfp4_to_f32,
+    );
 }
 
 pub(crate) fn mxfp8_to_f32(src: &[u8], dst: &mut [f32]) {
@@ -173,21 +195,47 @@ pub(crate) fn mxfp8_to_f32(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// OCP MX: shared scale `2^(floor(log2(amax)) - 8)` (8 = E4M3's largest exponent), elements
-/// `x / scale` rounded to E4M3, saturating at ±448; an all-zero block stores exponent 0.
+/// OCP MX's shared exponent byte: `floor(log2(amax)) - 8` (8 = E4M3's largest exponent) + 127;
+/// an all-zero block stores exponent 0.
+fn mxfp8_exponent(x: &[f32]) -> u8 {
+    let a = amax(x);
+    let e = if a > 0.0 { (a.log2().floor() as i32 - 8).clamp(-127, 127) } else { -127 };
+    (e + 127) as u8
+}
+
+/// One block at exponent byte `e`: elements `x / 2^(e - 127)` rounded to E4M3, saturating.
+fn mxfp8_block(x: &[f32], e: u8, b: &mut [u8]) {
+    b[0] = e;
+    let e = i32::from(e) - 127;
+    // 2^-e is a normal f32 for e in -126..=127; e = -127 (tiny blocks) takes two steps.
+    let inv = f32::from_bits(((127 - e.max(-126)) as u32) << 23);
+    let inv2 = if e < -126 { 2.0 } else { 1.0 };
+    for (q, &v) in b[1..].iter_mut().zip(x) {
+        *q = f32_to_e4m3(v * inv * inv2);
+    }
+}
+
+/// OCP MX: shared scale `2^(floor(log2(amax)) - 8)`, elements `x / scale` rounded to E4M3,
+/// saturating at ±448 (so up to the top 1/8 of a block's range is clipped).
 pub(crate) fn mxfp8_from_f32(src: &[f32], dst: &mut [u8]) {
     check_blocks(dst.len(), src.len(), 33, QK);
     for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(33)) {
-        let a = amax(x);
-        let e = if a > 0.0 { (a.log2().floor() as i32 - 8).clamp(-127, 127) } else { -127 };
-        b[0] = (e + 127) as u8;
-        // 2^-e is a normal f32 for e in -126..=127; e = -127 (tiny blocks) takes two steps.
-        let inv = f32::from_bits(((127 - e.max(-126)) as u32) << 23);
-        let inv2 = if e < -126 { 2.0 } else { 1.0 };
-        for (q, &v) in b[1..].iter_mut().zip(x) {
-            *q = f32_to_e4m3(v * inv * inv2);
-        }
+        mxfp8_block(x, mxfp8_exponent(x), b);
     }
+}
+
+/// Importance-weighted MXFP8 (llmopt's): the spec's exponent or the next one up (which never
+/// clips: E4M3 keeps its relative precision a binade lower) per block, by weighted error.
+pub(crate) fn mxfp8_weighted(src: &[f32], qw: &[f32], dst: &mut [u8]) {
+    weighted_exponents::<33>(
+        src,
+        qw,
+        dst,
+        mxfp8_exponent,
+        |e0| [e0.saturating_add(1).min(254); 2],
+        mxfp8_block,
+        mxfp8_to_f32,
+    );
 }
 
 #[cfg(test)]
