@@ -160,6 +160,23 @@ fn bad_input_fails_before_any_work_and_leaves_nothing() {
     assert_fails(&run(&["-f", "q4_0", "--method", "imatrix"]), &["needs calibration text"]);
     assert_fails(&run(&["-f", "q4_0", "--method", "gptq"]), &["needs calibration text"]);
     assert_fails(&run(&["-f", "q4_0", "--method", "awq"]), &["--method awq needs calibration"]);
+    // --plan auto: budgets that leave nothing to choose fail before calibration.
+    let calib = write_file(dir.path(), "calib.txt", b"not read: the budget fails first");
+    let auto = ["--plan", "auto", "--method", "imatrix", "--calib", &calib];
+    for (extra, words) in [
+        (&["--target-size", "10"][..], &["cannot plan for 10.000 MB", "smallest plan"][..]),
+        (&["--bpw", "20"], &["largest candidate", "use --format"]),
+        (&[], &["needs a budget"]),
+    ] {
+        assert_fails(&run(&[&auto[..], extra].concat()), words);
+    }
+    assert_fails(
+        &run(&["--plan", "auto", "--bpw", "5", "--method", "rtn"]),
+        &["needs importance data"],
+    );
+    let o = run(&[&auto[..], &["--bpw", "5", "-f", "q4_0"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    std::fs::remove_file(&calib).unwrap();
     let missing = dir.path().join("missing.gguf").display().to_string();
     let o = quantize(&["-m", &missing, "-o", &out, "-f", "q4_0"]);
     assert_fails(&o, &["cannot load model", "missing.gguf"]);
@@ -237,6 +254,48 @@ fn ctrl_c_while_writing_leaves_no_file() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(2), "ended by SIGINT");
     assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
+}
+
+#[test]
+fn plan_auto_fits_its_budget_keeps_overrides_and_records_the_plan() {
+    let dir = TempDir::new("cli-quantize-auto");
+    let text_all = std::fs::read_to_string(llmopt_testdata::britannica()).unwrap();
+    let calib = write_file(dir.path(), "calib.txt", &text_all.as_bytes()[..12_000]);
+    let args = [
+        "--plan",
+        "auto",
+        "--bpw",
+        "5.5",
+        "--sensitivity",
+        "proxy",
+        "--method",
+        "imatrix",
+        "--calib",
+        &calib,
+        "--calib-tokens",
+        "512",
+        "--keep",
+        "attn_v=q8_0",
+    ];
+    let v = quantize_ok(dir.path(), "a.gguf", &args);
+    assert!(v["output"]["bits_per_weight"].as_f64().unwrap() <= 5.5, "{v}");
+    let plan = &v["plan"];
+    assert_eq!(v["plan"]["sensitivity"], "proxy");
+    assert!(plan["tensor_bytes"].as_u64() <= plan["budget_tensor_bytes"].as_u64(), "{plan}");
+    let rows = plan["tensors"].as_array().unwrap();
+    assert_eq!(rows.len(), 211);
+    let a = GgufFile::open(dir.path().join("a.gguf")).unwrap();
+    for r in rows {
+        let name = r["name"].as_str().unwrap();
+        assert_eq!(ty(&a, name).name(), r["format"], "{name}");
+        assert_eq!(r["kept"], name.contains("attn_v"), "{name}");
+    }
+    let m = a.metadata();
+    assert_eq!(m.get_str("llmopt.quantize.plan"), Some("auto"));
+    assert_eq!(m.get_str("llmopt.quantize.plan.budget"), Some("5.5 bits per weight"));
+    // The plan's own choices, without the --keep ones (recorded in llmopt.quantize.keep).
+    let chosen = m.get_array("llmopt.quantize.plan.tensors").unwrap();
+    assert_eq!(chosen.len(), 211 - 30);
 }
 
 #[test]

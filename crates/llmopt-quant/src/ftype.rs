@@ -17,13 +17,14 @@ pub struct FileType {
     pub name: &'static str,
 }
 
-/// One row per format that is a file type. The K-quants stand for llama.cpp's smallest mixture of
-/// each (`Q3_K_S`, `Q4_K_S`, `Q5_K_S`), whose per-tensor rules [`crate::rules`] applies; `Q8_1`
-/// and `Q8_K` are activation formats and never files. MXFP4 stores llama.cpp's number for
-/// `MXFP4_MOE` (38), though llama-quantize puts only MoE experts in MXFP4 and we put every
-/// quantizable weight; llmopt's own formats use numbers from 200, which llama.cpp names "unknown".
+/// One row per file type. A K-quant format names llama.cpp's smallest mixture of it (`Q3_K_S`,
+/// `Q4_K_S`, `Q5_K_S`, listed first so [`FileType::of`] finds them); the `_M` and `_L` mixtures
+/// share a format and differ in the per-tensor rules [`crate::rules`] applies. `Q8_1` and `Q8_K`
+/// are activation formats and never files. MXFP4 stores llama.cpp's number for `MXFP4_MOE` (38),
+/// though llama-quantize puts only MoE experts in MXFP4 and we put every quantizable weight;
+/// llmopt's own formats use numbers from 200, which llama.cpp names "unknown".
 #[rustfmt::skip]
-pub static FILE_TYPES: [FileType; 19] = [
+pub static FILE_TYPES: [FileType; 23] = [
     FileType { format: GgmlType::F32,  id: 0,  name: "ALL_F32" },
     FileType { format: GgmlType::F16,  id: 1,  name: "MOSTLY_F16" },
     FileType { format: GgmlType::Q4_0, id: 2,  name: "MOSTLY_Q4_0" },
@@ -43,12 +44,27 @@ pub static FILE_TYPES: [FileType; 19] = [
     FileType { format: GgmlType::FP8_PC, id: 202, name: "LLMOPT_FP8_PC" },
     FileType { format: GgmlType::NF4, id: 203, name: "LLMOPT_NF4" },
     FileType { format: GgmlType::INT4_G128, id: 204, name: "LLMOPT_INT4_G128" },
+    FileType { format: GgmlType::Q3_K, id: 12, name: "MOSTLY_Q3_K_M" },
+    FileType { format: GgmlType::Q3_K, id: 13, name: "MOSTLY_Q3_K_L" },
+    FileType { format: GgmlType::Q4_K, id: 15, name: "MOSTLY_Q4_K_M" },
+    FileType { format: GgmlType::Q5_K, id: 17, name: "MOSTLY_Q5_K_M" },
 ];
 
 impl FileType {
     /// The file type whose weights are `format`, if it is one.
     pub fn of(format: GgmlType) -> Option<&'static FileType> {
         FILE_TYPES.iter().find(|f| f.format == format)
+    }
+
+    /// The short name the CLI takes for it: llama-quantize's (`Q4_K_M`, `Q4_0`, `F16`), written
+    /// in ggml's case (`q4_K_M`, `q4_0`, `f16`).
+    pub fn short_name(&self) -> String {
+        let n = self.name.trim_start_matches("MOSTLY_").trim_start_matches("ALL_");
+        let n = n.trim_start_matches("LLMOPT_");
+        match n.split_once("_K") {
+            Some((head, mixture)) => format!("{}_K{mixture}", head.to_lowercase()),
+            None => n.to_lowercase(),
+        }
     }
 }
 
@@ -88,6 +104,33 @@ pub fn parse_format(name: &str) -> Result<GgmlType, QuantError> {
     Ok(ty)
 }
 
+/// Reads a file type: a format name ([`parse_format`]; a K-quant gives its `_S` mixture) or
+/// llama-quantize's name of a mixture, any case (`q4_K_M`, `Q3_K_L`, `q4_k_s`).
+pub fn parse_file_type(name: &str) -> Result<&'static FileType, QuantError> {
+    let wanted = name.trim();
+    if let Some(ft) = FILE_TYPES.iter().find(|f| f.short_name().eq_ignore_ascii_case(wanted)) {
+        parse_format(ft.format.name())?;
+        return Ok(ft);
+    }
+    let ty = parse_format(wanted).map_err(|e| match e {
+        QuantError::UnknownFormat { name, .. } => {
+            QuantError::UnknownFormat { name, available: file_type_names() }
+        }
+        e => e,
+    })?;
+    FileType::of(ty).ok_or(QuantError::NotAWeightFormat { ty, available: encodable_names() })
+}
+
+/// The file types this build can write, for messages: the formats, then the mixtures.
+pub fn file_type_names() -> String {
+    let mixtures = FILE_TYPES
+        .iter()
+        .filter(|f| can_encode(f.format) && FileType::of(f.format).is_some_and(|s| s.id != f.id));
+    let mut names = vec![encodable_names()];
+    names.extend(mixtures.map(FileType::short_name));
+    names.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +162,29 @@ mod tests {
             assert_eq!(parse_format(n).unwrap().name(), n);
         }
         assert_eq!(parse_format("INT4_G32").unwrap(), GgmlType::Q4_1);
+    }
+
+    #[test]
+    fn mixtures_are_read_by_llama_quantizes_names() {
+        let id = |n: &str| parse_file_type(n).map(|f| f.id);
+        if can_encode(GgmlType::Q4_K) {
+            assert_eq!(id("q4_K_M").unwrap(), 15);
+            assert_eq!(id("Q4_K_S").unwrap(), 14);
+            assert_eq!(id("q4_K").unwrap(), 14);
+        }
+        if can_encode(GgmlType::Q3_K) {
+            assert_eq!(id("Q3_K_M").unwrap(), 12);
+            assert_eq!(id("q3_k_l").unwrap(), 13);
+        }
+        assert_eq!(id("q4_0").unwrap(), 2);
+        assert_eq!(id("f32").unwrap(), 0);
+        assert_eq!(FileType::of(GgmlType::Q5_K).unwrap().short_name(), "q5_K_S");
+        match parse_file_type("q4_K_X") {
+            Err(QuantError::UnknownFormat { available, .. }) => {
+                assert!(available.contains("q4_K_M"), "{available}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! encoding. Methods: round to nearest (`rtn`), importance-weighted (`imatrix`), [`gptq`] and [`awq`]
 //! (activation-aware channel scaling, folded into the norms and up rows, then importance-weighted).
 
+pub mod alloc;
+pub mod auto;
 pub mod awq;
 pub mod encode;
 pub mod ftype;
@@ -17,6 +19,7 @@ pub mod keep;
 pub mod plan;
 pub mod provenance;
 pub mod rules;
+pub mod sensitivity;
 pub mod write;
 
 use std::path::PathBuf;
@@ -24,7 +27,11 @@ use std::path::PathBuf;
 use llmopt_model::ModelError;
 use llmopt_tensor::{GgmlType, TensorError};
 
-pub use ftype::{encodable_formats, encodable_names, parse_format, FileType, FILE_TYPES};
+pub use auto::{AutoSpace, AutoSummary, Budget};
+pub use ftype::{
+    encodable_formats, encodable_names, file_type_names, parse_file_type, parse_format, FileType,
+    FILE_TYPES,
+};
 pub use gptq::{GptqConfig, Hessians};
 pub use imatrix::{calibrate, CalibConfig, CalibInfo, Imatrix};
 pub use keep::KeepRule;
@@ -62,6 +69,8 @@ pub enum QuantError {
     NonFinite { tensor: String, row: usize, value: f32 },
     #[error("GPTQ cannot encode {tensor}: {reason}")]
     Gptq { tensor: String, reason: String },
+    #[error("cannot plan for {budget}: {reason}")]
+    BadBudget { budget: String, reason: String },
     #[error("the plan was made for another file")]
     PlanMismatch,
     #[error("cannot write the output: {0}")]

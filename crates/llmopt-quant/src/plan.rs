@@ -7,6 +7,7 @@ use llmopt_formats::gguf::{Metadata, TensorInfo};
 use llmopt_tensor::GgmlType;
 
 use crate::{
+    auto::AutoSummary,
     ftype::{can_encode, encodable_names, FileType},
     keep::KeepRule,
     rules::{self, Choice},
@@ -16,8 +17,8 @@ use crate::{
 /// What to quantize to.
 #[derive(Clone, Debug)]
 pub struct PlanConfig {
-    /// The file type's format (`--format`).
-    pub format: GgmlType,
+    /// The file type (`--format`: a format, or one of llama.cpp's mixtures such as `q4_K_M`).
+    pub file_type: FileType,
     /// `--keep` overrides, first match wins.
     pub keep: Vec<KeepRule>,
     /// Whether an importance matrix will be used (one of llama.cpp's rules depends on it).
@@ -58,6 +59,8 @@ pub struct TensorPlan {
     pub llama_cpp: GgmlType,
     /// The changes from the format first asked for, in order.
     pub fallbacks: Vec<Fallback>,
+    /// `--plan auto`: the predicted error of the chosen format.
+    pub predicted: Option<f64>,
 }
 
 impl TensorPlan {
@@ -90,6 +93,8 @@ pub struct Plan {
     pub tensors: Vec<TensorPlan>,
     pub keep: Vec<KeepRule>,
     pub imatrix: bool,
+    /// What `--plan auto` decided, when it made the plan.
+    pub auto: Option<AutoSummary>,
 }
 
 impl Plan {
@@ -101,9 +106,8 @@ impl Plan {
         meta: &Metadata,
         cfg: PlanConfig,
     ) -> Result<Self, QuantError> {
-        let file_type = *FileType::of(cfg.format)
-            .ok_or(QuantError::NotAWeightFormat { ty: cfg.format, available: encodable_names() })?;
-        for ty in std::iter::once(cfg.format).chain(cfg.keep.iter().map(|k| k.format)) {
+        let file_type = cfg.file_type;
+        for ty in std::iter::once(file_type.format).chain(cfg.keep.iter().map(|k| k.format)) {
             if !can_encode(ty) {
                 return Err(QuantError::NoEncoder { ty, available: encodable_names() });
             }
@@ -146,10 +150,11 @@ impl Plan {
                     choice: pick.choice,
                     llama_cpp: pick.ty,
                     fallbacks,
+                    predicted: None,
                 })
             })
             .collect::<Result<_, QuantError>>()?;
-        Ok(Self { file_type, tensors, keep: cfg.keep, imatrix: cfg.imatrix })
+        Ok(Self { file_type, tensors, keep: cfg.keep, imatrix: cfg.imatrix, auto: None })
     }
 
     /// The tensors whose format changes (decoded and encoded again).
@@ -164,7 +169,7 @@ impl Plan {
 }
 
 /// A `--keep` rule must match at least one quantizable tensor.
-fn check_matches(k: &KeepRule, tensors: &[TensorInfo]) -> Result<(), QuantError> {
+pub(crate) fn check_matches(k: &KeepRule, tensors: &[TensorInfo]) -> Result<(), QuantError> {
     if tensors.iter().any(|t| rules::allows_quantization(t) && k.matches(&t.name)) {
         return Ok(());
     }
@@ -198,7 +203,7 @@ mod tests {
 
     fn cfg(format: GgmlType, keep: &[&str]) -> PlanConfig {
         let keep = keep.iter().map(|k| KeepRule::parse(k).unwrap()).collect();
-        PlanConfig { format, keep, imatrix: false }
+        PlanConfig { file_type: *FileType::of(format).unwrap(), keep, imatrix: false }
     }
 
     #[test]

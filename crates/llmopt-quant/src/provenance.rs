@@ -49,6 +49,19 @@ pub fn output_metadata(source: &Metadata, plan: &Plan, p: &Provenance) -> Metada
         let rules = plan.keep.iter().map(|k| str(&k.to_string())).collect();
         m.insert("llmopt.quantize.keep", MetaValue::Array(rules));
     }
+    if let Some(a) = &plan.auto {
+        m.insert("llmopt.quantize.plan", str("auto"));
+        m.insert("llmopt.quantize.plan.budget", str(&a.budget.to_string()));
+        m.insert("llmopt.quantize.plan.sensitivity", str(&a.sensitivity));
+        m.insert("llmopt.quantize.plan.predicted", MetaValue::F64(a.predicted));
+        let chosen = plan
+            .tensors
+            .iter()
+            .filter(|t| t.choice == crate::Choice::Auto)
+            .map(|t| str(&format!("{}={}", t.name, t.target.name())))
+            .collect();
+        m.insert("llmopt.quantize.plan.tensors", MetaValue::Array(chosen));
+    }
     if let Some(g) = &p.gptq {
         m.insert("llmopt.quantize.gptq.damp", MetaValue::F32(g.damp as f32));
         m.insert("llmopt.quantize.gptq.act_order", MetaValue::Bool(g.act_order));
@@ -95,7 +108,8 @@ mod tests {
             info_offset: 0,
         };
         let keep = vec![KeepRule::parse("attn_q=q8_0").unwrap()];
-        let cfg = PlanConfig { format: GgmlType::Q4_0, keep, imatrix: false };
+        let file_type = *crate::FileType::of(GgmlType::Q4_0).unwrap();
+        let cfg = PlanConfig { file_type, keep, imatrix: false };
         let plan = Plan::new(&[t], &src, cfg).unwrap();
         let p =
             Provenance { method: "rtn".into(), source_file: "m.gguf".into(), ..Default::default() };

@@ -142,6 +142,8 @@ pub enum Choice {
     Rule,
     /// The `--keep` rule with this index matched first.
     Keep(usize),
+    /// `--plan auto` chose it under the budget.
+    Auto,
 }
 
 /// llama.cpp's pick for one tensor: the format after its rules, override and row fallback.
@@ -160,6 +162,8 @@ struct ModelFacts {
     n_layer: usize,
     n_gqa: usize,
     tied: bool,
+    /// Tensors of the value-projection category (`n_attention_wv`).
+    n_attn_v: usize,
 }
 
 impl ModelFacts {
@@ -172,6 +176,7 @@ impl ModelFacts {
             n_layer: key("block_count").unwrap_or(0) as usize,
             n_gqa: (n_head / n_kv) as usize,
             tied: !tensors.iter().any(|t| Category::of(&t.name) == Category::Output),
+            n_attn_v: tensors.iter().filter(|t| Category::of(&t.name) == Category::AttnV).count(),
             arch,
         }
     }
@@ -235,6 +240,12 @@ struct Counters {
     ffn_down: usize,
 }
 
+/// llama.cpp's `use_more_bits`: the first and last eighth of the layers and every third between.
+fn use_more_bits(i_layer: usize, n_layer: usize) -> bool {
+    let (i, n) = (i_layer as i64, n_layer as i64);
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8).rem_euclid(3) == 2
+}
+
 /// `llama_tensor_get_type_impl` for dense models and the file types of [`crate::FILE_TYPES`].
 fn rule_type(
     m: &ModelFacts,
@@ -247,8 +258,9 @@ fn rule_type(
     let base = ft.format;
     let falcon = m.arch == "falcon";
     let cat = Category::of(&t.name);
-    // File types by llama.cpp's number: 10 Q2_K, 14 Q4_K_S, 2 Q4_0, 8 Q5_0.
-    let (q2_k, q4_k_s) = (ft.id == 10, ft.id == 14);
+    // File types by llama.cpp's number (`enum llama_ftype`).
+    let (q2_k, q3_k_m, q3_k_l) = (ft.id == 10, ft.id == 12, ft.id == 13);
+    let (q4_k_s, q4_k_m, q5_k_m) = (ft.id == 14, ft.id == 15, ft.id == 17);
     match cat {
         Category::Output | Category::TokenEmbd if cat == Category::Output || m.tied => {
             // The output projection (and a tied embedding, which is it) keeps more bits.
@@ -262,26 +274,59 @@ fn rule_type(
             }
         }
         Category::AttnV => {
-            let ty = if q2_k {
+            let i = n.attn_v;
+            n.attn_v += 1;
+            if q2_k {
                 if m.n_gqa >= 4 {
                     Q4_K
                 } else {
                     Q3_K
                 }
-            } else if q4_k_s && n.attn_v < 4 {
+            } else if q3_k_m {
+                if i < 2 {
+                    Q5_K
+                } else {
+                    Q4_K
+                }
+            } else if q3_k_l {
+                Q5_K
+            } else if (q4_k_m || q5_k_m) && use_more_bits(i, m.n_attn_v) {
+                Q6_K
+            } else if q4_k_s && i < 4 {
                 Q5_K
             } else {
                 base
-            };
-            n.attn_v += 1;
-            ty
+            }
         }
         Category::FfnDown => {
-            let i_layer = n.ffn_down;
+            let (i, n_layer) = (n.ffn_down, m.n_layer);
             n.ffn_down += 1;
-            let early = i_layer < m.n_layer / 8;
+            let early = i < n_layer / 8;
             if q2_k {
                 Q3_K
+            } else if q3_k_m {
+                if i < n_layer / 16 {
+                    Q5_K
+                } else if !falcon || use_more_bits(i, n_layer) {
+                    Q4_K
+                } else {
+                    Q3_K
+                }
+            } else if q3_k_l {
+                if falcon {
+                    Q4_K
+                } else {
+                    Q5_K
+                }
+            } else if q4_k_m {
+                match (falcon, use_more_bits(i, n_layer)) {
+                    (true, _) if i < n_layer / 16 => Q6_K,
+                    (true, true) => Q5_K,
+                    (false, true) => Q6_K,
+                    _ => base,
+                }
+            } else if q5_k_m && use_more_bits(i, n_layer) {
+                Q6_K
             } else if q4_k_s && !falcon && early {
                 Q5_K
             } else if imatrix && early && (ft.id == 2 || ft.id == 8) {
@@ -295,7 +340,16 @@ fn rule_type(
                 base
             }
         }
-        Category::AttnOutput if q2_k && !falcon => Q3_K,
+        Category::AttnOutput if falcon => {
+            if q3_k_l {
+                Q4_K
+            } else {
+                base
+            }
+        }
+        Category::AttnOutput if q2_k => Q3_K,
+        Category::AttnOutput if q3_k_m => Q4_K,
+        Category::AttnOutput if q3_k_l => Q5_K,
         _ => base,
     }
 }
@@ -383,6 +437,12 @@ mod tests {
         // Without an importance matrix the guard is off.
         let p = llama_cpp_picks(&ts, &llama_meta(16, 8, 8), q4_0, &[], false);
         assert!(p.iter().all(|p| p.ty == GgmlType::Q4_0));
+    }
+
+    #[test]
+    fn more_bits_for_the_first_and_last_eighth_and_every_third_between() {
+        let more: Vec<usize> = (0..30).filter(|&i| use_more_bits(i, 30)).collect();
+        assert_eq!(more, [0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29]);
     }
 
     #[test]

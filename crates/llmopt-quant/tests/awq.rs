@@ -41,7 +41,8 @@ fn folded_scales_keep_the_float_model_and_the_search_never_adds_error() {
         capture_hessians(&model, &pool, &tokens, &cfg, None, &mut |_, _| {}).unwrap();
 
     // Scales of alpha 0.5 everywhere, written into an f32 copy: same function.
-    let plan_cfg = PlanConfig { format: GgmlType::F32, keep: Vec::new(), imatrix: false };
+    let file_type = *llmopt_quant::FileType::of(GgmlType::F32).unwrap();
+    let plan_cfg = PlanConfig { file_type, keep: Vec::new(), imatrix: false };
     let plan = Plan::new(file.tensors(), file.metadata(), plan_cfg).unwrap();
     let scales = awq::fixed(&file, &plan, &hessians, 0.5);
     assert_eq!(scales.groups.len(), 30 * 3, "Q/K/V, gate/up and down in every layer");
@@ -89,7 +90,8 @@ fn folded_scales_keep_the_float_model_and_the_search_never_adds_error() {
     assert!(worst < 0.02, "logits moved by {worst}");
 
     // The search at q4_0: never worse than no scaling, and it does scale somewhere.
-    let plan_cfg = PlanConfig { format: GgmlType::Q4_0, keep: Vec::new(), imatrix: true };
+    let file_type = *llmopt_quant::FileType::of(GgmlType::Q4_0).unwrap();
+    let plan_cfg = PlanConfig { file_type, keep: Vec::new(), imatrix: true };
     let plan = Plan::new(file.tensors(), file.metadata(), plan_cfg).unwrap();
     let cfg = AwqConfig { grid: 4, sample_rows: 8 };
     let found =

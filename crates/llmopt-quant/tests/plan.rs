@@ -5,21 +5,19 @@
 use std::collections::HashMap;
 
 use llmopt_formats::gguf::GgufFile;
-use llmopt_quant::{rules::llama_cpp_picks, FallbackReason, FileType, Plan, PlanConfig};
+use llmopt_quant::{
+    rules::llama_cpp_picks, FallbackReason, FileType, Plan, PlanConfig, FILE_TYPES,
+};
 use llmopt_tensor::GgmlType;
 
 const FIXTURES: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/llama-quantize-dry-run");
 
-/// llama-quantize's file-type argument as our file type (the K-quants are their `_S` mixtures).
+/// llama-quantize's file-type argument as our file type, by name (llama.cpp's `enum llama_ftype`
+/// name without its prefix), so that file types this build cannot encode are checked too.
 fn file_type(arg: &str) -> &'static FileType {
-    let format = match arg {
-        "Q3_K_S" => GgmlType::Q3_K,
-        "Q4_K_S" => GgmlType::Q4_K,
-        "Q5_K_S" => GgmlType::Q5_K,
-        other => GgmlType::ALL.into_iter().find(|t| t.to_string() == other).unwrap(),
-    };
-    FileType::of(format).unwrap()
+    let found = FILE_TYPES.iter().find(|f| f.name.ends_with(&format!("_{arg}")));
+    found.unwrap_or_else(|| panic!("file type {arg}"))
 }
 
 fn by_name(ty: &str) -> GgmlType {
@@ -53,14 +51,15 @@ fn our_picks_equal_llama_quantizes_dry_runs() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 18, "fixtures");
+    assert_eq!(checked, 26, "fixtures");
 }
 
 #[test]
 fn plans_write_llama_cpps_pick_or_say_why_not() {
     let f = GgufFile::open(llmopt_testdata::model(llmopt_testdata::QWEN05)).unwrap();
-    for format in llmopt_quant::encodable_formats() {
-        let cfg = PlanConfig { format, keep: Vec::new(), imatrix: false };
+    for ft in FILE_TYPES.iter().filter(|f| llmopt_quant::parse_file_type(&f.short_name()).is_ok()) {
+        let file_type = *ft;
+        let cfg = PlanConfig { file_type, keep: Vec::new(), imatrix: false };
         let plan = Plan::new(f.tensors(), f.metadata(), cfg).unwrap();
         for t in &plan.tensors {
             if t.target != t.llama_cpp {

@@ -21,7 +21,8 @@ fn smollm2() -> GgufFile {
 #[test]
 fn q4_0_output_is_the_reference_encoding_and_loads() {
     let src = smollm2();
-    let cfg = PlanConfig { format: GgmlType::Q4_0, keep: Vec::new(), imatrix: false };
+    let file_type = *llmopt_quant::FileType::of(GgmlType::Q4_0).unwrap();
+    let cfg = PlanConfig { file_type, keep: Vec::new(), imatrix: false };
     let plan = Plan::new(src.tensors(), src.metadata(), cfg).unwrap();
     let meta = output_metadata(src.metadata(), &plan, &Provenance::default());
     let job = Job {

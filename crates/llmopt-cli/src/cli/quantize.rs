@@ -21,6 +21,23 @@ it) gets Q6_K unless the format is Q8_0; a row that is not a whole number of the
 blocks falls back (Q6_K to Q8_0, Q4_K to Q5_0, ..., else F16), as llama.cpp does; each
 fallback is named on stderr. A tensor already in its target format is copied unchanged.
 --format f32 or f16 gives the dequantized baseline to measure other quantizations against.
+-f q3_K_M, q3_K_L, q4_K_M, q5_K_M: llama.cpp's mixtures (more bits for attn_v, ffn_down and
+attn_output in the layers its rules name; equal to llama-quantize --dry-run on the test models).
+
+--plan auto (with --target-size MB or --bpw B, --method imatrix or gptq) chooses each tensor's
+format among the block formats its rows fit (K-quants only where the row length is a multiple
+of 256; q8_0 at most): the one set of choices with the least summed predicted error whose file
+fits the budget (exact, by dynamic programming over sizes). A tensor's predicted error in a
+format is its importance-weighted squared error there (the imatrix from --calib; sampled
+rows), scaled by the KL divergence measured with that tensor alone in q4_0 (--sensitivity
+measured, the default: one forward pass per tensor over --sensitivity-chunks chunks of
+--sensitivity-ctx tokens of --calib or --sensitivity-text; --sensitivity-cache FILE keeps them
+for other budgets). --sensitivity proxy skips the measurement, but the unscaled proxy ranks
+tensors poorly across layers (Spearman is printed when measuring). --plan-formats narrows the
+candidates (e.g. to llama.cpp's: a source that was quantized before, like a dequantized Q4_1
+file, is reproduced without loss by its own format, which the plan then finds). A budget below the smallest plan, or one that fits every tensor's largest
+format, is an error before any work. --keep rules win over the plan. The plan is printed as a
+table (tensor, shape, format, predicted error, bytes) and recorded in llmopt.quantize.plan.*.
 
 Beyond ggml's legacy and K-quants: mxfp4 (ggml's MXFP4: E2M1 with an E8M0 scale per 32;
 llama.cpp reads these files), and llmopt's own formats, which llama.cpp refuses to load (an
@@ -104,6 +121,10 @@ fn parse_method(s: &str) -> Result<Method, String> {
     }
 }
 
+fn parse_file_type(s: &str) -> Result<llmopt_quant::FileType, String> {
+    llmopt_quant::parse_file_type(s).copied().map_err(|e| e.to_string())
+}
+
 fn parse_format(s: &str) -> Result<llmopt_tensor::GgmlType, String> {
     llmopt_quant::parse_format(s).map_err(|e| e.to_string())
 }
@@ -120,10 +141,14 @@ pub struct QuantizeArgs {
     /// The file to write (GGUF); replaced if it exists, never the input.
     #[arg(long, short = 'o', value_name = "OUT")]
     pub out: PathBuf,
-    /// Format of the weight matrices: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, the K-quants,
-    /// mxfp4, mxfp8, int8_pc, fp8_pc, nf4, int4_g128 (int4_g32 = q4_1).
-    #[arg(long, short = 'f', value_parser = parse_format)]
-    pub format: llmopt_tensor::GgmlType,
+    /// Format of the weight matrices: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, the K-quants
+    /// (each llama.cpp's _S mixture of it), mxfp4, mxfp8, int8_pc, fp8_pc, nf4, int4_g128
+    /// (int4_g32 = q4_1), or one of llama.cpp's mixtures q3_K_M, q3_K_L, q4_K_M, q5_K_M.
+    #[arg(long, short = 'f', value_parser = parse_file_type, value_name = "FORMAT",
+          required_unless_present = "plan", conflicts_with = "plan")]
+    pub format: Option<llmopt_quant::FileType>,
+    #[command(flatten)]
+    pub auto: AutoArgs,
     /// rtn (round to nearest), imatrix (importance from --calib or --imatrix), gptq (error
     /// feedback through the Hessian of each weight's input, from --calib) or awq
     /// (activation-aware channel scales searched against that Hessian, then imatrix).
@@ -169,6 +194,47 @@ pub struct QuantizeArgs {
     pub json: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// `quantize --plan auto`: formats chosen per tensor under a budget.
+#[derive(Debug, Args)]
+pub struct AutoArgs {
+    /// auto: choose each tensor's format from those its rows fit, least summed predicted error
+    /// under --target-size or --bpw (needs --method imatrix or gptq).
+    #[arg(long, value_parser = ["auto"])]
+    pub plan: Option<String>,
+    /// --plan auto: the output file's size in MB (10^6 bytes), at most.
+    #[arg(long, value_name = "MB", requires = "plan", conflicts_with = "bpw")]
+    pub target_size: Option<f64>,
+    /// --plan auto: bits per weight over all tensors, at most.
+    #[arg(long, value_name = "B", requires = "plan")]
+    pub bpw: Option<f64>,
+    /// --plan auto: measured (KL divergence with each tensor alone quantized, on the first
+    /// --sensitivity-chunks chunks of --calib, scaling the proxy) or proxy (importance-weighted
+    /// squared error only).
+    #[arg(long, default_value = "measured", value_parser = ["measured", "proxy"], requires = "plan")]
+    pub sensitivity: String,
+    /// --plan auto: the text the measured sensitivity runs on (default: --calib; with --imatrix,
+    /// which takes no --calib, it must be given).
+    #[arg(long, value_name = "FILE", requires = "plan")]
+    pub sensitivity_text: Option<PathBuf>,
+    /// --plan auto: the candidate formats, comma-separated (default: every block format this
+    /// build writes, q2_K to q8_0); each tensor still gets only those its rows fit.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_format, requires = "plan")]
+    pub plan_formats: Vec<llmopt_tensor::GgmlType>,
+    /// --plan auto: chunks of --sensitivity-ctx tokens of the text the measured sensitivity runs
+    /// (each scores its second half, as the perplexity method).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub sensitivity_chunks: usize,
+    /// --plan auto: tokens per chunk of the measured sensitivity (one forward pass per tensor
+    /// per chunk: shorter chunks measure faster).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub sensitivity_ctx: usize,
+    /// --plan auto: reuse the measured sensitivities in FILE when it was made for the same
+    /// model, text and chunks; else measure and save them there (plans for several budgets then
+    /// measure once).
+    #[arg(long, value_name = "FILE", requires = "plan")]
+    pub sensitivity_cache: Option<PathBuf>,
 }
 
 /// `quantize --validate`: the output measured against its input by `eval compare`'s code.

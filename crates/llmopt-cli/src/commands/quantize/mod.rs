@@ -2,6 +2,7 @@
 //! `--keep` rules, input vs output, importance data), written to a temporary file and renamed,
 //! with its provenance in the file and the run in the store.
 
+mod auto;
 mod importance;
 mod report;
 mod validate;
@@ -48,13 +49,20 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
         refuse_same_file((&args.model, "the input model"), (p, "--imatrix-out"))?;
         refuse_same_file((&args.out, "the output"), (p, "--imatrix-out"))?;
     }
-    let cfg = PlanConfig {
-        format: args.format,
-        keep: args.keep.clone(),
-        imatrix: matches!(args.method, Method::Imatrix | Method::Awq),
+    // Either llama.cpp's plan for --format, or --plan auto's space with its budget checked.
+    let fixed_plan = match args.format {
+        Some(file_type) => {
+            let imatrix = matches!(args.method, Method::Imatrix | Method::Awq);
+            let cfg = PlanConfig { file_type, keep: args.keep.clone(), imatrix };
+            Some(
+                Plan::new(src.tensors(), src.metadata(), cfg)
+                    .with_context(|| format!("cannot quantize {}", args.model.display()))?,
+            )
+        }
+        None => None,
     };
-    let plan = Plan::new(src.tensors(), src.metadata(), cfg)
-        .with_context(|| format!("cannot quantize {}", args.model.display()))?;
+    let auto_budget = auto::budget(args)?;
+    let space = auto_budget.map(|b| auto::space(&src, args, b)).transpose()?;
     let threads = match args.threads {
         Some(0) => anyhow::bail!("invalid --threads 0: must be at least 1"),
         Some(n) => n,
@@ -65,6 +73,17 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     let importance = match args.method {
         Method::Imatrix | Method::Gptq | Method::Awq => Some(Importance::get(args, &src, threads)?),
         Method::Rtn => None,
+    };
+    let auto = match (&space, auto_budget, &importance) {
+        (Some(space), Some(b), Some(imp)) => {
+            Some(auto::make_plan(args, &src, space, b, imp, threads)?)
+        }
+        _ => None,
+    };
+    let plan = match (fixed_plan, &auto) {
+        (Some(p), _) => p,
+        (None, Some(a)) => a.plan.clone(),
+        (None, None) => anyhow::bail!("give --format, or --plan auto with a budget"),
     };
     let gptq = (args.method == Method::Gptq).then_some(GptqConfig {
         damp: args.gptq_damp,
@@ -125,6 +144,7 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
         written: &written,
         importance: importance.as_ref(),
         awq: awq.as_ref(),
+        auto: auto.as_ref(),
         seconds: Seconds {
             calibration: importance.as_ref().map_or(Duration::ZERO, |i| i.elapsed),
             quantization: quantize_time,
@@ -132,6 +152,12 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
         },
     };
     let mut json = report.json();
+    if let Some(a) = &auto {
+        json["plan"] = auto::json(a);
+        if !args.json {
+            auto::print(a);
+        }
+    }
     let mut metrics = report.metrics();
     if !args.json {
         report.print();

@@ -7,7 +7,7 @@ use llmopt_quant::{FallbackReason, Plan, Written};
 use llmopt_store::{Better, Metric};
 use serde_json::{json, Value};
 
-use super::{importance::Importance, Seconds};
+use super::{auto::AutoPlan, importance::Importance, Seconds};
 use crate::{
     cli::{Method, QuantizeArgs},
     commands::inspect::{type_rows, types_table},
@@ -24,6 +24,7 @@ pub struct Report<'a> {
     pub written: &'a Written,
     pub importance: Option<&'a Importance>,
     pub awq: Option<&'a llmopt_quant::awq::AwqScales>,
+    pub auto: Option<&'a AutoPlan>,
     pub seconds: Seconds,
 }
 
@@ -78,6 +79,7 @@ impl Report<'_> {
             "file_type": { "id": plan.file_type.id, "name": plan.file_type.name },
             "method": self.args.method.name(),
             "keep": plan.keep.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "plan": if plan.auto.is_some() { "auto" } else { "llama.cpp" },
             "tensors": {
                 "total": plan.tensors.len(),
                 "converted": w.converted,
@@ -87,6 +89,7 @@ impl Report<'_> {
             "tensor_types": type_rows(out),
             "fallbacks": fallbacks,
             "calibration": calibration,
+            "auto_seconds": self.auto.map(|a| a.seconds),
             "gptq": (self.args.method == Method::Gptq).then(|| json!({
                 "damp": self.args.gptq_damp,
                 "act_order": self.args.act_order,
