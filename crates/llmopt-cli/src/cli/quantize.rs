@@ -24,8 +24,8 @@ fallback is named on stderr. A tensor already in its target format is copied unc
 -f q3_K_M, q3_K_L, q4_K_M, q5_K_M: llama.cpp's mixtures (more bits for attn_v, ffn_down and
 attn_output in the layers its rules name; equal to llama-quantize --dry-run on the test models).
 
---plan auto (with --target-size MB or --bpw B, --method imatrix or gptq) chooses each tensor's
-format among the block formats its rows fit (K-quants only where the row length is a multiple
+--plan auto (with --target-size MB or --bpw B, --method imatrix, gptq or awq) chooses each
+tensor's format among the block formats its rows fit (K-quants only where the row length is a multiple
 of 256; q8_0 at most): the one set of choices with the least summed predicted error whose file
 fits the budget (exact, by dynamic programming over sizes). A tensor's predicted error in a
 format is its importance-weighted squared error there (the imatrix from --calib; sampled
@@ -200,7 +200,7 @@ pub struct QuantizeArgs {
 #[derive(Debug, Args)]
 pub struct AutoArgs {
     /// auto: choose each tensor's format from those its rows fit, least summed predicted error
-    /// under --target-size or --bpw (needs --method imatrix or gptq).
+    /// under --target-size or --bpw (needs --method imatrix, gptq or awq).
     #[arg(long, value_parser = ["auto"])]
     pub plan: Option<String>,
     /// --plan auto: the output file's size in MB (10^6 bytes), at most.

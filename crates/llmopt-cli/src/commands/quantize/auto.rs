@@ -44,7 +44,9 @@ pub fn budget(args: &QuantizeArgs) -> Result<Option<Budget>> {
         return Ok(None);
     }
     if args.method == crate::cli::Method::Rtn {
-        anyhow::bail!("--plan auto needs importance data: --method imatrix or gptq (with --calib)");
+        anyhow::bail!(
+            "--plan auto needs importance data: --method imatrix, gptq or awq (with --calib)"
+        );
     }
     if a.sensitivity == "measured" && a.sensitivity_text.is_none() && args.calib.is_none() {
         anyhow::bail!(
