@@ -11,7 +11,7 @@ use crate::{
     keep::KeepRule,
     plan::{check_matches, Plan, TensorPlan},
     rules::{self, Choice},
-    sensitivity::candidates,
+    sensitivity::candidates_among,
     QuantError,
 };
 
@@ -66,8 +66,8 @@ pub struct AutoSpace {
 const METADATA_SLACK: u64 = 16 << 10;
 
 impl AutoSpace {
-    /// Sorts `src`'s tensors into fixed ones and choices among `formats` (empty: every block
-    /// format, [`candidates`]); `--keep` rules must name formats this build writes and match a
+    /// Sorts `src`'s tensors into fixed ones and choices among `formats` (empty: llama.cpp's
+    /// block formats, [`crate::sensitivity::candidates`]); `--keep` rules must name formats this build writes and match a
     /// quantizable tensor, as for any plan.
     pub fn new(
         src: &GgufFile,
@@ -89,8 +89,7 @@ impl AutoSpace {
         let mut slots = Vec::new();
         let mut fixed_bytes = 0;
         for (i, (t, p)) in tensors.iter().zip(&picks).enumerate() {
-            let mut allowed = candidates(t.shape[0]);
-            allowed.retain(|f| formats.is_empty() || formats.contains(f));
+            let allowed = candidates_among(t.shape[0], formats);
             match p.choice {
                 Choice::Format | Choice::Rule if !allowed.is_empty() => {
                     fixed.push(None);

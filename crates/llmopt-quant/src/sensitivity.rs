@@ -10,13 +10,25 @@ use llmopt_model::DEFAULT_BLOCK_SIZE;
 use llmopt_model::{Bytes, KvCache, Logits, Model, SeqInput, Weight, Workspace};
 use llmopt_tensor::GgmlType;
 
-use crate::{ftype::encodable_formats, imatrix::Imatrix, QuantError};
+use crate::{
+    ftype::{encodable_formats, FileType},
+    imatrix::Imatrix,
+    QuantError,
+};
 
-/// The block-quantized formats this build writes whose blocks fit rows of `ncols`, fewest bits
-/// per weight first (the K-quants only where `ncols` is a multiple of 256).
+/// The block-quantized formats of llama.cpp's file types (ids below 200) this build writes whose
+/// blocks fit rows of `ncols`, fewest bits per weight first (the K-quants only where `ncols` is a
+/// multiple of 256).
 pub fn candidates(ncols: u64) -> Vec<GgmlType> {
+    candidates_among(ncols, &[])
+}
+
+/// [`candidates`], or, when `among` is not empty, those of `among` (llmopt's own formats too).
+pub fn candidates_among(ncols: u64, among: &[GgmlType]) -> Vec<GgmlType> {
+    let llama_cpps = |t: &GgmlType| FileType::of(*t).is_some_and(|f| f.id < 200);
     let mut c: Vec<GgmlType> = encodable_formats()
         .into_iter()
+        .filter(|t| if among.is_empty() { llama_cpps(t) } else { among.contains(t) })
         .filter(|t| t.is_quantized() && ncols.is_multiple_of(t.spec().block_len as u64))
         .collect();
     c.sort_by(|a, b| bits(*a).total_cmp(&bits(*b)).then(a.name().cmp(b.name())));

@@ -142,7 +142,12 @@ fn measure(
     let mut text = std::fs::read_to_string(calib)
         .with_context(|| format!("cannot read {}", calib.display()))?;
     llmopt_eval::strip_final_newline(&mut text);
-    let run = RunArgs { model: args.model.clone(), threads: Some(threads), no_repack: true };
+    let run = RunArgs {
+        model: args.model.clone(),
+        threads: Some(threads),
+        no_repack: true,
+        kv: Default::default(),
+    };
     let mut m = Loaded::open(&run)?;
     let tokens = m.tokenizer.encode(&text, true, false);
     let bos = if m.tokenizer.add_bos() { m.tokenizer.bos() } else { None };
