@@ -122,10 +122,14 @@ pub fn search(
 }
 
 /// The scales for a fixed α in every group (tests: any α must leave the float model unchanged).
-pub fn fixed(src: &GgufFile, plan: &Plan, hessians: &Hessians, alpha: f32) -> AwqScales {
+pub fn fixed(
+    src: &GgufFile,
+    plan: &Plan,
+    hessians: &Hessians,
+    alpha: f32,
+) -> Result<AwqScales, QuantError> {
     let mut choose = |_: &[Member], _: &[f32], _: &crate::gptq::Hessian| (alpha, 0.0, 0.0);
     scales(src, plan, hessians, None, 1, &mut |_, _| {}, &mut choose)
-        .expect("decoding a loaded file's tensors")
 }
 
 type Chooser<'c> = dyn FnMut(&[Member], &[f32], &crate::gptq::Hessian) -> (f32, f64, f64) + 'c;
@@ -219,8 +223,8 @@ fn sampled_rows(
     n: usize,
     transform: Option<&Transform>,
 ) -> Result<Vec<f32>, QuantError> {
-    let info =
-        src.tensors().iter().find(|t| t.name == name).expect("the plan's tensors are the file's");
+    // A plan made for another file names tensors this one lacks.
+    let info = src.tensors().iter().find(|t| t.name == name).ok_or(QuantError::PlanMismatch)?;
     let ncols = info.shape[0] as usize;
     let nrows = (info.n_elements() as usize) / ncols.max(1);
     let row_bytes = info.ty.row_bytes(ncols)?;

@@ -44,7 +44,7 @@ fn folded_scales_keep_the_float_model_and_the_search_never_adds_error() {
     let file_type = *llmopt_quant::FileType::of(GgmlType::F32).unwrap();
     let plan_cfg = PlanConfig { file_type, keep: Vec::new(), imatrix: false };
     let plan = Plan::new(file.tensors(), file.metadata(), plan_cfg).unwrap();
-    let scales = awq::fixed(&file, &plan, &hessians, 0.5);
+    let scales = awq::fixed(&file, &plan, &hessians, 0.5).unwrap();
     assert_eq!(scales.groups.len(), 30 * 3, "Q/K/V, gate/up and down in every layer");
     // Per layer: 6 weights scaled by columns, 2 norms by columns, up also by rows.
     assert_eq!(scales.transforms.len(), 30 * 8);
