@@ -18,15 +18,21 @@ pub type TileFn = fn(n: usize, w: &[u8], w_row: usize, a: &[u8], a_row: usize, o
 
 /// `packed(nb, w, a, a_row, sums, out)`: the dots of one 8-row group of a [`crate::PackedWeight`]
 /// (`nb` block records at `w`) with `T` activation rows (token `t` at `a[t * a_row..]`) into
-/// `out[t * 8 + r]`; `sums` holds `nb` i32 activation block sums per token where the kernel
+/// `out[t * 8 + r]`; `sums` holds `nb` records of [`BLOCK_INFO`] bytes per token where the kernel
 /// needs them (Q4_0, Q5_0; Q8_0 on VNNI), else is ignored.
 pub(crate) type PackedFn =
     fn(nb: usize, w: &[u8], a: &[u8], a_row: usize, sums: &[u8], out: &mut [f32]);
 
+/// Bytes per token and Q8_0 activation block in a packed kernel's `sums`: minus the sum of the
+/// block's 32 quants (i32, little-endian), then the block's scale `d` as f32 (little-endian).
+/// Kernels add `k x` the first to their unsigned-weight integer dot (so no subtraction) and read
+/// the scale without an f16 conversion per block and row group.
+pub(crate) const BLOCK_INFO: usize = 8;
+
 /// The packed kernels of one weight type, `f[T - 1]` for `T` = 1..=4 tokens per call.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PackedKernel {
-    /// Whether the kernel reads the activations' block sums (`sums`).
+    /// Whether the kernel reads the activations' block records (`sums`, see [`BLOCK_INFO`]).
     pub(crate) needs_sums: bool,
     /// By tokens per call.
     pub(crate) f: [PackedFn; 4],

@@ -6,7 +6,7 @@
 
 use llmopt_tensor::GgmlType;
 
-use crate::dispatch::PackedKernel;
+use crate::dispatch::{PackedKernel, BLOCK_INFO};
 use crate::{Isa, KernelError, Kernels, PackedWeight, ThreadPool, TileKernel, VecDotFn, PACK_ROWS};
 
 /// A row-major weight matrix in a ggml format: `rows` rows of `cols` elements, each row
@@ -161,11 +161,12 @@ pub fn matmul_many_with(
     }
     let Some(cols) = ws.first().map(|w| w.cols) else { return Ok(()) };
     let (_, total) = act_offset(ws, 0, n_tok)?;
-    // Packed Q4_0 and Q5_0 (and Q8_0 on VNNI) read their Q8_0 activations' block sums: i32 per
-    // token and block, after the activation regions. `sums_of` is a weight that needs them.
+    // Packed Q4_0 and Q5_0 (and Q8_0 on VNNI) read a record per token and Q8_0 activation block
+    // (`BLOCK_INFO` bytes: minus the block's quant sum, its scale as f32), after the activation
+    // regions. `sums_of` is a weight that needs them.
     let sums_of = ws.iter().position(|w| w.packed_with(k).is_some_and(|(_, pk)| pk.needs_sums));
     let n_blocks = cols / 32;
-    let sums_len = if sums_of.is_some() { n_tok * n_blocks * 4 } else { 0 };
+    let sums_len = if sums_of.is_some() { n_tok * n_blocks * BLOCK_INFO } else { 0 };
     if scratch.len() < total + sums_len {
         scratch.resize(total + sums_len, 0);
     }
@@ -188,9 +189,11 @@ pub fn matmul_many_with(
         let a_row = GgmlType::Q8_0.row_bytes(cols)?;
         let (acts, sums) = scratch.split_at_mut(total);
         let blocks = acts[off..off + n_tok * a_row].chunks_exact(34);
-        for (blk, s) in blocks.zip(sums.chunks_exact_mut(4)) {
+        for (blk, rec) in blocks.zip(sums.chunks_exact_mut(BLOCK_INFO)) {
             let sum: i32 = blk[2..].iter().map(|&q| i32::from(q as i8)).sum();
-            s.copy_from_slice(&sum.to_le_bytes());
+            let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+            rec[..4].copy_from_slice(&(-sum).to_le_bytes());
+            rec[4..].copy_from_slice(&d.to_le_bytes());
         }
     }
     let (scratch, sums) = scratch.split_at(total);
@@ -242,7 +245,8 @@ struct Job<'a> {
     n_row_chunks: usize,
     tok_tile: usize,
     packed: Option<(&'a PackedWeight, PackedKernel)>,
-    /// Activation block sums (i32, `cols / 32` per token) for packed kernels that need them.
+    /// Activation block records (`cols / 32` per token, see [`BLOCK_INFO`]) for packed kernels
+    /// that need them.
     sums: &'a [u8],
 }
 
@@ -327,8 +331,11 @@ impl<'a> Job<'a> {
             while t < t1 {
                 let n_t = (t1 - t).min(4);
                 let a = &self.acts[t * a_row..(t + n_t) * a_row];
-                let sums =
-                    if pk.needs_sums { &self.sums[t * nb * 4..(t + n_t) * nb * 4] } else { &[] };
+                let sums = if pk.needs_sums {
+                    &self.sums[t * nb * BLOCK_INFO..(t + n_t) * nb * BLOCK_INFO]
+                } else {
+                    &[]
+                };
                 (pk.f[n_t - 1])(nb, w, a, a_row, sums, &mut buf);
                 for dt in 0..n_t {
                     for dr in 0..n_r {

@@ -16,6 +16,7 @@
 use std::arch::x86_64::*;
 
 use super::util::f16_at;
+use crate::dispatch::BLOCK_INFO;
 
 /// Bytes of one 8-row block record: Q4_0 (8 d + 4 x 32 nibble bytes).
 pub(crate) const REC_Q4_0: usize = 16 + 128;
@@ -41,7 +42,7 @@ fn check<const T: usize>(
     assert!(w.len() >= nb * rec);
     assert!(a_row >= nb * ab && a.len() >= (T - 1) * a_row + nb * ab);
     if let Some(s) = sums {
-        assert!(s.len() >= T * nb * 4);
+        assert!(s.len() >= T * nb * BLOCK_INFO);
     }
 }
 
@@ -54,6 +55,30 @@ fn check<const T: usize>(
 unsafe fn bcast4(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 4 readable bytes; unaligned read.
     _mm256_set1_epi32(unsafe { std::ptr::read_unaligned(p.cast::<i32>()) })
+}
+
+/// Token `t`'s record of block `b` in `sums` ([`BLOCK_INFO`]): `2^SHIFT x` minus the block's
+/// quant sum in all 8 lanes. Added to an unsigned-weight dot with an offset of `2^SHIFT`, it
+/// gives the signed dot.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn block_offset<const SHIFT: i32>(
+    sums: &[u8],
+    nb: usize,
+    t: usize,
+    b: usize,
+) -> __m256i {
+    let r = &sums[(t * nb + b) * BLOCK_INFO..][..4];
+    let neg = i32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+    _mm256_slli_epi32::<SHIFT>(_mm256_set1_epi32(neg))
+}
+
+/// Token `t`'s scale of block `b` from its record in `sums`, in all 8 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn block_scale(sums: &[u8], nb: usize, t: usize, b: usize) -> __m256 {
+    let r = &sums[(t * nb + b) * BLOCK_INFO + 4..][..4];
+    _mm256_set1_ps(f32::from_le_bytes([r[0], r[1], r[2], r[3]]))
 }
 
 /// 8 f16 at `p` as 8 f32.
@@ -96,8 +121,8 @@ unsafe fn q4_block<const T: usize>(q: *const u8, y: *const u8, a_row: usize) -> 
 }
 
 /// Q4_0 x Q8_0: 8 packed rows x `T` tokens into `out[t * 8 + r]`. Nibbles are used unsigned and
-/// the -8 offset is subtracted in integers: `sums` holds each token's block sums of the
-/// activation quants (i32, `nb` per token), so results equal the signed products exactly.
+/// the -8 offset is taken off in integers: `sums` holds each token's block records (minus the
+/// activation quants' sum, see [`BLOCK_INFO`]), so results equal the signed products exactly.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn packed_q4_0<const T: usize>(
     nb: usize,
@@ -120,15 +145,9 @@ pub(crate) fn packed_q4_0<const T: usize>(
             )
         };
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let s = &sums[(t * nb + b) * 4..][..4];
-            let off = 8 * i32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-            let s32 = _mm256_sub_epi32(_mm256_madd_epi16(s16[t], ones), _mm256_set1_epi32(off));
-            let dy = f16_at(a, t * a_row + b * 34);
-            *acc_t = _mm256_fmadd_ps(
-                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
-                _mm256_cvtepi32_ps(s32),
-                *acc_t,
-            );
+            let (off, dy) = (block_offset::<3>(sums, nb, t, b), block_scale(sums, nb, t, b));
+            let s32 = _mm256_add_epi32(_mm256_madd_epi16(s16[t], ones), off);
+            *acc_t = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(s32), *acc_t);
         }
     }
     for (t, acc_t) in acc.iter().enumerate() {
@@ -224,7 +243,7 @@ pub(crate) fn packed_q8_0<const T: usize>(
 }
 
 /// Q5_0 x Q8_0: 8 packed rows x `T` tokens. The whole 5-bit quants (0..=31) are used unsigned
-/// and the -16 offset is subtracted in integers from `sums` (as [`packed_q4_0`]), so results equal
+/// and the -16 offset is taken off in integers with `sums` (as [`packed_q4_0`]), so results equal
 /// the signed products exactly.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn packed_q5_0<const T: usize>(
@@ -279,15 +298,9 @@ pub(crate) fn packed_q5_0<const T: usize>(
             }
         }
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let s = &sums[(t * nb + b) * 4..][..4];
-            let off = 16 * i32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-            let v = _mm256_sub_epi32(s32[t], _mm256_set1_epi32(off));
-            let dy = f16_at(a, t * a_row + b * 34);
-            *acc_t = _mm256_fmadd_ps(
-                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
-                _mm256_cvtepi32_ps(v),
-                *acc_t,
-            );
+            let (off, dy) = (block_offset::<4>(sums, nb, t, b), block_scale(sums, nb, t, b));
+            let v = _mm256_add_epi32(s32[t], off);
+            *acc_t = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(v), *acc_t);
         }
     }
     for (t, acc_t) in acc.iter().enumerate() {

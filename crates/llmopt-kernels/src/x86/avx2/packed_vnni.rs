@@ -7,8 +7,8 @@
 
 use std::arch::x86_64::*;
 
-use super::packed::{REC_Q4_0, REC_Q5_0, REC_Q8_0};
-use super::util::f16_at;
+use super::packed::{block_offset, block_scale, REC_Q4_0, REC_Q5_0, REC_Q8_0};
+use crate::dispatch::BLOCK_INFO;
 
 /// Whether this CPU runs these kernels (on top of AVX2 + FMA + F16C).
 pub(crate) fn available() -> bool {
@@ -27,7 +27,7 @@ fn check<const T: usize>(
     assert!(T > 0 && out.len() >= 8 * T);
     assert!(w.len() >= nb * rec);
     assert!(a_row >= nb * 34 && a.len() >= (T - 1) * a_row + nb * 34);
-    assert!(sums.len() >= T * nb * 4);
+    assert!(sums.len() >= T * nb * BLOCK_INFO);
 }
 
 /// `acc + ` the 4-byte dot products of unsigned `u` with the signed 4 bytes at `p` (broadcast)
@@ -53,35 +53,31 @@ unsafe fn dpbusd(acc: __m256i, u: __m256i, p: *const u8) -> __m256i {
     acc
 }
 
-/// The activations a kernel reads: `T` rows of Q8_0 blocks, `a_row` bytes apart, and their i32
-/// block sums (`nb` per token).
-#[derive(Clone, Copy)]
-struct Acts<'a> {
-    a: &'a [u8],
-    a_row: usize,
-    sums: &'a [u8],
-    nb: usize,
-}
-
-/// Ends block `b`: per token, the two i32 chains' sum minus `k` x the token's block sum, times the
-/// 8 row scales `d` and the token's scale, added into `acc` (the same float ops as the AVX2 kernels).
+/// Starts block `b`'s first i32 chain per token at `2^SHIFT x` minus its activation sum.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn add_block<const T: usize>(
+fn start_block<const SHIFT: i32, const T: usize>(sums: &[u8], nb: usize, b: usize) -> [__m256i; T] {
+    let mut chain = [_mm256_setzero_si256(); T];
+    for (t, c) in chain.iter_mut().enumerate() {
+        *c = block_offset::<SHIFT>(sums, nb, t, b);
+    }
+    chain
+}
+
+/// Ends block `b`: per token, the two i32 chains' sum times the 8 row scales `d` and the token's
+/// scale, added into `acc` (the same float ops as the AVX2 kernels).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn end_block<const T: usize>(
     acc: &mut [__m256; T],
-    chains: [&[__m256i; T]; 2],
+    (s0, s1): (&[__m256i; T], &[__m256i; T]),
     d: __m256,
-    k: i32,
-    x: Acts<'_>,
-    b: usize,
+    (sums, nb, b): (&[u8], usize, usize),
 ) {
-    for (t, acc_t) in acc.iter_mut().enumerate() {
-        let s = &x.sums[(t * x.nb + b) * 4..][..4];
-        let off = _mm256_set1_epi32(k * i32::from_le_bytes([s[0], s[1], s[2], s[3]]));
-        let s32 = _mm256_sub_epi32(_mm256_add_epi32(chains[0][t], chains[1][t]), off);
-        let dy = f16_at(x.a, t * x.a_row + b * 34);
-        *acc_t =
-            _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(dy)), _mm256_cvtepi32_ps(s32), *acc_t);
+    for t in 0..T {
+        let s32 = _mm256_add_epi32(s0[t], s1[t]);
+        let dy = block_scale(sums, nb, t, b);
+        acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(s32), acc[t]);
     }
 }
 
@@ -102,7 +98,7 @@ pub(crate) fn packed_q4_0<const T: usize>(
         let rec = &w[b * REC_Q4_0..][..REC_Q4_0];
         // SAFETY: `rec` holds 16 scale bytes.
         let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(rec.as_ptr().cast()) });
-        let mut s_lo = [_mm256_setzero_si256(); T];
+        let mut s_lo = start_block::<3, T>(sums, nb, b);
         let mut s_hi = [_mm256_setzero_si256(); T];
         for c in 0..4 {
             // SAFETY: chunk c of the record's 128 nibble bytes.
@@ -119,7 +115,7 @@ pub(crate) fn packed_q4_0<const T: usize>(
                 }
             }
         }
-        add_block(&mut acc, [&s_lo, &s_hi], d, 8, Acts { a, a_row, sums, nb }, b);
+        end_block(&mut acc, (&s_lo, &s_hi), d, (sums, nb, b));
     }
     for (t, acc_t) in acc.iter().enumerate() {
         // SAFETY: `check` asserted `out` holds 8 * T floats.
@@ -128,7 +124,7 @@ pub(crate) fn packed_q4_0<const T: usize>(
 }
 
 /// Q5_0 x Q8_0 as [`super::packed::packed_q5_0`]: the same 5-bit assembly (nibble | 5th bit, 0..=31
-/// unsigned), then straight into two i32 chains; `16 x` the block sum subtracted at the end.
+/// unsigned), then straight into two i32 chains; `16 x` the block sum taken off at the start.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn packed_q5_0<const T: usize>(
     nb: usize,
@@ -147,7 +143,7 @@ pub(crate) fn packed_q5_0<const T: usize>(
         let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(rec.as_ptr().cast()) });
         // SAFETY: as above, the 32 bytes of 5th bits at 144.
         let h = unsafe { _mm256_loadu_si256(rec.as_ptr().add(144).cast()) };
-        let mut s_lo = [_mm256_setzero_si256(); T];
+        let mut s_lo = start_block::<4, T>(sums, nb, b);
         let mut s_hi = [_mm256_setzero_si256(); T];
         // Chunk c's low (high) nibbles' 5th bits are bit 2c (2c + 1) of each byte of `h`; moved
         // to bit 4 by 16-bit shifts that never carry a bit across a byte (see `packed_q5_0`).
@@ -174,7 +170,7 @@ pub(crate) fn packed_q5_0<const T: usize>(
                 }
             }
         }
-        add_block(&mut acc, [&s_lo, &s_hi], d, 16, Acts { a, a_row, sums, nb }, b);
+        end_block(&mut acc, (&s_lo, &s_hi), d, (sums, nb, b));
     }
     for (t, acc_t) in acc.iter().enumerate() {
         // SAFETY: `check` asserted `out` holds 8 * T floats.
@@ -183,7 +179,7 @@ pub(crate) fn packed_q5_0<const T: usize>(
 }
 
 /// Q8_0 x Q8_0 as [`super::packed::packed_q8_0`]: weights offset to unsigned (`xor 0x80`), the
-/// even and odd chunks in two i32 chains, `128 x` the block sum subtracted at the end.
+/// even and odd chunks in two i32 chains, the first starting at `128 x` minus the block sum.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn packed_q8_0<const T: usize>(
     nb: usize,
@@ -200,7 +196,7 @@ pub(crate) fn packed_q8_0<const T: usize>(
         let rec = &w[b * REC_Q8_0..][..REC_Q8_0];
         // SAFETY: `rec` holds 16 scale bytes.
         let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(rec.as_ptr().cast()) });
-        let mut s = [[_mm256_setzero_si256(); T]; 2];
+        let mut s = [start_block::<7, T>(sums, nb, b), [_mm256_setzero_si256(); T]];
         for c in 0..8 {
             // SAFETY: chunk c of the record's 256 quant bytes.
             let v = unsafe { _mm256_loadu_si256(rec.as_ptr().add(16 + 32 * c).cast()) };
@@ -210,7 +206,7 @@ pub(crate) fn packed_q8_0<const T: usize>(
                 *s = unsafe { dpbusd(*s, u, a.as_ptr().add(t * a_row + b * 34 + 2 + 4 * c)) };
             }
         }
-        add_block(&mut acc, [&s[0], &s[1]], d, 128, Acts { a, a_row, sums, nb }, b);
+        end_block(&mut acc, (&s[0], &s[1]), d, (sums, nb, b));
     }
     for (t, acc_t) in acc.iter().enumerate() {
         // SAFETY: `check` asserted `out` holds 8 * T floats.
@@ -260,7 +256,9 @@ mod tests {
                 let mut sums = Vec::new();
                 for blk in a.chunks_exact(34) {
                     let s: i32 = blk[2..].iter().map(|&q| i32::from(q as i8)).sum();
-                    sums.extend_from_slice(&s.to_le_bytes());
+                    sums.extend_from_slice(&(-s).to_le_bytes());
+                    let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
+                    sums.extend_from_slice(&d.to_le_bytes());
                 }
                 let (mut old, mut new) = ([0f32; 32], [0f32; 32]);
                 let d = packed.data();
