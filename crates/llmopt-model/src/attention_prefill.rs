@@ -90,7 +90,8 @@ fn tile(
     }
     let (qb, rest) = scratch.split_at_mut(rows * hd);
     let (acc, rest) = rest.split_at_mut(rows * hd);
-    let (kb, rest) = rest.split_at_mut(KEY_BLOCK * hd);
+    // The block's keys transposed (element d of key j at d * KEY_BLOCK + j), for the f16 cache.
+    let (kt, rest) = rest.split_at_mut(KEY_BLOCK * hd);
     let (vb, rest) = rest.split_at_mut(KEY_BLOCK * hd);
     let (sb, rest) = rest.split_at_mut(rows * KEY_BLOCK);
     let (m, rest) = rest.split_at_mut(rows);
@@ -136,17 +137,21 @@ fn tile(
         for (j, &off) in block.iter().enumerate() {
             let base = off + head;
             let (k, v) = (&kv.k[base..base + row], &kv.v[base..base + row]);
-            let (kd, vd) = (&mut kb[j * hd..(j + 1) * hd], &mut vb[j * hd..(j + 1) * hd]);
+            let vd = &mut vb[j * hd..(j + 1) * hd];
             if quant.is_none() {
-                bytemuck::cast_slice::<u8, f16>(k).convert_to_f32_slice(kd);
+                // The key through the value's slot, then into column j of the transposed block.
+                bytemuck::cast_slice::<u8, f16>(k).convert_to_f32_slice(vd);
+                for (d, &x) in vd.iter().enumerate() {
+                    kt[d * KEY_BLOCK + j] = x;
+                }
                 bytemuck::cast_slice::<u8, f16>(v).convert_to_f32_slice(vd);
             } else {
                 decode(v, vd);
             }
         }
-        let s = &mut sb[..rows * n_k];
+        let s = &mut sb[..rows * KEY_BLOCK];
         match quant {
-            None => attn_tile::scores(isa, qb, &kb[..n_k * hd], hd, s),
+            None => attn_tile::scores(isa, qb, kt, hd, n_k, KEY_BLOCK, s),
             Some((dot, q_row)) => quantized_scores(
                 dot,
                 hd,
@@ -159,35 +164,14 @@ fn tile(
                 b.scale,
             ),
         }
-        for (r, sr) in s.chunks_exact_mut(n_k).enumerate() {
+        for (r, sr) in s.chunks_exact_mut(KEY_BLOCK).enumerate() {
             let t = t0 + r / group;
             let (lo, pos) = (lo_of(t), b.positions[t]);
-            let mut mb = f32::NEG_INFINITY;
-            for (j, v) in sr.iter_mut().enumerate() {
-                let p = p0 + j;
-                if p < lo || p > pos {
-                    *v = f32::NEG_INFINITY;
-                } else {
-                    mb = mb.max(*v);
-                }
-            }
-            let m_new = m[r].max(mb);
-            if m_new == f32::NEG_INFINITY {
-                // Nothing visible yet in this row: keep it empty.
-                corr[r] = 1.0;
-                sr.fill(0.0);
-                continue;
-            }
-            corr[r] = (m[r] - m_new).exp();
-            let mut sum = 0.0;
-            for v in sr.iter_mut() {
-                *v = (*v - m_new).exp();
-                sum += *v;
-            }
-            l[r] = l[r] * corr[r] + sum;
-            m[r] = m_new;
+            // Keys p0 + j visible to token t: lo <= p0 + j <= pos.
+            let visible = lo.saturating_sub(p0)..(pos + 1).saturating_sub(p0).min(n_k);
+            corr[r] = attn_tile::softmax_row(isa, &mut sr[..n_k], visible, &mut m[r], &mut l[r]);
         }
-        attn_tile::accumulate(isa, acc, corr, s, &vb[..n_k * hd], hd);
+        attn_tile::accumulate(isa, acc, corr, s, KEY_BLOCK, &vb[..n_k * hd], hd);
         p0 += n_k;
     }
     for (r, ar) in acc.chunks_exact(hd).enumerate() {
@@ -202,7 +186,7 @@ fn tile(
     }
 }
 
-/// `s[r * n_k + j] = dot(key j, query row r) * scale` for the quantized keys at `block` (byte
+/// `s[r * KEY_BLOCK + j] = dot(key j, query row r) * scale` for the quantized keys at `block` (byte
 /// offsets, plus the head's byte range `head`) and the quantized query rows `qq` (`q_row` bytes each).
 #[allow(clippy::too_many_arguments)]
 fn quantized_scores(
@@ -216,8 +200,7 @@ fn quantized_scores(
     s: &mut [f32],
     scale: f32,
 ) {
-    let n_k = block.len();
-    for (qr, sr) in qq.chunks_exact(q_row).zip(s.chunks_exact_mut(n_k)) {
+    for (qr, sr) in qq.chunks_exact(q_row).zip(s.chunks_exact_mut(KEY_BLOCK)) {
         for (&off, sv) in block.iter().zip(sr.iter_mut()) {
             *sv = dot(hd, &k[off + head.start..off + head.end], qr) * scale;
         }

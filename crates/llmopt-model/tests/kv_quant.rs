@@ -49,9 +49,13 @@ fn smollm2_quantized_kv_stays_close_to_f16() {
     let base = logits(&m, &pool, &tokens);
     let vocab = m.config.vocab_size;
     // (type, mean KLD bound, max KLD bound, top-1 agreement bound): about twice the measured KLDs
-    // (q8_0: mean 0.0055, max 0.035, top-1 0.94; q4_0: mean 0.10, max 1.24, top-1 0.81).
+    // (q8_0: mean 0.0070, max 0.080, top-1 0.96; q4_0: mean 0.13, max 3.7, top-1 0.76). On this
+    // model a change of float rounding alone (another summation order in attention) moves the
+    // logits by a mean KLD of about 0.0035 with a maximum near 0.05, so q8_0's maximum over 120
+    // rows is mostly that noise, and q4_0's moves between 1.2 and 3.7 with it. On the 2,040
+    // rows of `eval perplexity` (BENCHMARKS.md) the means are 0.0044 and 0.062.
     for (name, mean_max, max_max, top1_min) in
-        [("q8_0", 0.011, 0.07, 0.9), ("q4_0", 0.2, 2.5, 0.75)]
+        [("q8_0", 0.014, 0.16, 0.9), ("q4_0", 0.25, 7.5, 0.7)]
     {
         m.config = m.config.clone().with_kv_type(name.parse::<KvType>().unwrap()).unwrap();
         let got = logits(&m, &pool, &tokens);
