@@ -60,25 +60,36 @@ unsafe fn bcast4(p: *const u8) -> __m256i {
 /// Token `t`'s record of block `b` in `sums` ([`BLOCK_INFO`]): `2^SHIFT x` minus the block's
 /// quant sum in all 8 lanes. Added to an unsigned-weight dot with an offset of `2^SHIFT`, it
 /// gives the signed dot.
+///
+/// # Safety
+/// `sums` holds at least `(t * nb + b + 1) * BLOCK_INFO` bytes (the kernels' `check`).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn block_offset<const SHIFT: i32>(
+pub(super) unsafe fn block_offset<const SHIFT: i32>(
     sums: &[u8],
     nb: usize,
     t: usize,
     b: usize,
 ) -> __m256i {
-    let r = &sums[(t * nb + b) * BLOCK_INFO..][..4];
-    let neg = i32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+    // SAFETY: the record's first 4 bytes are in `sums` (caller); unaligned read.
+    let neg = unsafe {
+        std::ptr::read_unaligned(sums.as_ptr().add((t * nb + b) * BLOCK_INFO).cast::<i32>())
+    };
     _mm256_slli_epi32::<SHIFT>(_mm256_set1_epi32(neg))
 }
 
 /// Token `t`'s scale of block `b` from its record in `sums`, in all 8 lanes.
+///
+/// # Safety
+/// As [`block_offset`].
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-pub(super) fn block_scale(sums: &[u8], nb: usize, t: usize, b: usize) -> __m256 {
-    let r = &sums[(t * nb + b) * BLOCK_INFO + 4..][..4];
-    _mm256_set1_ps(f32::from_le_bytes([r[0], r[1], r[2], r[3]]))
+pub(super) unsafe fn block_scale(sums: &[u8], nb: usize, t: usize, b: usize) -> __m256 {
+    // SAFETY: the record's last 4 bytes are in `sums` (caller); unaligned read.
+    let d = unsafe {
+        std::ptr::read_unaligned(sums.as_ptr().add((t * nb + b) * BLOCK_INFO + 4).cast::<f32>())
+    };
+    _mm256_set1_ps(d)
 }
 
 /// 8 f16 at `p` as 8 f32.
@@ -145,7 +156,9 @@ pub(crate) fn packed_q4_0<const T: usize>(
             )
         };
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let (off, dy) = (block_offset::<3>(sums, nb, t, b), block_scale(sums, nb, t, b));
+            // SAFETY: `check` asserted `sums` holds `T * nb` records.
+            let (off, dy) =
+                unsafe { (block_offset::<3>(sums, nb, t, b), block_scale(sums, nb, t, b)) };
             let s32 = _mm256_add_epi32(_mm256_madd_epi16(s16[t], ones), off);
             *acc_t = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(s32), *acc_t);
         }
@@ -298,7 +311,9 @@ pub(crate) fn packed_q5_0<const T: usize>(
             }
         }
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let (off, dy) = (block_offset::<4>(sums, nb, t, b), block_scale(sums, nb, t, b));
+            // SAFETY: `check` asserted `sums` holds `T * nb` records.
+            let (off, dy) =
+                unsafe { (block_offset::<4>(sums, nb, t, b), block_scale(sums, nb, t, b)) };
             let v = _mm256_add_epi32(s32[t], off);
             *acc_t = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(v), *acc_t);
         }

@@ -1,9 +1,12 @@
 //! The packed Q4_0, Q5_0 and Q8_0 kernels of [`super::packed`] for CPUs with AVX-512 VNNI (+VL), on
-//! 256-bit registers: `vpdpbusd` multiplies unsigned weight bytes with signed activation bytes
-//! and adds each lane's 4 products straight into i32, so there is no i16 stage to saturate and no
-//! `madd` with ones. Q8_0 weights are made unsigned by flipping the sign bit (`w + 128`, one `xor`
-//! per chunk shared by all tokens) and `128 x` the activation block sum is subtracted in integers,
-//! as Q4_0's `-8` and Q5_0's `-16`; results equal the AVX2 kernels' bit for bit (same integers, same float ops).
+//! 256-bit registers (EVEX-encoded, so all 32 are the compiler's): `vpdpbusd` multiplies unsigned
+//! weight bytes with signed activation bytes and adds each lane's 4 products straight into i32, so
+//! there is no i16 stage to saturate and no `madd` with ones. Q8_0 weights are made unsigned by
+//! flipping the sign bit (`w + 128`, one `xor` per chunk shared by all tokens); that `128 x` the
+//! activation block sum, as Q4_0's `8 x` and Q5_0's `16 x`, is taken off by starting each block's
+//! first i32 chain at minus it (from the block records, [`BLOCK_INFO`]), whose f32 scale also
+//! spares an f16 conversion per block. Results equal the AVX2 kernels' bit for bit (same integers,
+//! same float ops).
 
 use std::arch::x86_64::*;
 
@@ -12,7 +15,9 @@ use crate::dispatch::BLOCK_INFO;
 
 /// Whether this CPU runs these kernels (on top of AVX2 + FMA + F16C).
 pub(crate) fn available() -> bool {
-    is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512vl")
 }
 
 fn check<const T: usize>(
@@ -31,42 +36,34 @@ fn check<const T: usize>(
 }
 
 /// `acc + ` the 4-byte dot products of unsigned `u` with the signed 4 bytes at `p` (broadcast)
-/// per i32 lane: `vpdpbusd` with an embedded broadcast, no saturation. Inline asm, as the
-/// intrinsic is newer than the workspace's minimum Rust.
+/// per i32 lane: `vpdpbusd`, no saturation; the compiler folds the broadcast into the instruction's
+/// memory operand (`{1to8}`).
 ///
 /// # Safety
 /// `p..p + 4` must be readable, and the CPU must have AVX-512 VNNI + VL ([`available`]).
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
 #[inline]
 unsafe fn dpbusd(acc: __m256i, u: __m256i, p: *const u8) -> __m256i {
-    let mut acc = acc;
-    // SAFETY: reads the 4 bytes at `p` (caller); the CPU runs it (caller).
-    unsafe {
-        std::arch::asm!(
-            "vpdpbusd {acc}, {u}, dword ptr [{p}]{{1to8}}",
-            acc = inout(ymm_reg) acc,
-            u = in(ymm_reg) u,
-            p = in(reg) p,
-            options(pure, readonly, nostack, preserves_flags),
-        );
-    }
-    acc
+    // SAFETY: reads the 4 bytes at `p` (caller); unaligned read.
+    let y = _mm256_set1_epi32(unsafe { std::ptr::read_unaligned(p.cast::<i32>()) });
+    _mm256_dpbusd_epi32(acc, u, y)
 }
 
 /// Starts block `b`'s first i32 chain per token at `2^SHIFT x` minus its activation sum.
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 #[inline]
 fn start_block<const SHIFT: i32, const T: usize>(sums: &[u8], nb: usize, b: usize) -> [__m256i; T] {
     let mut chain = [_mm256_setzero_si256(); T];
     for (t, c) in chain.iter_mut().enumerate() {
-        *c = block_offset::<SHIFT>(sums, nb, t, b);
+        // SAFETY: the kernels' `check` asserted `sums` holds `T * nb` records.
+        *c = unsafe { block_offset::<SHIFT>(sums, nb, t, b) };
     }
     chain
 }
 
 /// Ends block `b`: per token, the two i32 chains' sum times the 8 row scales `d` and the token's
 /// scale, added into `acc` (the same float ops as the AVX2 kernels).
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 #[inline]
 fn end_block<const T: usize>(
     acc: &mut [__m256; T],
@@ -76,13 +73,14 @@ fn end_block<const T: usize>(
 ) {
     for t in 0..T {
         let s32 = _mm256_add_epi32(s0[t], s1[t]);
-        let dy = block_scale(sums, nb, t, b);
+        // SAFETY: as in `start_block`.
+        let dy = unsafe { block_scale(sums, nb, t, b) };
         acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(s32), acc[t]);
     }
 }
 
 /// Q4_0 x Q8_0 as [`super::packed::packed_q4_0`], the low and high nibbles in two i32 chains.
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub(crate) fn packed_q4_0<const T: usize>(
     nb: usize,
     w: &[u8],
@@ -125,7 +123,7 @@ pub(crate) fn packed_q4_0<const T: usize>(
 
 /// Q5_0 x Q8_0 as [`super::packed::packed_q5_0`]: the same 5-bit assembly (nibble | 5th bit, 0..=31
 /// unsigned), then straight into two i32 chains; `16 x` the block sum taken off at the start.
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub(crate) fn packed_q5_0<const T: usize>(
     nb: usize,
     w: &[u8],
@@ -180,7 +178,7 @@ pub(crate) fn packed_q5_0<const T: usize>(
 
 /// Q8_0 x Q8_0 as [`super::packed::packed_q8_0`]: weights offset to unsigned (`xor 0x80`), the
 /// even and odd chunks in two i32 chains, the first starting at `128 x` minus the block sum.
-#[target_feature(enable = "avx2,fma,f16c")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub(crate) fn packed_q8_0<const T: usize>(
     nb: usize,
     w: &[u8],
