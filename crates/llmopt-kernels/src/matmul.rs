@@ -321,7 +321,8 @@ impl<'a> Job<'a> {
         t0: usize,
         t1: usize,
     ) {
-        let (rows, a_row, nb) = (self.w.rows, self.a_row, self.w.cols / 32);
+        let (rows, a_row) = (self.w.rows, self.a_row);
+        let nb = self.w.cols / self.w.ty.spec().block_len;
         let gb = p.group_bytes();
         let mut buf = [0.0f32; 4 * PACK_ROWS];
         for g0 in (r0..r1).step_by(PACK_ROWS) {

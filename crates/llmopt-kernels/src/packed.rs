@@ -1,5 +1,5 @@
 //! Row-interleaved ("repacked") weights, built once at load time, as ggml's `q4_0_8x8` repack:
-//! rows in groups of 8, and per group and 32-element block one record
+//! rows in groups of 8, and per group and block (32 elements; Q4_K: 256) one record
 //!
 //! - Q4_0: the 8 rows' f16 `d` (16 bytes), then 4 chunks of 32 bytes, chunk `c` holding bytes
 //!   `qs[4c..4c + 4]` of row 0, row 1, ... row 7 (low nibbles: elements `4c..4c + 4`, high
@@ -57,8 +57,27 @@ fn record_bytes(ty: GgmlType) -> Option<usize> {
         GgmlType::Q4_1 => 32 + 128,
         GgmlType::Q8_0 => 16 + 256,
         GgmlType::Q5_0 => 16 + 128 + 32,
+        GgmlType::Q4_K => 32 + 64 + 64 + 1024,
         _ => return None,
     })
+}
+
+/// Row `r`'s Q4_K block `src` (d, dmin, 12 bytes of 6-bit scales and mins, 128 nibble bytes) into
+/// its 8-row record (see the module docs).
+fn pack_q4_k(src: &[u8], r: usize, dst: &mut [u8]) {
+    dst[2 * r..2 * r + 2].copy_from_slice(&src[0..2]);
+    dst[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&src[2..4]);
+    for j in 0..8 {
+        let (sc, m) = llmopt_tensor::get_scale_min_k4(j, &src[4..16]);
+        dst[32 + 8 * j + r] = sc;
+        dst[96 + 8 * j + r] = m;
+    }
+    for j in 0..4 {
+        for c in 0..8 {
+            let o = 160 + 256 * j + 32 * c + 4 * r;
+            dst[o..o + 4].copy_from_slice(&src[16 + 32 * j + 4 * c..][..4]);
+        }
+    }
 }
 
 impl PackedWeight {
@@ -95,6 +114,10 @@ impl PackedWeight {
             for r in 0..PACK_ROWS.min(w.rows - g * PACK_ROWS) {
                 let row = &w.data[(g * PACK_ROWS + r) * w_row..][..w_row];
                 for (src, dst) in row.chunks_exact(bb).zip(gdata.chunks_exact_mut(rec)) {
+                    if w.ty == GgmlType::Q4_K {
+                        pack_q4_k(src, r, dst);
+                        continue;
+                    }
                     for &(s, d) in scales {
                         dst[d + 2 * r..d + 2 * r + 2].copy_from_slice(&src[s..s + 2]);
                     }

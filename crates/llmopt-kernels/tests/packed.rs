@@ -34,14 +34,38 @@ fn reference(w: &WeightView<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
     y
 }
 
+/// Whether this CPU runs the packed Q4_K kernel (AVX-512 VNNI + VL only).
+fn vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The packed types this CPU runs, and the widths to test each at (Q4_K's are multiples of 256).
+fn packed_types() -> Vec<(GgmlType, &'static [usize])> {
+    let mut v: Vec<(GgmlType, &'static [usize])> =
+        PACKED.iter().map(|&ty| (ty, &[576usize, 640, 896, 1536][..])).collect();
+    if vnni() {
+        v.push((GgmlType::Q4_K, &[256, 1536, 2048]));
+    }
+    v
+}
+
 #[test]
 fn supports_only_where_kernels_exist() {
     assert!(PACKED.iter().all(|&ty| !PackedWeight::supports(Isa::Scalar, ty)));
+    assert!(!PackedWeight::supports(Isa::Scalar, GgmlType::Q4_K));
     if Isa::Avx2.is_available() {
         assert!(PACKED.iter().all(|&ty| PackedWeight::supports(Isa::Avx2, ty)));
-        assert!(!PackedWeight::supports(Isa::Avx2, GgmlType::Q4_K));
-        let data = vec![0u8; 2 * 144];
-        let w = WeightView::new(GgmlType::Q4_K, 2, 256, &data);
+        assert_eq!(PackedWeight::supports(Isa::Avx2, GgmlType::Q4_K), vnni());
+        assert!(!PackedWeight::supports(Isa::Avx2, GgmlType::Q6_K));
+        let data = vec![0u8; 2 * 210];
+        let w = WeightView::new(GgmlType::Q6_K, 2, 256, &data);
         assert!(PackedWeight::new(Isa::Avx2, &w).is_none());
     }
 }
@@ -54,8 +78,8 @@ fn packed_matmul_equals_reference() {
     let mut rng = StdRng::seed_from_u64(21);
     let pools = [ThreadPool::new(1), ThreadPool::new(2), ThreadPool::new(3)];
     let mut scratch = Vec::new();
-    for ty in PACKED {
-        for cols in [576usize, 640, 896, 1536] {
+    for (ty, widths) in packed_types() {
+        for &cols in widths {
             for rows in [1usize, 7, 8, 9, 37, 130] {
                 let data = random_weights(ty, rows, cols, &mut rng);
                 let plain = WeightView::new(ty, rows, cols, &data);
@@ -64,6 +88,8 @@ fn packed_matmul_equals_reference() {
                 let bytes = match ty {
                     // Q4_0's record and 4 bytes of 5th bits per row and block.
                     GgmlType::Q5_0 => cols / 32 * 22,
+                    // The record unpacks the 12 bytes of 6-bit scales and mins to 16.
+                    GgmlType::Q4_K => cols / 256 * 148,
                     _ => ty.row_bytes(cols).unwrap(),
                 };
                 assert_eq!(p.n_bytes(), rows.div_ceil(8) * 8 * bytes);
@@ -188,14 +214,22 @@ fn extreme_quants_do_not_overflow() {
     }
     let pool = ThreadPool::new(2);
     let mut scratch = Vec::new();
-    let (rows, cols) = (9, 896);
-    // The largest weight magnitudes (Q4_0: nibble 15, Q5_0: 31, Q8_0: -128) against activations
-    // quantized to +-127 everywhere: the i16 sums' worst case.
-    for (ty, fill) in [(GgmlType::Q4_0, 0xffu8), (GgmlType::Q5_0, 0xff), (GgmlType::Q8_0, 0x80)] {
+    let (rows, cols) = (9, 1792);
+    // The largest weight magnitudes (Q4_0: nibble 15, Q5_0: 31, Q8_0: -128; Q4_K: nibble 15 with
+    // scale and min 63) against activations quantized to +-127 everywhere: the i16 sums' worst case.
+    let mut cases = vec![(GgmlType::Q4_0, 0xffu8), (GgmlType::Q5_0, 0xff), (GgmlType::Q8_0, 0x80)];
+    if vnni() {
+        cases.push((GgmlType::Q4_K, 0xff));
+    }
+    for (ty, fill) in cases {
         let bb = ty.spec().block_bytes;
         let mut data = vec![fill; rows * ty.row_bytes(cols).unwrap()];
         for b in data.chunks_exact_mut(bb) {
             b[..2].copy_from_slice(&llmopt_tensor::f32_to_f16(1.0).to_le_bytes());
+            if ty == GgmlType::Q4_K {
+                b[2..4].copy_from_slice(&llmopt_tensor::f32_to_f16(0.5).to_le_bytes());
+                // dmin
+            }
         }
         let plain = WeightView::new(ty, rows, cols, &data);
         let p = PackedWeight::new(Isa::Avx2, &plain).unwrap();

@@ -7,6 +7,7 @@ mod legacy;
 mod mx;
 mod packed;
 mod packed_vnni;
+mod packed_vnni_k;
 mod quantize;
 mod tile_kquants;
 mod tile_legacy;
@@ -131,6 +132,9 @@ pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
         }
         Q8_0 if vnni => {
             PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q8_0) }
+        }
+        Q4_K if vnni => {
+            PackedKernel { needs_sums: false, f: safe!(packed4 packed_vnni_k packed_q4_k) }
         }
         Q5_0 if vnni => {
             PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q5_0) }

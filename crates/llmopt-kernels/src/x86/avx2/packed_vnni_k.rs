@@ -1,0 +1,128 @@
+//! Packed Q4_K x Q8_K for CPUs with AVX-512 VNNI (+VL), on 256-bit registers: one register holds
+//! 4 consecutive nibbles of 8 rows, so a token's 4 activation bytes (broadcast) meet 8 rows per
+//! `vpdpbusd`. Each 32-element sub-block's i32 sums are multiplied by the 8 rows' 6-bit scales
+//! (`vpmulld`), and the min term `sum_j m_j (bsum_2j + bsum_2j+1)` is one `vpdpwssd` per
+//! sub-block with the rows' mins as i16 pairs against Q8_K's pair of 16-element sums. Both sums
+//! are exact integers; per super-block and token, `d dy` and `dmin dy` scale them in f32 for 8 rows.
+
+use std::arch::x86_64::*;
+
+/// One 8-row Q4_K record: the rows' `d` and `dmin` (f16, 16 bytes each), the 6-bit scales and
+/// mins unpacked to bytes (`[sub-block][row]`, 64 bytes each), then 4 sub-block pairs x 8 chunks
+/// x 32 bytes, chunk `c` of pair `j` holding `qs[32 j + 4c..32 j + 4c + 4]` of row 0, 1, ... 7
+/// (low nibbles: sub-block `2j`, high nibbles: `2j + 1`).
+pub(crate) const REC_Q4_K: usize = 32 + 64 + 64 + 1024;
+/// Offsets in a record: scales, mins, nibbles.
+const SC: usize = 32;
+const MN: usize = 96;
+const QS: usize = 160;
+/// Bytes of one Q8_K block: f32 `d`, 256 quants, 16 i16 sums of 16 quants.
+const Q8K: usize = 292;
+
+fn check<const T: usize>(nb: usize, w: &[u8], a: &[u8], a_row: usize, out: &[f32]) {
+    assert!(T > 0 && out.len() >= 8 * T);
+    assert!(w.len() >= nb * REC_Q4_K);
+    assert!(a_row >= nb * Q8K && a.len() >= (T - 1) * a_row + nb * Q8K);
+}
+
+/// The 4 bytes at `p` in every i32 lane.
+///
+/// # Safety
+/// `p..p + 4` readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn bcast4(p: *const u8) -> __m256i {
+    // SAFETY: 4 readable bytes (caller); unaligned read.
+    _mm256_set1_epi32(unsafe { std::ptr::read_unaligned(p.cast::<i32>()) })
+}
+
+/// The 8 bytes at `p` as 8 i32 lanes (unsigned).
+///
+/// # Safety
+/// `p..p + 8` readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn u8x8(p: *const u8) -> __m256i {
+    // SAFETY: 8 readable bytes (caller); `loadl` needs no alignment.
+    _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(p.cast()) })
+}
+
+/// Q4_K x Q8_K: 8 packed rows x `T` tokens into `out[t * 8 + r]` (`nb` super-blocks; `_sums` unused).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub(crate) fn packed_q4_k<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    a: &[u8],
+    a_row: usize,
+    _sums: &[u8],
+    out: &mut [f32],
+) {
+    check::<T>(nb, w, a, a_row, out);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        // Every read below stays inside record `b` of `w` or block `b` of a token row of `a`:
+        // `check` asserted `w` holds `nb` records and `a` `T` rows of `nb` Q8_K blocks.
+        // SAFETY: record `b` starts inside `w` (as above).
+        let rec = unsafe { w.as_ptr().add(b * REC_Q4_K) };
+        let ys: [*const u8; T] = std::array::from_fn(|t| a[t * a_row + b * Q8K..].as_ptr());
+        // SAFETY: the record's 32 bytes of f16 scales.
+        let (d, dmin) = unsafe {
+            (
+                _mm256_cvtph_ps(_mm_loadu_si128(rec.cast())),
+                _mm256_cvtph_ps(_mm_loadu_si128(rec.add(16).cast())),
+            )
+        };
+        let mut msum = [_mm256_setzero_si256(); T];
+        for j in 0..8 {
+            // SAFETY: sub-block j's 8 mins in the record.
+            let m = unsafe { u8x8(rec.add(MN + 8 * j)) };
+            let mm = _mm256_or_si256(m, _mm256_slli_epi32::<16>(m));
+            for (s, y) in msum.iter_mut().zip(&ys) {
+                // SAFETY: Q8_K's i16 sums 2j and 2j + 1 of this token's block.
+                let pair = unsafe { bcast4(y.add(260 + 4 * j)) };
+                *s = _mm256_dpwssd_epi32(*s, mm, pair);
+            }
+        }
+        let mut isum = [_mm256_setzero_si256(); T];
+        for j in 0..4 {
+            // SAFETY: sub-blocks 2j and 2j + 1's 8 scales in the record.
+            let (scl, sch) =
+                unsafe { (u8x8(rec.add(SC + 16 * j)), u8x8(rec.add(SC + 16 * j + 8))) };
+            let mut dl = [_mm256_setzero_si256(); T];
+            let mut dh = [_mm256_setzero_si256(); T];
+            for c in 0..8 {
+                // SAFETY: chunk c of pair j in the record.
+                let v = unsafe { _mm256_loadu_si256(rec.add(QS + 256 * j + 32 * c).cast()) };
+                let lo = _mm256_and_si256(v, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                for t in 0..T {
+                    // SAFETY: quants 64j + 4c.. and 64j + 32 + 4c.. (4 each) of this token's block.
+                    let (yl, yh) = unsafe {
+                        let yq = ys[t].add(4 + 64 * j + 4 * c);
+                        (bcast4(yq), bcast4(yq.add(32)))
+                    };
+                    dl[t] = _mm256_dpbusd_epi32(dl[t], lo, yl);
+                    dh[t] = _mm256_dpbusd_epi32(dh[t], hi, yh);
+                }
+            }
+            for t in 0..T {
+                let s = _mm256_add_epi32(
+                    _mm256_mullo_epi32(dl[t], scl),
+                    _mm256_mullo_epi32(dh[t], sch),
+                );
+                isum[t] = _mm256_add_epi32(isum[t], s);
+            }
+        }
+        for t in 0..T {
+            // SAFETY: the token block's f32 scale, its first 4 bytes.
+            let dy = _mm256_set1_ps(unsafe { std::ptr::read_unaligned(ys[t].cast::<f32>()) });
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(isum[t]), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(msum[t]), acc[t]);
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: `check` asserted `out` holds 8 * T floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
+    }
+}
