@@ -58,6 +58,7 @@ fn record_bytes(ty: GgmlType) -> Option<usize> {
         GgmlType::Q8_0 => 16 + 256,
         GgmlType::Q5_0 => 16 + 128 + 32,
         GgmlType::Q4_K => 32 + 64 + 64 + 1024,
+        GgmlType::Q6_K => 16 + 128 + 8 * 192,
         _ => return None,
     })
 }
@@ -77,6 +78,30 @@ fn pack_q4_k(src: &[u8], r: usize, dst: &mut [u8]) {
             let o = 160 + 256 * j + 32 * c + 4 * r;
             dst[o..o + 4].copy_from_slice(&src[16 + 32 * j + 4 * c..][..4]);
         }
+    }
+}
+
+/// Row `r`'s Q6_K block `src` (128 bytes of low nibbles, 64 of top 2 bits, 16 i8 scales, f16 d)
+/// into its 8-row record (see the module docs).
+fn pack_q6_k(src: &[u8], r: usize, dst: &mut [u8]) {
+    dst[2 * r..2 * r + 2].copy_from_slice(&src[208..210]);
+    for p in 0..8 {
+        dst[16 + 16 * p + 2 * r] = src[192 + 2 * p];
+        dst[16 + 16 * p + 2 * r + 1] = src[192 + 2 * p + 1];
+    }
+    for e in 0..256 {
+        // ggml's layout: halves of 128, each 4 runs of 32 (k) sharing `qh[l]`'s bit pairs.
+        let (n, k, l) = (e / 128, (e % 128) / 32, e % 32);
+        let ql = src[64 * n + l + 32 * (k % 2)];
+        let nib = if k < 2 { ql & 0x0f } else { ql >> 4 };
+        let top = (src[128 + 32 * n + l] >> (2 * k)) & 3;
+        // Ours: group e / 32; its first 16 elements are chunks c (low nibbles, bits 2c of h0),
+        // the next 16 chunks c + 4 (high nibbles, bits 2c of h1).
+        let (g, x) = (e / 32, e % 32);
+        let (half, c, i) = (x / 16, (x % 16) / 4, x % 4);
+        let base = 144 + 192 * g;
+        dst[base + 32 * c + 4 * r + i] |= nib << (4 * half);
+        dst[base + 128 + 32 * half + 4 * r + i] |= top << (2 * c);
     }
 }
 
@@ -116,6 +141,10 @@ impl PackedWeight {
                 for (src, dst) in row.chunks_exact(bb).zip(gdata.chunks_exact_mut(rec)) {
                     if w.ty == GgmlType::Q4_K {
                         pack_q4_k(src, r, dst);
+                        continue;
+                    }
+                    if w.ty == GgmlType::Q6_K {
+                        pack_q6_k(src, r, dst);
                         continue;
                     }
                     for &(s, d) in scales {

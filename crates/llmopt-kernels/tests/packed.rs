@@ -52,6 +52,7 @@ fn packed_types() -> Vec<(GgmlType, &'static [usize])> {
         PACKED.iter().map(|&ty| (ty, &[576usize, 640, 896, 1536][..])).collect();
     if vnni() {
         v.push((GgmlType::Q4_K, &[256, 1536, 2048]));
+        v.push((GgmlType::Q6_K, &[256, 1536, 2048]));
     }
     v
 }
@@ -63,9 +64,10 @@ fn supports_only_where_kernels_exist() {
     if Isa::Avx2.is_available() {
         assert!(PACKED.iter().all(|&ty| PackedWeight::supports(Isa::Avx2, ty)));
         assert_eq!(PackedWeight::supports(Isa::Avx2, GgmlType::Q4_K), vnni());
-        assert!(!PackedWeight::supports(Isa::Avx2, GgmlType::Q6_K));
-        let data = vec![0u8; 2 * 210];
-        let w = WeightView::new(GgmlType::Q6_K, 2, 256, &data);
+        assert_eq!(PackedWeight::supports(Isa::Avx2, GgmlType::Q6_K), vnni());
+        assert!(!PackedWeight::supports(Isa::Avx2, GgmlType::Q5_K));
+        let data = vec![0u8; 2 * 176];
+        let w = WeightView::new(GgmlType::Q5_K, 2, 256, &data);
         assert!(PackedWeight::new(Isa::Avx2, &w).is_none());
     }
 }
@@ -220,6 +222,7 @@ fn extreme_quants_do_not_overflow() {
     let mut cases = vec![(GgmlType::Q4_0, 0xffu8), (GgmlType::Q5_0, 0xff), (GgmlType::Q8_0, 0x80)];
     if vnni() {
         cases.push((GgmlType::Q4_K, 0xff));
+        cases.push((GgmlType::Q6_K, 0xff));
     }
     for (ty, fill) in cases {
         let bb = ty.spec().block_bytes;
@@ -227,8 +230,13 @@ fn extreme_quants_do_not_overflow() {
         for b in data.chunks_exact_mut(bb) {
             b[..2].copy_from_slice(&llmopt_tensor::f32_to_f16(1.0).to_le_bytes());
             if ty == GgmlType::Q4_K {
-                b[2..4].copy_from_slice(&llmopt_tensor::f32_to_f16(0.5).to_le_bytes());
                 // dmin
+                b[2..4].copy_from_slice(&llmopt_tensor::f32_to_f16(0.5).to_le_bytes());
+            }
+            if ty == GgmlType::Q6_K {
+                // d is last; the scales stay 0xff (-1).
+                b[..2].fill(0xff);
+                b[208..].copy_from_slice(&llmopt_tensor::f32_to_f16(1.0).to_le_bytes());
             }
         }
         let plain = WeightView::new(ty, rows, cols, &data);

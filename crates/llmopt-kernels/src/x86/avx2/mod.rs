@@ -136,6 +136,9 @@ pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
         Q4_K if vnni => {
             PackedKernel { needs_sums: false, f: safe!(packed4 packed_vnni_k packed_q4_k) }
         }
+        Q6_K if vnni => {
+            PackedKernel { needs_sums: false, f: safe!(packed4 packed_vnni_k packed_q6_k) }
+        }
         Q5_0 if vnni => {
             PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q5_0) }
         }
