@@ -1,4 +1,4 @@
-//! The packed Q4_0, Q5_0 and Q8_0 kernels of [`super::packed`] for CPUs with AVX-512 VNNI (+VL), on
+//! The packed Q4_0, Q4_1, Q5_0 and Q8_0 kernels of [`super::packed`] for CPUs with AVX-512 VNNI (+VL), on
 //! 256-bit registers (EVEX-encoded, so all 32 are the compiler's): `vpdpbusd` multiplies unsigned
 //! weight bytes with signed activation bytes and adds each lane's 4 products straight into i32, so
 //! there is no i16 stage to saturate and no `madd` with ones. Q8_0 weights are made unsigned by
@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use super::packed::{block_offset, block_scale, REC_Q4_0, REC_Q5_0, REC_Q8_0};
+use super::packed::{block_offset, block_scale, REC_Q4_0, REC_Q4_1, REC_Q5_0, REC_Q8_0};
 use crate::dispatch::BLOCK_INFO;
 
 /// Whether this CPU runs these kernels (on top of AVX2 + FMA + F16C).
@@ -121,6 +121,66 @@ pub(crate) fn packed_q4_0<const T: usize>(
     }
 }
 
+/// Q4_1 x Q8_1 as [`super::packed::packed_q4_1`]: nibbles straight into two i32 chains (no
+/// offset: Q4_1's min is the float term `m_r * s_t`, `s` = Q8_1's `d x` block sum).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub(crate) fn packed_q4_1<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    a: &[u8],
+    a_row: usize,
+    _sums: &[u8],
+    out: &mut [f32],
+) {
+    assert!(T > 0 && out.len() >= 8 * T);
+    assert!(w.len() >= nb * REC_Q4_1);
+    assert!(a_row >= nb * 36 && a.len() >= (T - 1) * a_row + nb * 36);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let rec = &w[b * REC_Q4_1..][..REC_Q4_1];
+        // SAFETY: `rec` holds 16 bytes of `d`, then 16 of `m`.
+        let (d, m) = unsafe {
+            (
+                _mm256_cvtph_ps(_mm_loadu_si128(rec.as_ptr().cast())),
+                _mm256_cvtph_ps(_mm_loadu_si128(rec.as_ptr().add(16).cast())),
+            )
+        };
+        let mut s_lo = [_mm256_setzero_si256(); T];
+        let mut s_hi = [_mm256_setzero_si256(); T];
+        for c in 0..4 {
+            // SAFETY: chunk c of the record's 128 nibble bytes.
+            let v = unsafe { _mm256_loadu_si256(rec.as_ptr().add(32 + 32 * c).cast()) };
+            let lo = _mm256_and_si256(v, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+            for t in 0..T {
+                // SAFETY: bytes 4c..4c+4 and 16+4c..20+4c of token t's block quants (asserted
+                // above); VNNI checked before these kernels are handed out.
+                unsafe {
+                    let yt = a.as_ptr().add(t * a_row + b * 36 + 4);
+                    s_lo[t] = dpbusd(s_lo[t], lo, yt.add(4 * c));
+                    s_hi[t] = dpbusd(s_hi[t], hi, yt.add(16 + 4 * c));
+                }
+            }
+        }
+        for t in 0..T {
+            // SAFETY: token t's block starts with its f16 `d` and `s` (asserted above).
+            let ds = unsafe {
+                let p = a.as_ptr().add(t * a_row + b * 36);
+                _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p.cast::<i32>())))
+            };
+            let (dy, sy) = (_mm256_broadcastss_ps(ds), _mm256_broadcastss_ps(_mm_movehdup_ps(ds)));
+            let s32 = _mm256_add_epi32(s_lo[t], s_hi[t]);
+            let v = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(s32), acc[t]);
+            acc[t] = _mm256_fmadd_ps(m, sy, v);
+        }
+    }
+    for (t, acc_t) in acc.iter().enumerate() {
+        // SAFETY: asserted above: `out` holds 8 * T floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
+    }
+}
+
 /// Q5_0 x Q8_0 as [`super::packed::packed_q5_0`]: the same 5-bit assembly (nibble | 5th bit, 0..=31
 /// unsigned), then straight into two i32 chains; `16 x` the block sum taken off at the start.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
@@ -216,7 +276,7 @@ pub(crate) fn packed_q8_0<const T: usize>(
 mod tests {
     use llmopt_tensor::GgmlType;
 
-    use crate::{reference, Isa, PackedWeight, WeightView};
+    use crate::{Isa, Kernels, PackedWeight, WeightView};
 
     /// Deterministic values in [-2, 2), not zeros.
     fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -238,21 +298,23 @@ mod tests {
         if !(super::available() && Isa::Avx2.is_available()) {
             return; // Nothing to compare on this CPU: the AVX2 kernels are the ones in use.
         }
-        for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0] {
             for cols in [576usize, 640, 896] {
                 let (rows, nb) = (8, cols / 32);
                 let mut w = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
                 ty.from_f32(&values(rows * cols, cols as u64), &mut w).unwrap();
                 let view = WeightView::new(ty, rows, cols, &w);
                 let packed = PackedWeight::new(Isa::Avx2, &view).expect("packable");
-                let a_row = GgmlType::Q8_0.row_bytes(cols).unwrap();
+                let vdt = ty.spec().vec_dot_type; // Q8_1 for Q4_1, else Q8_0
+                let a_row = vdt.row_bytes(cols).unwrap();
                 let x = values(4 * cols, 7 + cols as u64);
                 let mut a = vec![0u8; 4 * a_row];
+                let quantize = Kernels::get(Isa::Scalar).unwrap().quantize(vdt).unwrap();
                 for (xt, at) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_row)) {
-                    reference::quantize_row_q8_0(xt, at);
+                    quantize(xt, at);
                 }
                 let mut sums = Vec::new();
-                for blk in a.chunks_exact(34) {
+                for blk in a.chunks_exact(34).filter(|_| vdt == GgmlType::Q8_0) {
                     let s: i32 = blk[2..].iter().map(|&q| i32::from(q as i8)).sum();
                     sums.extend_from_slice(&(-s).to_le_bytes());
                     let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
@@ -266,6 +328,9 @@ mod tests {
                     if ty == GgmlType::Q4_0 {
                         super::super::packed::packed_q4_0::<4>(nb, d, &a, a_row, &sums, &mut old);
                         super::packed_q4_0::<4>(nb, d, &a, a_row, &sums, &mut new);
+                    } else if ty == GgmlType::Q4_1 {
+                        super::super::packed::packed_q4_1::<4>(nb, d, &a, a_row, &sums, &mut old);
+                        super::packed_q4_1::<4>(nb, d, &a, a_row, &sums, &mut new);
                     } else if ty == GgmlType::Q5_0 {
                         super::super::packed::packed_q5_0::<4>(nb, d, &a, a_row, &sums, &mut old);
                         super::packed_q5_0::<4>(nb, d, &a, a_row, &sums, &mut new);
