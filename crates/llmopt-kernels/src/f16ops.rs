@@ -77,6 +77,69 @@ pub fn scale_f16(isa: Isa, y: &mut [f16], v: f32) {
     }
 }
 
+/// One query head `q` (f16) against the cached rows at byte offsets `offsets` (plus `kv_off`
+/// elements: the head's place in a row), as ggml's `flash_attn_ext_f16_one_chunk`: per row an f16
+/// dot scaled by `scale`, the f16 accumulator `acc` rescaled on a new maximum, the value row added
+/// by [`mad_f16`]. Returns the softmax denominator. The loop runs inside one `#[target_feature]`
+/// function on AVX2, so the steps inline: the same bits as calling them one by one.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_head_f16(
+    isa: Isa,
+    q: &[f16],
+    k: &[f16],
+    v: &[f16],
+    offsets: &[usize],
+    kv_off: usize,
+    scale: f32,
+    acc: &mut [f16],
+) -> f32 {
+    let hd = q.len();
+    assert!(acc.len() == hd);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && Isa::Avx2.is_available() {
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked just above).
+        return unsafe { x86::attend_head(q, k, v, offsets, kv_off, scale, acc) };
+    }
+    let _ = isa;
+    head_loop(
+        (q, k, v, offsets, kv_off, scale, acc),
+        |a, b| dot_f16(Isa::Scalar, a, b),
+        |y, x, s| mad_f16(Isa::Scalar, y, x, s),
+        |y, s| scale_f16(Isa::Scalar, y, s),
+    )
+}
+
+/// The arguments of [`attend_head_f16`].
+type HeadArgs<'a> = (&'a [f16], &'a [f16], &'a [f16], &'a [usize], usize, f32, &'a mut [f16]);
+
+/// [`attend_head_f16`]'s loop over the given steps (inlined into each instruction set's caller).
+#[inline(always)]
+fn head_loop(
+    (q, k, v, offsets, kv_off, scale, acc): HeadArgs<'_>,
+    dot: impl Fn(&[f16], &[f16]) -> f32,
+    mad: impl Fn(&mut [f16], &[f16], f32),
+    rescale: impl Fn(&mut [f16], f32),
+) -> f32 {
+    let hd = q.len();
+    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+    for &off in offsets {
+        // `off` counts bytes, two per f16.
+        let base = off / 2 + kv_off;
+        let s = dot(&k[base..base + hd], q) * scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if s > m {
+            ms = (m - s).exp();
+            m = s;
+            rescale(acc, ms);
+        } else {
+            vs = (s - m).exp();
+        }
+        mad(acc, &v[base..base + hd], vs);
+        l = l * ms + vs;
+    }
+    l
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -100,6 +163,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     pub(super) fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
         let np = a.len() & !(STEP - 1);
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -119,6 +183,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     pub(super) fn mad_f16(y: &mut [f16], x: &[f16], v: f32) {
         let np = y.len() & !(STEP - 1);
         let vv = _mm256_set1_ps(v);
@@ -132,6 +197,25 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn attend_head(
+        q: &[f16],
+        k: &[f16],
+        v: &[f16],
+        offsets: &[usize],
+        kv_off: usize,
+        scale: f32,
+        acc: &mut [f16],
+    ) -> f32 {
+        super::head_loop(
+            (q, k, v, offsets, kv_off, scale, acc),
+            |a, b| dot_f16(a, b),
+            |y, x, s| mad_f16(y, x, s),
+            |y, s| scale_f16(y, s),
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     pub(super) fn scale_f16(y: &mut [f16], v: f32) {
         let np = y.len() & !7;
         let vv = _mm256_set1_ps(v);
@@ -174,6 +258,36 @@ mod tests {
                 scale_f16(Isa::Avx2, &mut y2, 0.9);
             }
             assert_eq!(y1, y2, "mad/scale n={n}");
+        }
+    }
+
+    #[test]
+    fn attend_head_equals_the_steps_one_by_one() {
+        let hd = 64;
+        let (k, v) = (vals(40 * hd, 0.25), vals(40 * hd, 7.5));
+        let q = vals(hd, 2.0);
+        // Rows in a scattered order, one head at element offset 0 of 64-element rows.
+        let offsets: Vec<usize> = (0..40).map(|i| ((i * 17) % 40) * hd * 2).collect();
+        for isa in [Isa::Scalar, Isa::Avx2].into_iter().filter(|i| i.is_available()) {
+            let mut want = vec![f16::ZERO; hd];
+            let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
+            for &off in &offsets {
+                let base = off / 2;
+                let s = dot_f16(isa, &k[base..base + hd], &q) * 0.125;
+                let (mut ms, mut vs) = (1f32, 1f32);
+                if s > m {
+                    ms = (m - s).exp();
+                    m = s;
+                    scale_f16(isa, &mut want, ms);
+                } else {
+                    vs = (s - m).exp();
+                }
+                mad_f16(isa, &mut want, &v[base..base + hd], vs);
+                l = l * ms + vs;
+            }
+            let mut got = vec![f16::ZERO; hd];
+            let l2 = attend_head_f16(isa, &q, &k, &v, &offsets, 0, 0.125, &mut got);
+            assert_eq!((got, l2.to_bits()), (want, l.to_bits()), "{isa:?}");
         }
     }
 

@@ -155,22 +155,7 @@ fn attend_one_f16(
     let qh = &qh[..hd];
     let mut acc = [f16::ZERO; MAX_HEAD_DIM];
     let acc = &mut acc[..hd];
-    let (mut m, mut l) = (f32::NEG_INFINITY, 0f32);
-    for &off in offsets {
-        // `off` counts bytes, two per f16.
-        let base = off / 2 + kv_off;
-        let s = f16ops::dot_f16(isa, &k[base..base + hd], qh) * scale;
-        let (mut ms, mut vs) = (1f32, 1f32);
-        if s > m {
-            ms = (m - s).exp();
-            m = s;
-            f16ops::scale_f16(isa, acc, ms);
-        } else {
-            vs = (s - m).exp();
-        }
-        f16ops::mad_f16(isa, acc, &v[base..base + hd], vs);
-        l = l * ms + vs;
-    }
+    let l = f16ops::attend_head_f16(isa, qh, k, v, offsets, kv_off, scale, acc);
     let inv = if l == 0.0 { 0.0 } else { 1.0 / l };
     for (o, a) in out.iter_mut().zip(acc.iter()) {
         *o = a.to_f32() * inv;

@@ -77,8 +77,8 @@ impl Workspace {
     }
 
     /// A sequence with at least `n` tokens in a forward call gets f32 attention, fewer get f16
-    /// (default [`F32_MIN_TOKENS`], llama.cpp's switch). The serving engine sets 2: every prompt
-    /// token in f32, every decoded token in f16, however prompts are split into chunks.
+    /// (default [`F32_MIN_TOKENS`], llama.cpp's switch). The serving engine sets 1: every token in
+    /// f32 (through the prefill tiles, where a decode step's query heads share each converted row).
     pub fn set_f32_min_tokens(&mut self, n: usize) {
         self.f32_min_tokens = Some(n.max(1));
     }
