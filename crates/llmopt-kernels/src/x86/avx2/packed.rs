@@ -52,7 +52,7 @@ fn check<const T: usize>(
 /// `p..p + 4` must be readable.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn bcast4(p: *const u8) -> __m256i {
+pub(super) unsafe fn bcast4(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 4 readable bytes; unaligned read.
     _mm256_set1_epi32(unsafe { std::ptr::read_unaligned(p.cast::<i32>()) })
 }

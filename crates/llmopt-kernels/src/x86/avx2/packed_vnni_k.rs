@@ -9,6 +9,8 @@
 
 use std::arch::x86_64::*;
 
+use super::packed::bcast4;
+
 /// One 8-row Q4_K record: the rows' `d` and `dmin` (f16, 16 bytes each), the 6-bit scales and
 /// mins unpacked to bytes (`[sub-block][row]`, 64 bytes each), then 4 sub-block pairs x 8 chunks
 /// x 32 bytes, chunk `c` of pair `j` holding `qs[32 j + 4c..32 j + 4c + 4]` of row 0, 1, ... 7
@@ -27,15 +29,39 @@ fn check<const T: usize>(nb: usize, w: &[u8], a: &[u8], a_row: usize, out: &[f32
     assert!(a_row >= nb * Q8K && a.len() >= (T - 1) * a_row + nb * Q8K);
 }
 
-/// The 4 bytes at `p` in every i32 lane.
+/// Adds, per token `t`, the 4 quant bytes at `ys[t] + off` (broadcast) times `lo` into `d0[t]` and
+/// those at `ys[t] + off + gap` times `hi` into `d1[t]`: one chunk of two sub-blocks.
 ///
 /// # Safety
-/// `p..p + 4` readable.
+/// Both 4-byte runs readable for every token; the CPU has AVX-512 VNNI + VL.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn dot_chunk<const T: usize>(
+    (d0, d1): (&mut [__m256i; T], &mut [__m256i; T]),
+    (lo, hi): (__m256i, __m256i),
+    ys: &[*const u8; T],
+    (off, gap): (usize, usize),
+) {
+    for t in 0..T {
+        // SAFETY: the caller's two runs of this token's block.
+        let (yl, yh) = unsafe { (bcast4(ys[t].add(off)), bcast4(ys[t].add(off + gap))) };
+        d0[t] = _mm256_dpbusd_epi32(d0[t], lo, yl);
+        d1[t] = _mm256_dpbusd_epi32(d1[t], hi, yh);
+    }
+}
+
+/// `isum[t] += d0[t] * s0 + d1[t] * s1` per token: two sub-blocks' sums times their 8 rows' scales.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn bcast4(p: *const u8) -> __m256i {
-    // SAFETY: 4 readable bytes (caller); unaligned read.
-    _mm256_set1_epi32(unsafe { std::ptr::read_unaligned(p.cast::<i32>()) })
+fn add_scaled<const T: usize>(
+    isum: &mut [__m256i; T],
+    (d0, d1): (&[__m256i; T], &[__m256i; T]),
+    (s0, s1): (__m256i, __m256i),
+) {
+    for t in 0..T {
+        let s = _mm256_add_epi32(_mm256_mullo_epi32(d0[t], s0), _mm256_mullo_epi32(d1[t], s1));
+        isum[t] = _mm256_add_epi32(isum[t], s);
+    }
 }
 
 /// The 8 bytes at `p` as 8 i32 lanes (unsigned).
@@ -98,23 +124,10 @@ pub(crate) fn packed_q4_k<const T: usize>(
                 let v = unsafe { _mm256_loadu_si256(rec.add(QS + 256 * j + 32 * c).cast()) };
                 let lo = _mm256_and_si256(v, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
-                for t in 0..T {
-                    // SAFETY: quants 64j + 4c.. and 64j + 32 + 4c.. (4 each) of this token's block.
-                    let (yl, yh) = unsafe {
-                        let yq = ys[t].add(4 + 64 * j + 4 * c);
-                        (bcast4(yq), bcast4(yq.add(32)))
-                    };
-                    dl[t] = _mm256_dpbusd_epi32(dl[t], lo, yl);
-                    dh[t] = _mm256_dpbusd_epi32(dh[t], hi, yh);
-                }
+                // SAFETY: quants 64j + 4c.. and 64j + 32 + 4c.. (4 each) of each token's block.
+                unsafe { dot_chunk((&mut dl, &mut dh), (lo, hi), &ys, (4 + 64 * j + 4 * c, 32)) };
             }
-            for t in 0..T {
-                let s = _mm256_add_epi32(
-                    _mm256_mullo_epi32(dl[t], scl),
-                    _mm256_mullo_epi32(dh[t], sch),
-                );
-                isum[t] = _mm256_add_epi32(isum[t], s);
-            }
+            add_scaled(&mut isum, (&dl, &dh), (scl, sch));
         }
         for t in 0..T {
             // SAFETY: the token block's f32 scale, its first 4 bytes.
@@ -210,23 +223,10 @@ pub(crate) fn packed_q6_k<const T: usize>(
                 let lo = _mm256_or_si256(_mm256_and_si256(v, m4), top2(h0, c));
                 let hi =
                     _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(v), m4), top2(h1, c));
-                for t in 0..T {
-                    // SAFETY: quants 32p + 4c.. and 32p + 16 + 4c.. (4 each) of this token's block.
-                    let (yl, yh) = unsafe {
-                        let yq = ys[t].add(4 + 32 * p + 4 * c);
-                        (bcast4(yq), bcast4(yq.add(16)))
-                    };
-                    d0[t] = _mm256_dpbusd_epi32(d0[t], lo, yl);
-                    d1[t] = _mm256_dpbusd_epi32(d1[t], hi, yh);
-                }
+                // SAFETY: quants 32p + 4c.. and 32p + 16 + 4c.. (4 each) of each token's block.
+                unsafe { dot_chunk((&mut d0, &mut d1), (lo, hi), &ys, (4 + 32 * p + 4 * c, 16)) };
             }
-            for t in 0..T {
-                let s = _mm256_add_epi32(
-                    _mm256_mullo_epi32(d0[t], sc0),
-                    _mm256_mullo_epi32(d1[t], sc1),
-                );
-                isum[t] = _mm256_add_epi32(isum[t], s);
-            }
+            add_scaled(&mut isum, (&d0, &d1), (sc0, sc1));
         }
         for t in 0..T {
             let i = _mm256_sub_epi32(isum[t], _mm256_slli_epi32::<5>(osum[t]));
