@@ -136,6 +136,17 @@ fn act_offset(
     Ok((off.expect("weight k's own type is among ws"), total))
 }
 
+/// The packed kernels' [`BLOCK_INFO`] record of each Q8_0 block in `acts` (34 bytes each), in
+/// order: minus the block's quant sum (i32), then its scale as f32.
+pub(crate) fn block_records(acts: &[u8], recs: &mut [u8]) {
+    for (blk, rec) in acts.chunks_exact(34).zip(recs.chunks_exact_mut(BLOCK_INFO)) {
+        let sum: i32 = blk[2..].iter().map(|&q| i32::from(q as i8)).sum();
+        let d = llmopt_tensor::f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+        rec[..4].copy_from_slice(&(-sum).to_le_bytes());
+        rec[4..].copy_from_slice(&d.to_le_bytes());
+    }
+}
+
 /// [`matmul_many`] with an explicit instruction set.
 pub fn matmul_many_with(
     isa: Isa,
@@ -188,13 +199,7 @@ pub fn matmul_many_with(
         let (off, _) = act_offset(ws, i, n_tok)?;
         let a_row = GgmlType::Q8_0.row_bytes(cols)?;
         let (acts, sums) = scratch.split_at_mut(total);
-        let blocks = acts[off..off + n_tok * a_row].chunks_exact(34);
-        for (blk, rec) in blocks.zip(sums.chunks_exact_mut(BLOCK_INFO)) {
-            let sum: i32 = blk[2..].iter().map(|&q| i32::from(q as i8)).sum();
-            let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-            rec[..4].copy_from_slice(&(-sum).to_le_bytes());
-            rec[4..].copy_from_slice(&d.to_le_bytes());
-        }
+        block_records(&acts[off..off + n_tok * a_row], sums);
     }
     let (scratch, sums) = scratch.split_at(total);
     let sums = &sums[..sums_len];

@@ -174,8 +174,8 @@ pub(super) unsafe fn accumulate(
     }
 }
 
-/// `exp(x)` on 8 lanes (Cephes `expf`: `x = n ln 2 + r`, a degree-7 polynomial in `r`, then
-/// `2^n` through the exponent bits), within 2 ulp of `f32::exp`; 0 below -87.3, and `exp(-inf)` = 0.
+/// `exp(x)` on 8 lanes (Cephes `expf`: `x = n ln 2 + r`, a degree-7 polynomial in `r`, then `2^n`
+/// through the exponent bits), within 2 ulp of `f32::exp`; 0 below -87.3, and `exp(-inf)` = 0.
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn exp8(x: __m256) -> __m256 {
     let under = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.33654));

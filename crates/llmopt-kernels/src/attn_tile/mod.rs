@@ -1,5 +1,6 @@
 //! f32 steps of tiled prefill attention: scores of a tile of query rows against a block of keys
-//! (held transposed), the online-softmax update of a row, and the weighted sum of a block of values.
+//! (held transposed), the online-softmax update of a row, and the weighted sum of a block of
+//! values.
 //!
 //! The scalar functions are the reference; the AVX2+FMA versions block several query rows x
 //! several 8-key (or 8-column) vectors in registers, and take `exp` from a polynomial, so their

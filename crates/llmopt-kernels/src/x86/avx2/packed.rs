@@ -27,8 +27,11 @@ pub(crate) const REC_Q8_0: usize = 16 + 256;
 /// Q5_0: 8 d, 4 x 32 nibble bytes, 32 bytes of 5th bits.
 pub(crate) const REC_Q5_0: usize = 16 + 128 + 32;
 
+/// The shapes every packed kernel relies on: `out` holds `T` tokens x 8 rows, `w` `nb` records of
+/// `rec` bytes, `a` `T` token rows of `nb` activation blocks of `ab` bytes, and `sums` (where the
+/// kernel reads it) `T x nb` block records.
 #[allow(clippy::too_many_arguments)]
-fn check<const T: usize>(
+pub(super) fn check<const T: usize>(
     nb: usize,
     w: &[u8],
     rec: usize,
@@ -43,6 +46,16 @@ fn check<const T: usize>(
     assert!(a_row >= nb * ab && a.len() >= (T - 1) * a_row + nb * ab);
     if let Some(s) = sums {
         assert!(s.len() >= T * nb * BLOCK_INFO);
+    }
+}
+
+/// Writes the `T` tokens' 8-row results: `out[t * 8 + r]`.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(super) fn store<const T: usize>(acc: &[__m256; T], out: &mut [f32]) {
+    for (o, a) in out.chunks_exact_mut(8).zip(acc) {
+        // SAFETY: `o` is 8 writable floats; `storeu` has no alignment requirement.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *a) };
     }
 }
 
@@ -163,10 +176,7 @@ pub(crate) fn packed_q4_0<const T: usize>(
             *acc_t = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(s32), *acc_t);
         }
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: `check` asserted `out` holds 8 * T floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
-    }
+    store(&acc, out);
 }
 
 /// Q4_1 x Q8_1: 8 packed rows x `T` tokens; the min term is `m_r * s_t` (`s` = d * sum of the
@@ -204,10 +214,7 @@ pub(crate) fn packed_q4_1<const T: usize>(
             *acc_t = _mm256_fmadd_ps(m, _mm256_set1_ps(sy), v);
         }
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: `check` asserted `out` holds 8 * T floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
-    }
+    store(&acc, out);
 }
 
 /// Q8_0 x Q8_0: 8 packed rows x `T` tokens, signed bytes through the sign trick
@@ -249,10 +256,7 @@ pub(crate) fn packed_q8_0<const T: usize>(
             );
         }
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: `check` asserted `out` holds 8 * T floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
-    }
+    store(&acc, out);
 }
 
 /// Q5_0 x Q8_0: 8 packed rows x `T` tokens. The whole 5-bit quants (0..=31) are used unsigned
@@ -318,8 +322,5 @@ pub(crate) fn packed_q5_0<const T: usize>(
             *acc_t = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(v), *acc_t);
         }
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: `check` asserted `out` holds 8 * T floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
-    }
+    store(&acc, out);
 }

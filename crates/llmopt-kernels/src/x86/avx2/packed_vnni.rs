@@ -1,38 +1,24 @@
-//! The packed Q4_0, Q4_1, Q5_0 and Q8_0 kernels of [`super::packed`] for CPUs with AVX-512 VNNI (+VL), on
-//! 256-bit registers (EVEX-encoded, so all 32 are the compiler's): `vpdpbusd` multiplies unsigned
-//! weight bytes with signed activation bytes and adds each lane's 4 products straight into i32, so
-//! there is no i16 stage to saturate and no `madd` with ones. Q8_0 weights are made unsigned by
-//! flipping the sign bit (`w + 128`, one `xor` per chunk shared by all tokens); that `128 x` the
-//! activation block sum, as Q4_0's `8 x` and Q5_0's `16 x`, is taken off by starting each block's
-//! first i32 chain at minus it (from the block records, [`BLOCK_INFO`]), whose f32 scale also
-//! spares an f16 conversion per block. Results equal the AVX2 kernels' bit for bit (same integers,
-//! same float ops).
+//! The packed Q4_0, Q4_1, Q5_0 and Q8_0 kernels of [`super::packed`] for CPUs with AVX-512 VNNI
+//! (+VL), on 256-bit registers (EVEX-encoded, so all 32 are the compiler's): `vpdpbusd` multiplies
+//! unsigned weight bytes with signed activation bytes and adds each lane's 4 products straight into
+//! i32, so there is no i16 stage to saturate and no `madd` with ones. Q8_0 weights are made
+//! unsigned by flipping the sign bit (`w + 128`, one `xor` per chunk shared by all tokens); that
+//! `128 x` the activation block sum, as Q4_0's `8 x` and Q5_0's `16 x`, is taken off by starting
+//! each block's first i32 chain at minus it (from the block records,
+//! [`crate::dispatch::BLOCK_INFO`]), whose f32 scale also spares an f16 conversion per block.
+//! Results equal the AVX2 kernels' bit for bit (same integers, same float ops).
 
 use std::arch::x86_64::*;
 
-use super::packed::{block_offset, block_scale, REC_Q4_0, REC_Q4_1, REC_Q5_0, REC_Q8_0};
-use crate::dispatch::BLOCK_INFO;
+use super::packed::{
+    block_offset, block_scale, check, store, REC_Q4_0, REC_Q4_1, REC_Q5_0, REC_Q8_0,
+};
 
 /// Whether this CPU runs these kernels (on top of AVX2 + FMA + F16C).
 pub(crate) fn available() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512vnni")
         && is_x86_feature_detected!("avx512vl")
-}
-
-fn check<const T: usize>(
-    nb: usize,
-    w: &[u8],
-    rec: usize,
-    a: &[u8],
-    a_row: usize,
-    sums: &[u8],
-    out: &[f32],
-) {
-    assert!(T > 0 && out.len() >= 8 * T);
-    assert!(w.len() >= nb * rec);
-    assert!(a_row >= nb * 34 && a.len() >= (T - 1) * a_row + nb * 34);
-    assert!(sums.len() >= T * nb * BLOCK_INFO);
 }
 
 /// `acc + ` the 4-byte dot products of unsigned `u` with the signed 4 bytes at `p` (broadcast)
@@ -89,7 +75,7 @@ pub(crate) fn packed_q4_0<const T: usize>(
     sums: &[u8],
     out: &mut [f32],
 ) {
-    check::<T>(nb, w, REC_Q4_0, a, a_row, sums, out);
+    check::<T>(nb, w, REC_Q4_0, a, a_row, 34, Some(sums), out);
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
@@ -115,10 +101,7 @@ pub(crate) fn packed_q4_0<const T: usize>(
         }
         end_block(&mut acc, (&s_lo, &s_hi), d, (sums, nb, b));
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: `check` asserted `out` holds 8 * T floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
-    }
+    store(&acc, out);
 }
 
 /// Q4_1 x Q8_1 as [`super::packed::packed_q4_1`]: nibbles straight into two i32 chains (no
@@ -132,9 +115,7 @@ pub(crate) fn packed_q4_1<const T: usize>(
     _sums: &[u8],
     out: &mut [f32],
 ) {
-    assert!(T > 0 && out.len() >= 8 * T);
-    assert!(w.len() >= nb * REC_Q4_1);
-    assert!(a_row >= nb * 36 && a.len() >= (T - 1) * a_row + nb * 36);
+    check::<T>(nb, w, REC_Q4_1, a, a_row, 36, None, out);
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
@@ -155,7 +136,7 @@ pub(crate) fn packed_q4_1<const T: usize>(
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
             for t in 0..T {
                 // SAFETY: bytes 4c..4c+4 and 16+4c..20+4c of token t's block quants (asserted
-                // above); VNNI checked before these kernels are handed out.
+                // by `check`); VNNI checked before these kernels are handed out.
                 unsafe {
                     let yt = a.as_ptr().add(t * a_row + b * 36 + 4);
                     s_lo[t] = dpbusd(s_lo[t], lo, yt.add(4 * c));
@@ -164,7 +145,7 @@ pub(crate) fn packed_q4_1<const T: usize>(
             }
         }
         for t in 0..T {
-            // SAFETY: token t's block starts with its f16 `d` and `s` (asserted above).
+            // SAFETY: token t's block starts with its f16 `d` and `s` (`check`).
             let ds = unsafe {
                 let p = a.as_ptr().add(t * a_row + b * 36);
                 _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p.cast::<i32>())))
@@ -175,10 +156,7 @@ pub(crate) fn packed_q4_1<const T: usize>(
             acc[t] = _mm256_fmadd_ps(m, sy, v);
         }
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: asserted above: `out` holds 8 * T floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
-    }
+    store(&acc, out);
 }
 
 /// Q5_0 x Q8_0 as [`super::packed::packed_q5_0`]: the same 5-bit assembly (nibble | 5th bit, 0..=31
@@ -192,7 +170,7 @@ pub(crate) fn packed_q5_0<const T: usize>(
     sums: &[u8],
     out: &mut [f32],
 ) {
-    check::<T>(nb, w, REC_Q5_0, a, a_row, sums, out);
+    check::<T>(nb, w, REC_Q5_0, a, a_row, 34, Some(sums), out);
     let (m4, m16) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x10));
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
@@ -230,10 +208,7 @@ pub(crate) fn packed_q5_0<const T: usize>(
         }
         end_block(&mut acc, (&s_lo, &s_hi), d, (sums, nb, b));
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: `check` asserted `out` holds 8 * T floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
-    }
+    store(&acc, out);
 }
 
 /// Q8_0 x Q8_0 as [`super::packed::packed_q8_0`]: weights offset to unsigned (`xor 0x80`), the
@@ -247,7 +222,7 @@ pub(crate) fn packed_q8_0<const T: usize>(
     sums: &[u8],
     out: &mut [f32],
 ) {
-    check::<T>(nb, w, REC_Q8_0, a, a_row, sums, out);
+    check::<T>(nb, w, REC_Q8_0, a, a_row, 34, Some(sums), out);
     let flip = _mm256_set1_epi8(i8::MIN);
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
@@ -266,10 +241,7 @@ pub(crate) fn packed_q8_0<const T: usize>(
         }
         end_block(&mut acc, (&s[0], &s[1]), d, (sums, nb, b));
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: `check` asserted `out` holds 8 * T floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
-    }
+    store(&acc, out);
 }
 
 #[cfg(test)]
@@ -313,12 +285,9 @@ mod tests {
                 for (xt, at) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_row)) {
                     quantize(xt, at);
                 }
-                let mut sums = Vec::new();
-                for blk in a.chunks_exact(34).filter(|_| vdt == GgmlType::Q8_0) {
-                    let s: i32 = blk[2..].iter().map(|&q| i32::from(q as i8)).sum();
-                    sums.extend_from_slice(&(-s).to_le_bytes());
-                    let d = half::f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-                    sums.extend_from_slice(&d.to_le_bytes());
+                let mut sums = vec![0u8; a.len() / 34 * crate::dispatch::BLOCK_INFO];
+                if vdt == GgmlType::Q8_0 {
+                    crate::matmul::block_records(&a, &mut sums);
                 }
                 let (mut old, mut new) = ([0f32; 32], [0f32; 32]);
                 let d = packed.data();

@@ -1,15 +1,15 @@
-//! Packed Q4_K and Q6_K x Q8_K for CPUs with AVX-512 VNNI (+VL), on 256-bit registers: one register holds
-//! 4 consecutive nibbles of 8 rows, so a token's 4 activation bytes (broadcast) meet 8 rows per
-//! `vpdpbusd`. Each 32-element sub-block's i32 sums are multiplied by the 8 rows' 6-bit scales
-//! (`vpmulld`), and the min term `sum_j m_j (bsum_2j + bsum_2j+1)` is one `vpdpwssd` per
-//! sub-block with the rows' mins as i16 pairs against Q8_K's pair of 16-element sums. Both sums
-//! are exact integers; per super-block and token, `d dy` and `dmin dy` scale them in f32 for 8 rows.
-//! Q6_K is the same with 16-element sub-blocks, 6-bit quants assembled from a nibble and 2 top
-//! bits, and its -32 offset taken off through Q8_K's sums as Q4_K's mins.
+//! Packed Q4_K and Q6_K x Q8_K for CPUs with AVX-512 VNNI (+VL), on 256-bit registers: one register
+//! holds 4 consecutive nibbles of 8 rows, so a token's 4 activation bytes (broadcast) meet 8 rows
+//! per `vpdpbusd`. Each 32-element sub-block's i32 sums are multiplied by the 8 rows' 6-bit scales
+//! (`vpmulld`), and the min term `sum_j m_j (bsum_2j + bsum_2j+1)` is one `vpdpwssd` per sub-block
+//! with the rows' mins as i16 pairs against Q8_K's pair of 16-element sums. Both sums are exact
+//! integers; per super-block and token, `d dy` and `dmin dy` scale them in f32 for 8 rows. Q6_K is
+//! the same with 16-element sub-blocks, 6-bit quants assembled from a nibble and 2 top bits, and
+//! its -32 offset taken off through Q8_K's sums as Q4_K's mins.
 
 use std::arch::x86_64::*;
 
-use super::packed::bcast4;
+use super::packed::{bcast4, check, store};
 
 /// One 8-row Q4_K record: the rows' `d` and `dmin` (f16, 16 bytes each), the 6-bit scales and
 /// mins unpacked to bytes (`[sub-block][row]`, 64 bytes each), then 4 sub-block pairs x 8 chunks
@@ -22,12 +22,6 @@ const MN: usize = 96;
 const QS: usize = 160;
 /// Bytes of one Q8_K block: f32 `d`, 256 quants, 16 i16 sums of 16 quants.
 const Q8K: usize = 292;
-
-fn check<const T: usize>(nb: usize, w: &[u8], a: &[u8], a_row: usize, out: &[f32]) {
-    assert!(T > 0 && out.len() >= 8 * T);
-    assert!(w.len() >= nb * REC_Q4_K);
-    assert!(a_row >= nb * Q8K && a.len() >= (T - 1) * a_row + nb * Q8K);
-}
 
 /// Adds, per token `t`, the 4 quant bytes at `ys[t] + off` (broadcast) times `lo` into `d0[t]` and
 /// those at `ys[t] + off + gap` times `hi` into `d1[t]`: one chunk of two sub-blocks.
@@ -47,6 +41,26 @@ unsafe fn dot_chunk<const T: usize>(
         let (yl, yh) = unsafe { (bcast4(ys[t].add(off)), bcast4(ys[t].add(off + gap))) };
         d0[t] = _mm256_dpbusd_epi32(d0[t], lo, yl);
         d1[t] = _mm256_dpbusd_epi32(d1[t], hi, yh);
+    }
+}
+
+/// `acc[t] += w.lo16 * bsum[2k] + w.hi16 * bsum[2k + 1]` per token and row lane: 8 rows' i16
+/// pairs (Q4_K's mins, Q6_K's scales) against Q8_K's sums of 16-quant groups `2k`, `2k + 1`.
+///
+/// # Safety
+/// `ys[t]` points at a whole Q8_K block for every token; the CPU has AVX-512 VNNI + VL.
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+#[inline]
+unsafe fn add_pair_sums<const T: usize>(
+    acc: &mut [__m256i; T],
+    w: __m256i,
+    ys: &[*const u8; T],
+    k: usize,
+) {
+    for (s, y) in acc.iter_mut().zip(ys) {
+        // SAFETY: bytes 260 + 4k..264 + 4k of the block (the caller): sums 2k and 2k + 1.
+        let pair = unsafe { bcast4(y.add(260 + 4 * k)) };
+        *s = _mm256_dpwssd_epi32(*s, w, pair);
     }
 }
 
@@ -75,7 +89,8 @@ unsafe fn u8x8(p: *const u8) -> __m256i {
     _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(p.cast()) })
 }
 
-/// Q4_K x Q8_K: 8 packed rows x `T` tokens into `out[t * 8 + r]` (`nb` super-blocks; `_sums` unused).
+/// Q4_K x Q8_K: 8 packed rows x `T` tokens into `out[t * 8 + r]` (`nb` super-blocks; `_sums`
+/// unused).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub(crate) fn packed_q4_k<const T: usize>(
     nb: usize,
@@ -85,7 +100,7 @@ pub(crate) fn packed_q4_k<const T: usize>(
     _sums: &[u8],
     out: &mut [f32],
 ) {
-    check::<T>(nb, w, a, a_row, out);
+    check::<T>(nb, w, REC_Q4_K, a, a_row, Q8K, None, out);
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
@@ -106,11 +121,8 @@ pub(crate) fn packed_q4_k<const T: usize>(
             // SAFETY: sub-block j's 8 mins in the record.
             let m = unsafe { u8x8(rec.add(MN + 8 * j)) };
             let mm = _mm256_or_si256(m, _mm256_slli_epi32::<16>(m));
-            for (s, y) in msum.iter_mut().zip(&ys) {
-                // SAFETY: Q8_K's i16 sums 2j and 2j + 1 of this token's block.
-                let pair = unsafe { bcast4(y.add(260 + 4 * j)) };
-                *s = _mm256_dpwssd_epi32(*s, mm, pair);
-            }
+            // SAFETY: Q8_K's i16 sums 2j and 2j + 1 of each token's block.
+            unsafe { add_pair_sums(&mut msum, mm, &ys, j) };
         }
         let mut isum = [_mm256_setzero_si256(); T];
         for j in 0..4 {
@@ -136,10 +148,7 @@ pub(crate) fn packed_q4_k<const T: usize>(
             acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, dy), _mm256_cvtepi32_ps(msum[t]), acc[t]);
         }
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: `check` asserted `out` holds 8 * T floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
-    }
+    store(&acc, out);
 }
 
 /// One 8-row Q6_K record: the rows' `d` (f16, 16 bytes); the 8-bit scales as i16-pair sources,
@@ -178,14 +187,12 @@ pub(crate) fn packed_q6_k<const T: usize>(
     _sums: &[u8],
     out: &mut [f32],
 ) {
-    assert!(T > 0 && out.len() >= 8 * T);
-    assert!(w.len() >= nb * REC_Q6_K);
-    assert!(a_row >= nb * Q8K && a.len() >= (T - 1) * a_row + nb * Q8K);
+    check::<T>(nb, w, REC_Q6_K, a, a_row, Q8K, None, out);
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
         // Every read below stays inside record `b` of `w` or block `b` of a token row of `a`
-        // (asserted above: `nb` records, `T` rows of `nb` Q8_K blocks).
+        // (`check`: `nb` records, `T` rows of `nb` Q8_K blocks).
         // SAFETY: record `b` starts inside `w` (as above).
         let rec = unsafe { w.as_ptr().add(b * REC_Q6_K) };
         let ys: [*const u8; T] = std::array::from_fn(|t| a[t * a_row + b * Q8K..].as_ptr());
@@ -197,11 +204,8 @@ pub(crate) fn packed_q6_k<const T: usize>(
             // SAFETY: pair p's 16 scale bytes in the record.
             let pair =
                 _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(rec.add(SC6 + 16 * p).cast()) });
-            for (s, y) in osum.iter_mut().zip(&ys) {
-                // SAFETY: Q8_K's i16 sums 2p and 2p + 1 of this token's block.
-                let sums = unsafe { bcast4(y.add(260 + 4 * p)) };
-                *s = _mm256_dpwssd_epi32(*s, pair, sums);
-            }
+            // SAFETY: Q8_K's i16 sums 2p and 2p + 1 of each token's block.
+            unsafe { add_pair_sums(&mut osum, pair, &ys, p) };
             // Sub-blocks 2p and 2p + 1 are the 32 elements of group p.
             let (sc0, sc1) = (
                 _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(pair)),
@@ -235,8 +239,5 @@ pub(crate) fn packed_q6_k<const T: usize>(
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(i), acc[t]);
         }
     }
-    for (t, acc_t) in acc.iter().enumerate() {
-        // SAFETY: asserted above: `out` holds 8 * T floats.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * t), *acc_t) };
-    }
+    store(&acc, out);
 }
