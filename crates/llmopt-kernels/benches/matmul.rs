@@ -169,5 +169,40 @@ fn bench_packed(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_prefill, bench_packed);
+/// Decode as the model runs it: one token through a stack of distinct packed 1536 x 576 matrices
+/// holding 96 MB (three times the last-level cache), so every weight byte comes from memory.
+/// Throughput is weight bytes per second, to set beside `llmopt bench`'s copy and read bandwidth.
+fn bench_stream(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stream");
+    g.sample_size(10);
+    g.warm_up_time(std::time::Duration::from_millis(500));
+    g.measurement_time(std::time::Duration::from_secs(3));
+    let (rows, cols) = (1536usize, 576usize);
+    use GgmlType::*;
+    for ty in [Q4_0, Q4_1, Q5_0, Q8_0] {
+        let data = weights(ty, rows, cols);
+        let plain = WeightView { ty, rows, cols, data: &data, packed: None };
+        let Some(p) = PackedWeight::new(Isa::best(), &plain) else { return };
+        let n = (96usize << 20).div_ceil(data.len());
+        let stack: Vec<PackedWeight> = (0..n).map(|_| p.clone()).collect();
+        let x: Vec<f32> = (0..cols).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
+        let mut y = vec![0.0f32; rows];
+        let mut scratch = Vec::new();
+        g.throughput(Throughput::Bytes((n * data.len()) as u64));
+        for threads in [1usize, 2] {
+            let pool = ThreadPool::new(threads);
+            g.bench_function(BenchmarkId::new(format!("{ty}"), format!("t{threads}")), |b| {
+                b.iter(|| {
+                    for q in &stack {
+                        let w = WeightView { packed: Some(q), ..plain };
+                        matmul(&pool, &w, &x, 1, &mut scratch, &mut y).unwrap();
+                    }
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_prefill, bench_packed, bench_stream);
 criterion_main!(benches);

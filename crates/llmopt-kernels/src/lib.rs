@@ -11,6 +11,7 @@
 pub mod attn_tile;
 mod dispatch;
 pub mod f16ops;
+pub mod huge;
 pub mod kv;
 mod matmul;
 mod packed;

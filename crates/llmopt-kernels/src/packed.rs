@@ -18,7 +18,7 @@
 
 use llmopt_tensor::GgmlType;
 
-use crate::{Isa, Kernels, WeightView};
+use crate::{huge::HugeBytes, Isa, Kernels, WeightView};
 
 /// Rows per interleaved group.
 pub const PACK_ROWS: usize = 8;
@@ -27,26 +27,27 @@ pub const PACK_ROWS: usize = 8;
 /// a fingerprint of the [`WeightView`] it was built from: [`crate::matmul`] uses it only for a
 /// view with the same type, shape and byte range ([`PackedWeight::matches`]), so a weight whose
 /// bytes were swapped never runs on stale packed data.
-#[derive(Clone)]
 pub struct PackedWeight {
     ty: GgmlType,
     rows: usize,
     cols: usize,
     src_ptr: usize,
     src_len: usize,
-    data: Vec<u8>,
+    data: HugeBytes,
+}
+
+impl Clone for PackedWeight {
+    /// A copy in a mapping of its own.
+    fn clone(&self) -> Self {
+        let mut data = HugeBytes::cut(&[self.n_bytes()]).swap_remove(0);
+        data.as_mut_slice().copy_from_slice(self.data.as_slice());
+        PackedWeight { data, ..*self }
+    }
 }
 
 impl std::fmt::Debug for PackedWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "PackedWeight({} {}x{}, {} bytes)",
-            self.ty,
-            self.rows,
-            self.cols,
-            self.data.len()
-        )
+        write!(f, "PackedWeight({} {}x{}, {} bytes)", self.ty, self.rows, self.cols, self.n_bytes())
     }
 }
 
@@ -115,19 +116,55 @@ impl PackedWeight {
     /// Repacks `w` for `isa`'s packed kernels; `None` where [`PackedWeight::supports`] says no,
     /// or `w`'s bytes do not fit its shape (the caller keeps using the plain layout).
     pub fn new(isa: Isa, w: &WeightView<'_>) -> Option<PackedWeight> {
+        Self::new_many(isa, std::slice::from_ref(w)).pop().flatten()
+    }
+
+    /// [`PackedWeight::new`] for each of `ws`, their bytes one after another in one mapping on
+    /// huge pages ([`HugeBytes::cut`]), in the order given: a model's weights in the order decode
+    /// reads them make one stream.
+    pub fn new_many(isa: Isa, ws: &[WeightView<'_>]) -> Vec<Option<PackedWeight>> {
+        let lens: Vec<usize> = ws.iter().map(|w| Self::packed_len(isa, w).unwrap_or(0)).collect();
+        ws.iter()
+            .zip(&lens)
+            .zip(HugeBytes::cut(&lens))
+            .map(|((w, &len), mut data)| {
+                if len == 0 {
+                    return None;
+                }
+                Self::fill(w, data.as_mut_slice());
+                Some(PackedWeight {
+                    ty: w.ty,
+                    rows: w.rows,
+                    cols: w.cols,
+                    src_ptr: w.data.as_ptr() as usize,
+                    src_len: w.data.len(),
+                    data,
+                })
+            })
+            .collect()
+    }
+
+    /// Bytes of `w` packed for `isa`; `None` where it is not packed (see [`PackedWeight::new`]).
+    fn packed_len(isa: Isa, w: &WeightView<'_>) -> Option<usize> {
         if !Self::supports(isa, w.ty) {
             return None;
         }
         let rec = record_bytes(w.ty)?;
-        let spec = w.ty.spec();
-        let (bl, bb) = (spec.block_len, spec.block_bytes);
         let w_row = w.ty.row_bytes(w.cols).ok()?;
         if w.data.len() != w.rows * w_row {
             return None;
         }
+        let len = w.rows.div_ceil(PACK_ROWS) * (w.cols / w.ty.spec().block_len) * rec;
+        (len > 0).then_some(len)
+    }
+
+    /// Writes `w`'s records into `data` (zeroed, [`PackedWeight::packed_len`] bytes).
+    fn fill(w: &WeightView<'_>, data: &mut [u8]) {
+        let Some(rec) = record_bytes(w.ty) else { return };
+        let spec = w.ty.spec();
+        let (bl, bb) = (spec.block_len, spec.block_bytes);
+        let w_row = w.data.len() / w.rows;
         let nb = w.cols / bl;
-        let groups = w.rows.div_ceil(PACK_ROWS);
-        let mut data = vec![0u8; groups * nb * rec];
         // (offset of the scales in a ggml block, their offset in the record), and the quants.
         let (scales, q_src): (&[(usize, usize)], usize) = match w.ty {
             GgmlType::Q4_1 => (&[(0, 0), (2, 16)], 4),
@@ -170,14 +207,6 @@ impl PackedWeight {
                 }
             }
         }
-        Some(PackedWeight {
-            ty: w.ty,
-            rows: w.rows,
-            cols: w.cols,
-            src_ptr: w.data.as_ptr() as usize,
-            src_len: w.data.len(),
-            data,
-        })
     }
 
     /// Whether this was built from `w`'s bytes (same type, shape and byte range).
@@ -194,16 +223,62 @@ impl PackedWeight {
 
     /// Bytes held (the rows padded to a multiple of 8).
     pub fn n_bytes(&self) -> usize {
-        self.data.len()
+        self.data.as_slice().len()
     }
 
     /// Bytes of one group's records.
     pub(crate) fn group_bytes(&self) -> usize {
-        self.data.len() / self.rows.div_ceil(PACK_ROWS).max(1)
+        self.data.as_slice().len() / self.rows.div_ceil(PACK_ROWS).max(1)
     }
 
     /// The packed bytes.
     pub(crate) fn data(&self) -> &[u8] {
-        &self.data
+        self.data.as_slice()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use llmopt_tensor::GgmlType;
+
+    use super::PackedWeight;
+    use crate::{Isa, WeightView};
+
+    /// Bytes of `rows x cols` weights of `ty` with varied quants and scales (not zeros).
+    fn weights(ty: GgmlType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 20) as f32)
+            .map(|v| v / 2048.0 - 1.0)
+            .collect();
+        let mut w = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
+        ty.from_f32(&x, &mut w).unwrap();
+        w
+    }
+
+    #[test]
+    fn many_weights_pack_as_one_by_one_in_one_ordered_run() {
+        let isa = Isa::best();
+        let shapes = [(GgmlType::Q4_0, 13, 64), (GgmlType::F32, 8, 32), (GgmlType::Q8_0, 24, 96)];
+        let data: Vec<Vec<u8>> =
+            shapes.iter().enumerate().map(|(i, &(ty, r, c))| weights(ty, r, c, i as u32)).collect();
+        let views: Vec<WeightView<'_>> =
+            shapes.iter().zip(&data).map(|(&(ty, r, c), d)| WeightView::new(ty, r, c, d)).collect();
+        let many = PackedWeight::new_many(isa, &views);
+        assert_eq!(many.len(), views.len());
+        let mut last_end = 0usize;
+        for (v, p) in views.iter().zip(&many) {
+            let one = PackedWeight::new(isa, v);
+            assert_eq!(p.is_some(), one.is_some(), "{}", v.ty);
+            let (Some(p), Some(one)) = (p, one) else { continue };
+            assert!(p.matches(v));
+            assert_eq!(p.data(), one.data(), "{}", v.ty);
+            assert_eq!(p.clone().data(), one.data());
+            let start = p.data().as_ptr() as usize;
+            assert!(start >= last_end, "{} packed after the weight before it", v.ty);
+            last_end = start + p.n_bytes();
+        }
+        // F32 has no packed layout; Q4_0 and Q8_0 have one wherever the ISA has kernels.
+        assert!(many[1].is_none());
+        assert_eq!(many[0].is_some(), PackedWeight::supports(isa, GgmlType::Q4_0));
     }
 }

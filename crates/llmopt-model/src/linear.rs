@@ -96,10 +96,20 @@ impl Weight {
     /// CPU has them for `ty` (else leaves the weight as is); returns whether the weight is packed.
     /// Costs about as much memory as the weight (the plain rows stay for other readers).
     pub fn pack(&mut self) -> bool {
-        let view = WeightView::new(self.ty, self.rows, self.cols, self.data.as_slice());
-        self.packed = PackedWeight::new(Isa::best(), &view)
-            .map(|p| Packed { _src: self.data.clone(), packed: Arc::new(p) });
-        self.is_packed()
+        Self::pack_many(&mut [self]) == 1
+    }
+
+    /// [`Weight::pack`] for each of `ws`, their packed bytes one after another in one mapping on
+    /// huge pages ([`PackedWeight::new_many`]), in the order given; returns how many were packed.
+    pub fn pack_many(ws: &mut [&mut Weight]) -> usize {
+        let views: Vec<WeightView<'_>> =
+            ws.iter().map(|w| WeightView::new(w.ty, w.rows, w.cols, w.data.as_slice())).collect();
+        let packed = PackedWeight::new_many(Isa::best(), &views);
+        drop(views);
+        for (w, p) in ws.iter_mut().zip(packed) {
+            w.packed = p.map(|p| Packed { _src: w.data.clone(), packed: Arc::new(p) });
+        }
+        ws.iter().filter(|w| w.is_packed()).count()
     }
 
     /// Drops the packed form.

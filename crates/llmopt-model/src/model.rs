@@ -212,12 +212,15 @@ impl Model {
     }
 
     /// Repacks every Linear's weight into the 8-row interleaved layout of the fastest kernels
-    /// ([`Weight::pack`]) where this CPU has them (Q4_0, Q4_1, Q5_0, Q8_0 with AVX2); returns how many
-    /// were packed. Not done at load: results then differ from llama.cpp's x86 numerics (it
-    /// keeps Q4_1, Q5_0 and Q8_0 in their GGUF layout, one `vec_dot` per row and token) by float
-    /// reassociation, enough to move greedy paths at near-ties.
+    /// ([`Weight::pack`]) where this CPU has them (Q4_0, Q4_1, Q5_0, Q8_0 with AVX2; also Q4_K
+    /// and Q6_K with AVX-512 VNNI), all in one mapping on huge pages in the order decode reads
+    /// them ([`Weight::pack_many`]); returns how many were packed. Not done at load: results then
+    /// differ from llama.cpp's x86 numerics (it keeps Q4_1, Q5_0 and Q8_0 in their GGUF layout,
+    /// one `vec_dot` per row and token) by float reassociation, enough to move greedy paths at
+    /// near-ties.
     pub fn pack_weights(&mut self) -> usize {
-        self.linears_mut().map(|l| usize::from(l.weight.pack())).sum()
+        let mut ws: Vec<&mut Weight> = self.linears_mut().map(|l| &mut l.weight).collect();
+        Weight::pack_many(&mut ws)
     }
 
     /// Every Linear with its GGUF weight name, for passes that rewrite weights.

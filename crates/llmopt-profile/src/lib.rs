@@ -14,7 +14,7 @@ mod stats;
 pub use bench::{run_test, BenchTest, TestKind, TestResult};
 pub use cost::{check_price, price, PriceFile, DEFAULT_PRICES};
 pub use energy::{cpu_seconds, EnergyMeter, EnergyModel};
-pub use memory::{copy_bandwidth, peak_rss_bytes, read_bandwidth, sync_cost};
+pub use memory::{copy_bandwidth, huge_page_bytes, peak_rss_bytes, read_bandwidth, sync_cost};
 pub use profile::{check_spec, percentiles, run_cell, CellRun, CellSpec};
 pub use report::{Cell, Prices, ProfileReport, PROFILE_SCHEMA};
 pub use stats::Summary;

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use llmopt_kernels::ThreadPool;
+use llmopt_kernels::{huge::HugeBytes, ThreadPool};
 
 /// Raw pointer handed to the pool's tasks; each task touches its own disjoint slice.
 #[derive(Clone, Copy)]
@@ -25,9 +25,13 @@ impl Shared {
 /// Best-of-`reps` bandwidth of copying a `bytes`-byte buffer into another with all the pool's
 /// threads (each its own slice), in bytes per second, counting bytes read plus bytes written
 /// (STREAM's convention). Use a size well above the last-level cache (256 MiB is a good default).
+/// The buffers are on huge pages where the OS gives them, as the repacked weights are.
 pub fn copy_bandwidth(pool: &ThreadPool, bytes: usize, reps: usize) -> f64 {
-    let src = vec![1u8; bytes];
-    let mut dst = vec![0u8; bytes];
+    let [mut src, mut dst]: [HugeBytes; 2] =
+        HugeBytes::cut(&[bytes, bytes]).try_into().expect("two ranges");
+    src.as_mut_slice().fill(1);
+    dst.as_mut_slice().fill(0);
+    let (src, dst) = (src.as_mut_slice(), dst.as_mut_slice());
     let n_tasks = pool.n_threads();
     let chunk = bytes.div_ceil(n_tasks);
     let (s, d) = (Shared(src.as_ptr().cast_mut()), Shared(dst.as_mut_ptr()));
@@ -38,7 +42,7 @@ pub fn copy_bandwidth(pool: &ThreadPool, bytes: usize, reps: usize) -> f64 {
             let (a, b) = (i * chunk, ((i + 1) * chunk).min(bytes));
             if a < b {
                 // SAFETY: `a..b` is in bounds of both buffers and belongs to this task alone;
-                // `src` and `dst` are distinct allocations.
+                // `src` and `dst` are disjoint ranges.
                 unsafe { std::ptr::copy_nonoverlapping(s.at(a).cast_const(), d.at(a), b - a) };
             }
         });
@@ -49,9 +53,13 @@ pub fn copy_bandwidth(pool: &ThreadPool, bytes: usize, reps: usize) -> f64 {
 }
 
 /// Best-of-`reps` bandwidth of reading a `bytes`-byte buffer (summing it as u64 words) with all
-/// the pool's threads, in bytes per second: the access pattern of decode's weight streaming.
+/// the pool's threads, in bytes per second: the access pattern of decode's weight streaming (on
+/// huge pages where the OS gives them, as the repacked weights).
 pub fn read_bandwidth(pool: &ThreadPool, bytes: usize, reps: usize) -> f64 {
-    let words = vec![1u64; bytes / 8];
+    let mut buf = HugeBytes::cut(&[bytes / 8 * 8]).swap_remove(0);
+    let words: &mut [u64] = bytemuck::cast_slice_mut(buf.as_mut_slice());
+    words.fill(1);
+    let words: &[u64] = words;
     let n_tasks = pool.n_threads();
     let chunk = words.len().div_ceil(n_tasks);
     let mut best = 0.0f64;
@@ -107,6 +115,21 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 =
         line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Bytes of this process's anonymous memory on transparent huge pages (Linux `AnonHugePages`
+/// of `/proc/self/smaps_rollup`); `None` where unknown.
+pub fn huge_page_bytes() -> Option<u64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let line = rollup.lines().find(|l| l.starts_with("AnonHugePages:"))?;
+    let kb: u64 = line
+        .trim_start_matches("AnonHugePages:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
 

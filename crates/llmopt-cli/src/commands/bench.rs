@@ -6,8 +6,8 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use llmopt_kernels::Isa;
 use llmopt_model::KvCache;
 use llmopt_profile::{
-    copy_bandwidth, peak_rss_bytes, read_bandwidth, run_test, sync_cost, BenchTest, TestKind,
-    TestResult,
+    copy_bandwidth, huge_page_bytes, peak_rss_bytes, read_bandwidth, run_test, sync_cost,
+    BenchTest, TestKind, TestResult,
 };
 
 use llmopt_store::{Better, Metric};
@@ -66,6 +66,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         results.push(r);
     }
     let peak_rss = peak_rss_bytes();
+    // Before the bandwidth probes, which map huge pages of their own.
+    let huge = huge_page_bytes();
     let (copy_bw, read_bw) = if args.no_bandwidth {
         (None, None)
     } else {
@@ -114,6 +116,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "copy_bandwidth_bytes_per_s": copy_bw,
             "read_bandwidth_bytes_per_s": read_bw,
             "peak_rss_bytes": peak_rss,
+            "huge_page_bytes": huge,
             "sync_seconds_per_region": sync,
         })
     };
@@ -167,6 +170,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         if let Some(rss) = peak_rss {
             println!("peak resident memory: {}", human_bytes(rss));
+        }
+        if let Some(h) = huge.filter(|_| repacked > 0) {
+            println!(
+                "memory on huge pages: {} (repacked weights ask for them; Linux gives them when \
+                 /sys/kernel/mm/transparent_hugepage/enabled is `always` or `madvise`)",
+                human_bytes(h)
+            );
         }
     }
     draft.record(&args.store, metrics, &report);
