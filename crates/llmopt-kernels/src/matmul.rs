@@ -43,6 +43,9 @@ impl<'a> WeightView<'a> {
 /// Tokens per task in prefill: a task's activations stay in L1 while a chunk of weight rows
 /// streams past them once.
 const TOK_TILE: usize = 16;
+
+/// Tokens per parallel run of the activation quantization: fewer (decode) stay on the caller.
+const PAR_MIN_TOKENS: usize = 16;
 /// Largest `rows * toks` of a [`TileKernel`] that the task loop takes (its stack buffer).
 const MAX_TILE: usize = 16;
 /// Weights per `pool.run` in [`matmul_many`]; more are run in several batches.
@@ -190,16 +193,28 @@ pub fn matmul_many_with(
         let (off, _) = act_offset(ws, i, n_tok)?;
         let a_row = vdt.row_bytes(cols)?;
         let region = &mut scratch[off..off + n_tok * a_row];
-        for (xt, at) in x.chunks_exact(cols.max(1)).zip(region.chunks_exact_mut(a_row.max(1))) {
-            quant(xt, at);
-        }
+        pool.for_rows_mut(region, a_row.max(1), PAR_MIN_TOKENS, &|t0, rows| {
+            let xs = &x[t0 * cols..];
+            for (xt, at) in xs.chunks_exact(cols.max(1)).zip(rows.chunks_exact_mut(a_row.max(1))) {
+                quant(xt, at);
+            }
+        });
     }
     if let Some(i) = sums_of {
         debug_assert_eq!(ws[i].ty.spec().vec_dot_type, GgmlType::Q8_0, "sums of Q8_0 blocks");
         let (off, _) = act_offset(ws, i, n_tok)?;
         let a_row = GgmlType::Q8_0.row_bytes(cols)?;
         let (acts, sums) = scratch.split_at_mut(total);
-        block_records(&acts[off..off + n_tok * a_row], sums);
+        let acts = &acts[off..off + n_tok * a_row];
+        let rec_row = n_blocks * BLOCK_INFO;
+        pool.for_rows_mut(
+            &mut sums[..n_tok * rec_row],
+            rec_row.max(1),
+            PAR_MIN_TOKENS,
+            &|t0, recs| {
+                block_records(&acts[t0 * a_row..], recs);
+            },
+        );
     }
     let (scratch, sums) = scratch.split_at(total);
     let sums = &sums[..sums_len];

@@ -267,7 +267,51 @@ impl ThreadPool {
     }
 }
 
+/// A slice's base pointer handed to the tasks of [`ThreadPool::for_rows_mut`], each of which
+/// touches its own rows.
+struct RowsPtr<T>(*mut T);
+// SAFETY: tasks reach disjoint row ranges only, and `run` returns after all of them, while the
+// `&mut [T]` the pointer came from is still borrowed; `T: Send` lets a row move across threads.
+unsafe impl<T: Send> Sync for RowsPtr<T> {}
+
+impl<T> RowsPtr<T> {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper).
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
 impl ThreadPool {
+    /// Calls `f(first_row, rows)` on `data` cut into runs of whole rows of `width` elements, in
+    /// parallel when there are at least `2 * min_rows` rows (runs of at least `min_rows`, about
+    /// two per thread), else once inline on all of it: the row-wise steps of a prefill (norms,
+    /// activations, quantizing the activations) without a parallel region for a decode step.
+    /// Each row is passed to exactly one call, so results do not depend on the split.
+    pub fn for_rows_mut<T: Send>(
+        &self,
+        data: &mut [T],
+        width: usize,
+        min_rows: usize,
+        f: &(dyn Fn(usize, &mut [T]) + Sync),
+    ) {
+        let n_rows = data.len() / width.max(1);
+        let per = n_rows.div_ceil(2 * self.n_threads).max(min_rows.max(1));
+        if self.n_threads == 1 || n_rows < 2 * min_rows.max(1) || per >= n_rows {
+            return f(0, data);
+        }
+        let (len, base) = (data.len(), RowsPtr(data.as_mut_ptr()));
+        self.run(n_rows.div_ceil(per), &|i| {
+            let (r0, r1) = (i * per, ((i + 1) * per).min(n_rows));
+            let end = if r1 == n_rows { len } else { r1 * width };
+            // SAFETY: task i alone owns elements r0 * width..end (disjoint across tasks, in
+            // bounds of `data`, which stays borrowed until `run` returns).
+            let rows = unsafe {
+                std::slice::from_raw_parts_mut(base.get().add(r0 * width), end - r0 * width)
+            };
+            f(r0, rows);
+        });
+    }
+
     /// More tasks than one job can count: run them as at most `max_jobs` tasks of whole chunks.
     fn run_chunked(&self, n_tasks: usize, max_jobs: usize, f: &(dyn Fn(usize) + Sync)) {
         let chunk = n_tasks.div_ceil(max_jobs);
@@ -322,6 +366,29 @@ impl Drop for ThreadPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn for_rows_mut_visits_every_row_once_with_its_index() {
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            for (n_rows, width, min_rows) in
+                [(0, 3, 4), (1, 3, 4), (7, 3, 4), (8, 3, 4), (61, 5, 2)]
+            {
+                // One trailing element that is not a whole row goes with the last run.
+                let mut data = vec![0usize; n_rows * width + 1];
+                let before = pool.regions();
+                pool.for_rows_mut(&mut data, width, min_rows, &|r0, rows| {
+                    for (j, v) in rows.iter_mut().enumerate() {
+                        *v += r0 * width + j + 1;
+                    }
+                });
+                let want: Vec<usize> = (1..=data.len()).collect();
+                assert_eq!(data, want, "{threads} threads, {n_rows} rows");
+                let parallel = threads > 1 && n_rows >= 2 * min_rows;
+                assert_eq!(pool.regions() - before, u64::from(parallel), "{threads} {n_rows}");
+            }
+        }
+    }
 
     #[test]
     fn counts_parallel_regions() {

@@ -119,6 +119,16 @@ impl ModelConfig {
                 format!("{} for head size {}", self.rope_dim, self.head_dim),
             );
         }
+        if self.head_dim == 0 || self.head_dim > crate::attention::MAX_HEAD_DIM {
+            return bad(
+                "attention.key_length",
+                format!(
+                    "head size {} is not in 1..={}",
+                    self.head_dim,
+                    crate::attention::MAX_HEAD_DIM
+                ),
+            );
+        }
         if !self.n_head.is_multiple_of(self.n_kv_head) {
             return bad(
                 "attention.head_count_kv",

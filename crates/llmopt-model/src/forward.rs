@@ -5,7 +5,7 @@
 use llmopt_kernels::{kv as kv_kernels, Isa, ThreadPool};
 
 use crate::{
-    attention::{attend, AttentionBatch, AttnPrecision, F32_MIN_TOKENS},
+    attention::{attend, AttentionBatch, AttnPrecision, F32_MIN_TOKENS, MAX_HEAD_DIM},
     kv_cache::{KvCache, SeqId},
     linear::Linear,
     model::Model,
@@ -59,8 +59,6 @@ pub struct Workspace {
     seq_offs: Vec<usize>,
     write_slots: Vec<usize>,
     logit_rows: Vec<usize>,
-    cos: Vec<f32>,
-    sin: Vec<f32>,
     starts: Vec<usize>,
 }
 
@@ -105,8 +103,6 @@ impl Workspace {
         grow(&mut self.up, n_tok * c.ffn_dim);
         grow(&mut self.logits_in, n_logits * c.d_model);
         grow(&mut self.logits, n_logits * c.vocab_size);
-        grow(&mut self.cos, c.rope_dim / 2);
-        grow(&mut self.sin, c.rope_dim / 2);
     }
 }
 
@@ -128,6 +124,70 @@ fn run_linears<const N: usize>(
         }
     }
     Ok(())
+}
+
+/// Rows per parallel run of the row-wise steps (norms, rope, activation, residual): a decode
+/// step's few rows stay on the calling thread.
+const PAR_MIN_ROWS: usize = 16;
+
+/// `dst` = RMSNorm of each `width`-wide row of `src`, times `w`, rows in parallel for a prefill.
+fn norm_rows(pool: &ThreadPool, src: &[f32], dst: &mut [f32], width: usize, w: &[f32], eps: f32) {
+    pool.for_rows_mut(dst, width, PAR_MIN_ROWS, &|r0, rows| {
+        for (s, d) in src[r0 * width..].chunks_exact(width).zip(rows.chunks_exact_mut(width)) {
+            ops::rms_norm_into(s, d, w, eps);
+        }
+    });
+}
+
+/// `x += proj`, the block's output first RMSNorm-ed by `post_norm` where the architecture has one
+/// (Gemma 3), rows in parallel for a prefill.
+fn residual(
+    pool: &ThreadPool,
+    x: &mut [f32],
+    proj: &mut [f32],
+    width: usize,
+    post_norm: Option<&[f32]>,
+    eps: f32,
+) {
+    if let Some(w) = post_norm {
+        pool.for_rows_mut(proj, width, PAR_MIN_ROWS, &|_, rows| {
+            ops::rms_norm_rows(rows, width, w, eps)
+        });
+    }
+    let proj: &[f32] = proj;
+    pool.for_rows_mut(x, width, PAR_MIN_ROWS, &|r0, rows| {
+        ops::add_assign(rows, &proj[r0 * width..r0 * width + rows.len()])
+    });
+}
+
+/// Rotary embedding of consecutive tokens' `width`-wide rows of heads (the row of `rows` at index
+/// `i` is at position `positions[i]`), then the Walsh-Hadamard rotation of size `fwht` where a
+/// quantized cache asks for it.
+fn rope_rows(
+    c: &crate::config::ModelConfig,
+    il: usize,
+    positions: &[usize],
+    rows: &mut [f32],
+    width: usize,
+    fwht: Option<usize>,
+) {
+    let half = c.rope_dim / 2;
+    let (mut cos, mut sin) = ([0f32; MAX_HEAD_DIM / 2], [0f32; MAX_HEAD_DIM / 2]);
+    let (base, isa) = (c.layer_rope_base(il), Isa::best());
+    for (row, &pos) in rows.chunks_exact_mut(width).zip(positions) {
+        ops::rope_angles(
+            pos,
+            base,
+            c.rope_freq_scale,
+            c.rope_dim,
+            &mut cos[..half],
+            &mut sin[..half],
+        );
+        ops::rope_apply(row, c.head_dim, c.arch.rope, &cos[..half], &sin[..half]);
+        if let Some(n) = fwht {
+            kv_kernels::fwht(isa, row, n);
+        }
+    }
 }
 
 impl Model {
@@ -268,8 +328,7 @@ impl Model {
         let eps = c.rms_eps;
 
         // Attention block.
-        ws.h[..n * d].copy_from_slice(&ws.x[..n * d]);
-        ops::rms_norm_rows(&mut ws.h[..n * d], d, &l.attn_norm, eps);
+        norm_rows(pool, &ws.x[..n * d], &mut ws.h[..n * d], d, &l.attn_norm, eps);
         let at = Some(il);
         clock.lap(obs, at, Step::Norms);
         run_linears(
@@ -283,43 +342,31 @@ impl Model {
         )?;
         clock.lap(obs, at, Step::AttentionProj);
         if let (Some(qn), Some(kn)) = (&l.attn_q_norm, &l.attn_k_norm) {
-            ops::rms_norm_rows(&mut ws.q[..n * qd], hd, qn, eps);
-            ops::rms_norm_rows(&mut ws.k[..n * kvd], hd, kn, eps);
+            pool.for_rows_mut(&mut ws.q[..n * qd], qd, PAR_MIN_ROWS, &|_, q| {
+                ops::rms_norm_rows(q, hd, qn, eps)
+            });
+            pool.for_rows_mut(&mut ws.k[..n * kvd], kvd, PAR_MIN_ROWS, &|_, k| {
+                ops::rms_norm_rows(k, hd, kn, eps)
+            });
             clock.lap(obs, at, Step::Norms);
         }
-        let base = c.layer_rope_base(il);
         let rot = kv.kv_type().rotation(hd);
-        let half = c.rope_dim / 2;
+        let positions = &ws.positions[..n];
+        // Rotary embedding (and llama.cpp's rotation around a quantized cache,
+        // `KvType::rotation`) of each token's query and key rows.
+        pool.for_rows_mut(&mut ws.q[..n * qd], qd, PAR_MIN_ROWS, &|t0, q| {
+            rope_rows(c, il, &positions[t0..], q, qd, rot.map(|r| r.0))
+        });
+        pool.for_rows_mut(&mut ws.k[..n * kvd], kvd, PAR_MIN_ROWS, &|t0, k| {
+            rope_rows(c, il, &positions[t0..], k, kvd, rot.map(|r| r.0))
+        });
+        if let Some((_, rv)) = rot {
+            let isa = Isa::best();
+            pool.for_rows_mut(&mut ws.v[..n * kvd], kvd, PAR_MIN_ROWS, &|_, v| {
+                v.chunks_exact_mut(kvd).for_each(|row| kv_kernels::fwht(isa, row, rv))
+            });
+        }
         for t in 0..n {
-            ops::rope_angles(
-                ws.positions[t],
-                base,
-                c.rope_freq_scale,
-                c.rope_dim,
-                &mut ws.cos[..half],
-                &mut ws.sin[..half],
-            );
-            ops::rope_apply(
-                &mut ws.q[t * qd..(t + 1) * qd],
-                hd,
-                c.arch.rope,
-                &ws.cos[..half],
-                &ws.sin[..half],
-            );
-            ops::rope_apply(
-                &mut ws.k[t * kvd..(t + 1) * kvd],
-                hd,
-                c.arch.rope,
-                &ws.cos[..half],
-                &ws.sin[..half],
-            );
-            if let Some((rk, rv)) = rot {
-                // llama.cpp's rotation around a quantized cache (`KvType::rotation`).
-                let isa = Isa::best();
-                kv_kernels::fwht(isa, &mut ws.q[t * qd..(t + 1) * qd], rk);
-                kv_kernels::fwht(isa, &mut ws.k[t * kvd..(t + 1) * kvd], rk);
-                kv_kernels::fwht(isa, &mut ws.v[t * kvd..(t + 1) * kvd], rv);
-            }
             kv.write(
                 il,
                 ws.write_slots[t],
@@ -347,14 +394,17 @@ impl Model {
         clock.lap(obs, at, Step::AttentionCore);
         run_linears(pool, [&l.attn_output], &ws.att, n, &mut ws.scratch, [&mut ws.proj], obs)?;
         clock.lap(obs, at, Step::AttentionProj);
-        if let Some(w) = &l.post_attention_norm {
-            ops::rms_norm_rows(&mut ws.proj[..n * d], d, w, eps);
-        }
-        ops::add_assign(&mut ws.x[..n * d], &ws.proj[..n * d]);
+        residual(
+            pool,
+            &mut ws.x[..n * d],
+            &mut ws.proj[..n * d],
+            d,
+            l.post_attention_norm.as_deref(),
+            eps,
+        );
 
         // Feed-forward block.
-        ws.h[..n * d].copy_from_slice(&ws.x[..n * d]);
-        ops::rms_norm_rows(&mut ws.h[..n * d], d, &l.ffn_norm, eps);
+        norm_rows(pool, &ws.x[..n * d], &mut ws.h[..n * d], d, &l.ffn_norm, eps);
         clock.lap(obs, at, Step::Norms);
         let f = c.ffn_dim;
         run_linears(
@@ -366,13 +416,20 @@ impl Model {
             [&mut ws.gate, &mut ws.up],
             obs,
         )?;
-        ops::gated_activation(&mut ws.gate[..n * f], &ws.up[..n * f], c.arch.activation);
+        let (up, act) = (&ws.up[..n * f], c.arch.activation);
+        pool.for_rows_mut(&mut ws.gate[..n * f], f, PAR_MIN_ROWS, &|t0, g| {
+            ops::gated_activation(g, &up[t0 * f..], act)
+        });
         run_linears(pool, [&l.ffn_down], &ws.gate, n, &mut ws.scratch, [&mut ws.proj], obs)?;
         clock.lap(obs, at, Step::Mlp);
-        if let Some(w) = &l.post_ffw_norm {
-            ops::rms_norm_rows(&mut ws.proj[..n * d], d, w, eps);
-        }
-        ops::add_assign(&mut ws.x[..n * d], &ws.proj[..n * d]);
+        residual(
+            pool,
+            &mut ws.x[..n * d],
+            &mut ws.proj[..n * d],
+            d,
+            l.post_ffw_norm.as_deref(),
+            eps,
+        );
         clock.lap(obs, at, Step::Norms);
         Ok(())
     }
