@@ -98,6 +98,7 @@ fn a_model_against_itself_keeps_its_budget() {
     assert!(greedy > 0.0 && greedy < 1.0, "SmolLM2 gets some of 24 LAMBADA words: {greedy}");
     assert_eq!(v["verdict"], "holds");
     assert!(v["budget"].as_array().unwrap().iter().all(|c| c["holds"] == true));
+    assert!(v["speed"].is_null(), "timed only with --speed: {}", v["speed"]);
 }
 
 #[test]
@@ -105,8 +106,9 @@ fn a_degraded_copy_breaks_a_tight_budget_with_exit_code_3() {
     let tmp = TempDir::new("compare-degraded");
     let cand = degraded_smollm2(tmp.path());
     let store = tmp.path().join("runs.sqlite").display().to_string();
+    let budget = ["--budget", "kld<=0.0001,size_ratio<=1"];
     let (out, v) =
-        compare(&smollm2(), &cand, &["--budget", "kld<=0.0001,size_ratio<=1", "--store", &store]);
+        compare(&smollm2(), &cand, &[&budget[..], &["--store", &store, "--speed"]].concat());
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(v["verdict"], "broken");
     let kld = v["kld"]["value"].as_f64().unwrap();
@@ -135,6 +137,16 @@ fn a_degraded_copy_breaks_a_tight_budget_with_exit_code_3() {
     assert_eq!(metric("budget_holds").unwrap()["value"], 0.0);
     assert_eq!(metric("kld").unwrap()["value"], v["kld"]["value"]);
     assert!(metric("arc_easy.acc_change").is_some());
+    // --speed: both models timed on pp512 and tg128, the candidate's as a ratio and stored.
+    for test in ["pp512", "tg128"] {
+        let s = &v["speed"][test];
+        let (b, c) = (s["base"].as_f64().unwrap(), s["candidate"].as_f64().unwrap());
+        assert!(b > 0.0 && c > 0.0, "{s}");
+        assert!((s["ratio"].as_f64().unwrap() - c / b).abs() < 1e-9, "{s}");
+        assert_eq!(metric(&format!("{test}_speed_ratio")).unwrap()["value"], s["ratio"]);
+        assert_eq!(metric(&format!("{test}_tokens_per_s")).unwrap()["value"], s["candidate"]);
+    }
+    assert_eq!(v["speed"]["reps"], 3);
     // Without a budget the verdict is absent and the exit code 0.
     let (out, v) = compare(&smollm2(), &cand, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));

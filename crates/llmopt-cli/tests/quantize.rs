@@ -375,6 +375,7 @@ fn validated_runs_are_recorded_with_size_time_and_accuracy() {
     let v = quantize_ok(dir.path(), "q.gguf", &args);
     assert_eq!(v["validation"]["verdict"], "holds");
     assert!(v["validation"]["kld"]["value"].as_f64().unwrap() < 0.01, "{v}");
+    assert!(v["validation"]["speed"]["tg128"]["ratio"].as_f64().unwrap() > 0.0, "{v}");
     let o = llmopt(&["runs", "list", "--store", &store, "--json"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -389,6 +390,10 @@ fn validated_runs_are_recorded_with_size_time_and_accuracy() {
     assert!((mb - 144.8).abs() < 0.1, "{mb}");
     for m in ["bits_per_weight", "seconds", "size_ratio", "kld", "top1", "ppl_ratio"] {
         assert!(metric(m).is_some(), "{m}: {run}");
+    }
+    // The validation times both files too (bench's pp512 and tg128).
+    for m in ["pp512_speed_ratio", "tg128_speed_ratio", "tg128_tokens_per_s"] {
+        assert!(metric(m).unwrap()["value"].as_f64().unwrap() > 0.0, "{m}: {run}");
     }
 
     // A broken budget: exit code 3, the output kept.

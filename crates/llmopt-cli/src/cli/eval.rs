@@ -76,6 +76,10 @@ pub struct CompareArgs {
     /// candidate, the cost of a quantized KV cache (e.g. `--candidate-kv q8_0`).
     #[arg(long, value_name = "TYPE")]
     pub candidate_kv: Option<llmopt_model::KvType>,
+    /// Also time both models as `llmopt bench` does (pp512 and tg128, 3 repetitions each after a
+    /// warm-up) and report the candidate's speed as a ratio of the base's.
+    #[arg(long)]
+    pub speed: bool,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,

@@ -240,8 +240,9 @@ pub struct AutoArgs {
 /// `quantize --validate`: the output measured against its input by `eval compare`'s code.
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// After writing, measure the output against the input as `eval compare` does (perplexity,
-    /// KL divergence, top-1 agreement) and keep the figures with the run.
+    /// After writing, measure the output against the input as `eval compare --speed` does
+    /// (perplexity, KL divergence, top-1 agreement, and both files' pp512/tg128 speed) and keep
+    /// the figures with the run.
     #[arg(long)]
     pub validate: bool,
     /// Text --validate scores (UTF-8).

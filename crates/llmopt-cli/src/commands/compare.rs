@@ -22,7 +22,10 @@ use llmopt_formats::gguf::GgufFile;
 use llmopt_model::KvType;
 use llmopt_store::Metric as StoreMetric;
 
-use super::tasks::source;
+use super::{
+    compare_speed::{self, Speed},
+    tasks::source,
+};
 use crate::{
     cli::{CompareArgs, RunArgs},
     load::Loaded,
@@ -121,12 +124,15 @@ pub(crate) struct Measured {
     kld: KldReport,
     paired: Vec<PairedTask>,
     checks: Option<Vec<Check>>,
+    /// Base and candidate speed, with `--speed`.
+    speed: Option<[Speed; 2]>,
 }
 
 impl Measured {
     pub(crate) fn report(&self) -> Report<'_> {
         let (facts, base_ppl, kld, paired) = (&self.facts, &self.base_ppl, &self.kld, &self.paired);
-        Report { facts, base_ppl, kld, paired, checks: self.checks.clone() }
+        let speed = self.speed.as_ref();
+        Report { facts, base_ppl, kld, paired, checks: self.checks.clone(), speed }
     }
 }
 
@@ -181,8 +187,8 @@ pub(crate) fn measure(args: &CompareArgs) -> Result<Measured> {
         kv,
     };
 
-    // The base: its distributions to the temporary file, then its answers.
-    let base_ppl = {
+    // The base: its distributions to the temporary file, then its answers (and speed).
+    let (base_ppl, base_speed) = {
         let m = Loaded::open(&run(&args.base, args.kv))?;
         let (tokens, cfg) = tokenize_text(&m, &text, args);
         let file = File::create(&tmp.0)
@@ -199,11 +205,11 @@ pub(crate) fn measure(args: &CompareArgs) -> Result<Measured> {
         for t in &mut tasks {
             t.base = answers(&m, t, "base")?;
         }
-        report
+        (report, args.speed.then(|| compare_speed::measure(&m, "base")).transpose()?)
     };
 
     // The candidate, on the same chunks and questions.
-    let kld = {
+    let (kld, cand_speed) = {
         let m = Loaded::open(&run(&args.candidate, args.candidate_kv.unwrap_or(args.kv)))?;
         let (tokens, cfg) = tokenize_text(&m, &text, args);
         let file = File::open(&tmp.0)
@@ -231,7 +237,7 @@ pub(crate) fn measure(args: &CompareArgs) -> Result<Measured> {
         for t in &mut tasks {
             t.candidate = answers(&m, t, "candidate")?;
         }
-        report
+        (report, args.speed.then(|| compare_speed::measure(&m, "candidate")).transpose()?)
     };
     drop(tmp);
 
@@ -258,7 +264,8 @@ pub(crate) fn measure(args: &CompareArgs) -> Result<Measured> {
         }
     };
     let checks = args.budget.as_ref().map(|b| b.check(measured));
-    Ok(Measured { facts, base_ppl, kld, paired, checks })
+    let speed = base_speed.zip(cand_speed).map(|(b, c)| [b, c]);
+    Ok(Measured { facts, base_ppl, kld, paired, checks, speed })
 }
 
 fn tokenize_text(m: &Loaded, text: &str, args: &CompareArgs) -> (Vec<u32>, PerplexityConfig) {
@@ -290,6 +297,7 @@ pub(crate) struct Report<'a> {
     kld: &'a KldReport,
     paired: &'a [PairedTask],
     checks: Option<Vec<Check>>,
+    speed: Option<&'a [Speed; 2]>,
 }
 
 fn est(e: Estimate) -> serde_json::Value {
@@ -369,6 +377,7 @@ impl Report<'_> {
             "kld_max": k.kld_percentiles.max,
             "top1": est(k.same_top),
             "tasks": tasks,
+            "speed": self.speed.map(compare_speed::json),
             "budget": budget,
             "verdict": self.holds().map(|h| if h { "holds" } else { "broken" }),
         });
@@ -418,6 +427,7 @@ impl Report<'_> {
                 .with_stderr(100.0 * p.delta.stderr),
             );
         }
+        m.extend(self.speed.map(compare_speed::metrics).unwrap_or_default());
         if let Some(h) = self.holds() {
             m.push(StoreMetric::new("budget_holds", f64::from(u8::from(h)), "", Higher));
         }
@@ -482,6 +492,9 @@ impl Report<'_> {
                     p.p_value
                 ),
             ]);
+        }
+        if let Some(s) = self.speed {
+            compare_speed::add_rows(&mut t, s);
         }
         println!("{t}");
         println!(

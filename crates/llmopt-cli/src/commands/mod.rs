@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 pub(crate) mod compare;
+mod compare_speed;
 mod eval;
 mod generate;
 pub(crate) mod inspect;

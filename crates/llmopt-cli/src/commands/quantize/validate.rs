@@ -1,5 +1,5 @@
-//! `quantize --validate`: the output measured against its input by `eval compare`'s own code
-//! (not a copy), its figures added to the quantize run's report and stored metrics.
+//! `quantize --validate`: the output measured against its input by the code of `eval compare
+//! --speed` (not a copy), its figures added to the quantize run's report and stored metrics.
 
 use std::process::ExitCode;
 
@@ -62,6 +62,7 @@ impl Validation {
             no_repack: false,
             kv: Default::default(),
             candidate_kv: None,
+            speed: true,
             json: q.json,
             store: StoreArgs { store: None, no_store: true },
         };
