@@ -182,9 +182,14 @@ fn bench_stream(c: &mut Criterion) {
     for ty in [Q4_0, Q4_1, Q5_0, Q8_0] {
         let data = weights(ty, rows, cols);
         let plain = WeightView { ty, rows, cols, data: &data, packed: None };
-        let Some(p) = PackedWeight::new(Isa::best(), &plain) else { return };
         let n = (96usize << 20).div_ceil(data.len());
-        let stack: Vec<PackedWeight> = (0..n).map(|_| p.clone()).collect();
+        // One mapping on huge pages, the matrices one after another, as a model's.
+        let Some(stack) = PackedWeight::new_many(Isa::best(), &vec![plain; n])
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+        else {
+            return;
+        };
         let x: Vec<f32> = (0..cols).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
         let mut y = vec![0.0f32; rows];
         let mut scratch = Vec::new();

@@ -67,8 +67,8 @@ impl HugeBytes {
 
     /// Ranges of `lens` bytes each, cut in order from one new anonymous mapping advised to use
     /// huge pages (each range 64-byte aligned, the first 2 MiB aligned): consecutive weights stay
-    /// consecutive in memory, as decode reads them. Where the OS refuses the mapping, from the
-    /// heap instead (as `Vec` would, which also aborts when that fails).
+    /// consecutive in memory, as decode reads them. Under 2 MiB in all, or where the OS refuses
+    /// the mapping, from the heap instead (as `Vec`, which also aborts when that fails).
     ///
     /// # Panics
     /// If the sizes add up past `usize` (as `Vec::with_capacity` would).
@@ -79,10 +79,12 @@ impl HugeBytes {
             offsets.push(total);
             total = total.checked_add(len.next_multiple_of(ALIGN)).expect("sizes overflow usize");
         }
-        // Room to start at a 2 MiB boundary wherever the OS places the mapping.
+        // Room to start at a 2 MiB boundary wherever the OS places the mapping. Less than one
+        // huge page in all gains nothing from one (and one would cost 2 MiB): the heap then.
         let used = total.max(1).next_multiple_of(HUGE);
-        let (mem, base) = match MmapMut::map_anon(used + HUGE) {
-            Ok(mut map) => {
+        let map = if total >= HUGE { MmapMut::map_anon(used + HUGE).ok() } else { None };
+        let (mem, base) = match map {
+            Some(mut map) => {
                 let start = map.as_ptr().align_offset(HUGE);
                 #[cfg(target_os = "linux")]
                 {
@@ -93,7 +95,7 @@ impl HugeBytes {
                 let base = unsafe { map.as_mut_ptr().add(start) };
                 (Memory::Map(map), base)
             }
-            Err(_) => {
+            None => {
                 let mut heap = vec![0u8; total + ALIGN];
                 let start = heap.as_ptr().align_offset(ALIGN);
                 // SAFETY: `start < ALIGN` and the vector holds `total + ALIGN` bytes; its heap
@@ -124,7 +126,7 @@ mod tests {
     fn ranges_are_zeroed_aligned_disjoint_and_keep_their_bytes() {
         let lens = [0usize, 1, 63, 64, 65, 3 << 20, 7];
         let mut parts = HugeBytes::cut(&lens);
-        assert_eq!(parts[0].as_slice().as_ptr() as usize % HUGE, 0);
+        assert_eq!(parts[0].as_slice().as_ptr() as usize % HUGE, 0, "a mapping, 2 MiB aligned");
         for (i, (p, &len)) in parts.iter_mut().zip(&lens).enumerate() {
             assert_eq!(p.as_slice().len(), len);
             assert_eq!(p.as_slice().as_ptr() as usize % ALIGN, 0);
@@ -135,6 +137,14 @@ mod tests {
             let (a, b) = (w[0].as_slice(), w[1].as_slice());
             assert!(a.as_ptr() as usize + a.len() <= b.as_ptr() as usize);
         }
+        // Small totals come from the heap, still aligned and zeroed.
+        let mut small = HugeBytes::cut(&[100, 5]);
+        for p in &mut small {
+            assert_eq!(p.as_slice().as_ptr() as usize % ALIGN, 0);
+            assert!(p.as_slice().iter().all(|&b| b == 0));
+            p.as_mut_slice().fill(9);
+        }
+        assert!(small[0].as_slice().iter().chain(small[1].as_slice()).all(|&b| b == 9));
         // The mapping outlives the ranges dropped before it.
         let last = parts.pop().unwrap();
         drop(parts);

@@ -36,15 +36,6 @@ pub struct PackedWeight {
     data: HugeBytes,
 }
 
-impl Clone for PackedWeight {
-    /// A copy in a mapping of its own.
-    fn clone(&self) -> Self {
-        let mut data = HugeBytes::cut(&[self.n_bytes()]).swap_remove(0);
-        data.as_mut_slice().copy_from_slice(self.data.as_slice());
-        PackedWeight { data, ..*self }
-    }
-}
-
 impl std::fmt::Debug for PackedWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PackedWeight({} {}x{}, {} bytes)", self.ty, self.rows, self.cols, self.n_bytes())
@@ -272,7 +263,6 @@ mod tests {
             let (Some(p), Some(one)) = (p, one) else { continue };
             assert!(p.matches(v));
             assert_eq!(p.data(), one.data(), "{}", v.ty);
-            assert_eq!(p.clone().data(), one.data());
             let start = p.data().as_ptr() as usize;
             assert!(start >= last_end, "{} packed after the weight before it", v.ty);
             last_end = start + p.n_bytes();
