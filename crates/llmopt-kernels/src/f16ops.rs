@@ -98,7 +98,7 @@ pub fn attend_head_f16(
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2 && Isa::Avx2.is_available() {
         // SAFETY: the CPU supports AVX2, FMA and F16C (checked just above).
-        return unsafe { x86::attend_head(q, k, v, offsets, kv_off, scale, acc) };
+        return unsafe { x86::attend_head((q, k, v, offsets, kv_off, scale, acc)) };
     }
     let _ = isa;
     head_loop(
@@ -197,17 +197,9 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn attend_head(
-        q: &[f16],
-        k: &[f16],
-        v: &[f16],
-        offsets: &[usize],
-        kv_off: usize,
-        scale: f32,
-        acc: &mut [f16],
-    ) -> f32 {
+    pub(super) fn attend_head(args: super::HeadArgs<'_>) -> f32 {
         super::head_loop(
-            (q, k, v, offsets, kv_off, scale, acc),
+            args,
             |a, b| dot_f16(a, b),
             |y, x, s| mad_f16(y, x, s),
             |y, s| scale_f16(y, s),
