@@ -27,11 +27,12 @@ impl Shared {
 /// (STREAM's convention). Use a size well above the last-level cache (256 MiB is a good default).
 /// The buffers are on huge pages where the OS gives them, as the repacked weights are.
 pub fn copy_bandwidth(pool: &ThreadPool, bytes: usize, reps: usize) -> f64 {
-    let [mut src, mut dst]: [HugeBytes; 2] =
-        HugeBytes::cut(&[bytes, bytes]).try_into().expect("two ranges");
-    src.as_mut_slice().fill(1);
-    dst.as_mut_slice().fill(0);
-    let (src, dst) = (src.as_mut_slice(), dst.as_mut_slice());
+    let mut bufs = HugeBytes::cut(&[bytes, bytes]);
+    let (src, dst) = bufs.split_at_mut(1);
+    let (src, dst) = (src[0].as_mut_slice(), dst[0].as_mut_slice());
+    // Both are zeroed; writing every page faults them in before the timed copies.
+    src.fill(1);
+    dst.fill(0);
     let n_tasks = pool.n_threads();
     let chunk = bytes.div_ceil(n_tasks);
     let (s, d) = (Shared(src.as_ptr().cast_mut()), Shared(dst.as_mut_ptr()));
@@ -109,28 +110,23 @@ pub fn sync_cost(pool: &ThreadPool, runs: usize) -> Option<f64> {
     Some(started.elapsed().as_secs_f64() / runs as f64)
 }
 
+/// The `KEY:  N kB` line of a `/proc` file, in bytes; `None` where the file or line is missing.
+fn proc_kb(file: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let rest = text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?;
+    let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// This process's peak resident set size (Linux `VmHWM`), in bytes; `None` where unknown.
 pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 =
-        line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
-    Some(kb * 1024)
+    proc_kb("/proc/self/status", "VmHWM")
 }
 
 /// Bytes of this process's anonymous memory on transparent huge pages (Linux `AnonHugePages`
 /// of `/proc/self/smaps_rollup`); `None` where unknown.
 pub fn huge_page_bytes() -> Option<u64> {
-    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
-    let line = rollup.lines().find(|l| l.starts_with("AnonHugePages:"))?;
-    let kb: u64 = line
-        .trim_start_matches("AnonHugePages:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
+    proc_kb("/proc/self/smaps_rollup", "AnonHugePages")
 }
 
 #[cfg(test)]
@@ -164,5 +160,13 @@ mod tests {
         std::hint::black_box(&big);
         let after = peak_rss_bytes().unwrap();
         assert!(after >= before && after >= 64 << 20, "{before} -> {after}");
+    }
+
+    #[test]
+    fn huge_page_bytes_reads_the_rollup_and_absent_keys_are_none() {
+        // Linux always has the line (0 kB where THP is off), so only its value varies.
+        assert!(huge_page_bytes().expect("Linux has /proc/self/smaps_rollup") % 1024 == 0);
+        assert_eq!(proc_kb("/proc/self/status", "NoSuchKey"), None);
+        assert_eq!(proc_kb("/proc/self/no-such-file", "VmHWM"), None);
     }
 }
