@@ -165,7 +165,7 @@ mod tests {
     #[test]
     fn huge_page_bytes_reads_the_rollup_and_absent_keys_are_none() {
         // Linux always has the line (0 kB where THP is off), so only its value varies.
-        assert!(huge_page_bytes().expect("Linux has /proc/self/smaps_rollup") % 1024 == 0);
+        assert!(huge_page_bytes().expect("Linux has /proc/self/smaps_rollup").is_multiple_of(1024));
         assert_eq!(proc_kb("/proc/self/status", "NoSuchKey"), None);
         assert_eq!(proc_kb("/proc/self/no-such-file", "VmHWM"), None);
     }
