@@ -5,7 +5,8 @@
 use llmopt_kernels::{kv as kv_kernels, Isa, ThreadPool};
 
 use crate::{
-    attention::{attend, AttentionBatch, AttnPrecision, F32_MIN_TOKENS, MAX_HEAD_DIM},
+    attention::{attend, AttentionBatch, AttnPrecision, F32_MIN_TOKENS},
+    config::ModelConfig,
     kv_cache::{KvCache, SeqId},
     linear::Linear,
     model::Model,
@@ -59,6 +60,8 @@ pub struct Workspace {
     seq_offs: Vec<usize>,
     write_slots: Vec<usize>,
     logit_rows: Vec<usize>,
+    /// Per token, the rotary angles of its position: `rope_dim / 2` cosines, then as many sines.
+    angles: Vec<f32>,
     starts: Vec<usize>,
 }
 
@@ -103,6 +106,7 @@ impl Workspace {
         grow(&mut self.up, n_tok * c.ffn_dim);
         grow(&mut self.logits_in, n_logits * c.d_model);
         grow(&mut self.logits, n_logits * c.vocab_size);
+        grow(&mut self.angles, n_tok * c.rope_dim);
     }
 }
 
@@ -160,30 +164,32 @@ fn residual(
     });
 }
 
-/// Rotary embedding of consecutive tokens' `width`-wide rows of heads (the row of `rows` at index
-/// `i` is at position `positions[i]`), then the Walsh-Hadamard rotation of size `fwht` where a
-/// quantized cache asks for it.
-fn rope_rows(
-    c: &crate::config::ModelConfig,
+/// Each token's rotary angles at layer `il` (`positions[i]` into row `i` of `angles`, `rope_dim`
+/// wide: the cosines, then the sines), computed once for its query and key rows.
+fn rope_table(
+    pool: &ThreadPool,
+    c: &ModelConfig,
     il: usize,
     positions: &[usize],
-    rows: &mut [f32],
-    width: usize,
-    fwht: Option<usize>,
+    angles: &mut [f32],
 ) {
-    let half = c.rope_dim / 2;
-    let (mut cos, mut sin) = ([0f32; MAX_HEAD_DIM / 2], [0f32; MAX_HEAD_DIM / 2]);
-    let (base, isa) = (c.layer_rope_base(il), Isa::best());
-    for (row, &pos) in rows.chunks_exact_mut(width).zip(positions) {
-        ops::rope_angles(
-            pos,
-            base,
-            c.rope_freq_scale,
-            c.rope_dim,
-            &mut cos[..half],
-            &mut sin[..half],
-        );
-        ops::rope_apply(row, c.head_dim, c.arch.rope, &cos[..half], &sin[..half]);
+    let (rd, half, base) = (c.rope_dim, c.rope_dim / 2, c.layer_rope_base(il));
+    pool.for_rows_mut(angles, rd.max(1), PAR_MIN_ROWS, &|t0, rows| {
+        for (i, &pos) in positions[t0..].iter().enumerate().take(rows.len() / rd.max(1)) {
+            let (cos, sin) = rows[i * rd..(i + 1) * rd].split_at_mut(half);
+            ops::rope_angles(pos, base, c.rope_freq_scale, rd, cos, sin);
+        }
+    });
+}
+
+/// Rotary embedding of consecutive tokens' `width`-wide rows of heads (row `i` of `rows` with
+/// row `i` of `angles`, see [`rope_table`]), then the Walsh-Hadamard rotation of size `fwht` where
+/// a quantized cache asks for it.
+fn rope_rows(c: &ModelConfig, angles: &[f32], rows: &mut [f32], width: usize, fwht: Option<usize>) {
+    let (rd, half, isa) = (c.rope_dim, c.rope_dim / 2, Isa::best());
+    for (i, row) in rows.chunks_exact_mut(width).enumerate() {
+        let (cos, sin) = angles[i * rd..(i + 1) * rd].split_at(half);
+        ops::rope_apply(row, c.head_dim, c.arch.rope, cos, sin);
         if let Some(n) = fwht {
             kv_kernels::fwht(isa, row, n);
         }
@@ -351,14 +357,16 @@ impl Model {
             clock.lap(obs, at, Step::Norms);
         }
         let rot = kv.kv_type().rotation(hd);
-        let positions = &ws.positions[..n];
         // Rotary embedding (and llama.cpp's rotation around a quantized cache,
         // `KvType::rotation`) of each token's query and key rows.
+        let rd = c.rope_dim;
+        rope_table(pool, c, il, &ws.positions[..n], &mut ws.angles[..n * rd]);
+        let angles = &ws.angles[..n * rd];
         pool.for_rows_mut(&mut ws.q[..n * qd], qd, PAR_MIN_ROWS, &|t0, q| {
-            rope_rows(c, il, &positions[t0..], q, qd, rot.map(|r| r.0))
+            rope_rows(c, &angles[t0 * rd..], q, qd, rot.map(|r| r.0))
         });
         pool.for_rows_mut(&mut ws.k[..n * kvd], kvd, PAR_MIN_ROWS, &|t0, k| {
-            rope_rows(c, il, &positions[t0..], k, kvd, rot.map(|r| r.0))
+            rope_rows(c, &angles[t0 * rd..], k, kvd, rot.map(|r| r.0))
         });
         if let Some((_, rv)) = rot {
             let isa = Isa::best();
