@@ -35,10 +35,12 @@ impl Served {
         let (pipe, log) = (child.stderr.take().unwrap(), stderr.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                // The line goes into the log before the address is sent, so a test that reads the
+                // log as soon as `start` returns sees the line that announced the address.
+                log.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(rest) = line.split_once("listening on http://").map(|(_, r)| r) {
                     let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
                 }
-                log.lock().unwrap().push_str(&format!("{line}\n"));
             }
         });
         let addr = rx
