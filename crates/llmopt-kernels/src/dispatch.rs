@@ -120,6 +120,7 @@ fn scalar_vec_dot(ty: GgmlType) -> Option<VecDotFn> {
         FP8_PC => reference::vec_dot_fp8_pc_f32,
         NF4 => reference::vec_dot_nf4_f32,
         INT4_G128 => reference::vec_dot_int4_g128_q8_1,
+        W8A8 => reference::vec_dot_w8a8_int8_pc,
         Q8_1 | Q8_K => return None,
     })
 }

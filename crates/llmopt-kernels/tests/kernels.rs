@@ -44,12 +44,13 @@ fn f64_dot(ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> (f64, f64) {
     })
 }
 
-/// ggml's weight formats, then MXFP4 and llmopt's own (MXFP8, INT8_PC, FP8_PC, NF4, INT4_G128).
-const WEIGHT_TYPES: [GgmlType; 19] = {
+/// ggml's weight formats, then MXFP4 and llmopt's own (MXFP8, INT8_PC, FP8_PC, NF4, INT4_G128,
+/// W8A8).
+const WEIGHT_TYPES: [GgmlType; 20] = {
     use GgmlType::*;
     [
         F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4, MXFP8,
-        INT8_PC, FP8_PC, NF4, INT4_G128,
+        INT8_PC, FP8_PC, NF4, INT4_G128, W8A8,
     ]
 };
 

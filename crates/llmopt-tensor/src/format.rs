@@ -53,6 +53,10 @@ pub enum GgmlType {
     NF4 = 203,
     /// llmopt: 128 x 4-bit asymmetric, f16 scale and min (Q4_1's layout with 128-element groups).
     INT4_G128 = 204,
+    /// llmopt: W8A8 weights, int8 per output channel for a whole-row integer dot with int8
+    /// activations quantized per token (INT8_PC rows): an f32 scale and the i32 sum of the
+    /// row's quants per row, then the int8 values.
+    W8A8 = 205,
 }
 
 /// Decode whole blocks of bytes into f32s.
@@ -132,11 +136,12 @@ pub static FORMATS: [FormatSpec; GgmlType::ALL.len()] = [
     row!(FP8_PC, "fp8_pc", 32, 32 + 4, pc::fp8_pc_to_f32,   Some(pc::fp8_pc_from_f32),   None,          F32),
     row!(NF4,  "nf4",  64,  34,  nf4::nf4_to_f32,      Some(nf4::nf4_from_f32),     Some(nf4::nf4_weighted), F32),
     row!(INT4_G128, "int4_g128", 128, 68, int4::int4_g128_to_f32, Some(int4::int4_g128_from_f32), Some(int4::int4_g128_weighted), Q8_1),
+    row!(W8A8, "w8a8", 32, 32 + 8, pc::w8a8_to_f32, Some(pc::w8a8_from_f32), None,              INT8_PC),
 ];
 
 impl GgmlType {
     /// Every type in the table, in id order.
-    pub const ALL: [GgmlType; 21] = [
+    pub const ALL: [GgmlType; 22] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -158,6 +163,7 @@ impl GgmlType {
         GgmlType::FP8_PC,
         GgmlType::NF4,
         GgmlType::INT4_G128,
+        GgmlType::W8A8,
     ];
 
     /// Whether this is one of llmopt's own formats (ids from 200), which llama.cpp does not read:
@@ -173,7 +179,7 @@ impl GgmlType {
 
     /// This type's row of [`FORMATS`].
     pub fn spec(self) -> &'static FormatSpec {
-        // The table is small; a linear scan over 21 rows compiles to a handful of compares.
+        // The table is small; a linear scan over 22 rows compiles to a handful of compares.
         FORMATS.iter().find(|s| s.ty == self).expect("every GgmlType has a FORMATS row")
     }
 

@@ -110,7 +110,7 @@ fn bound(ty: GgmlType, x: &[f32]) -> f32 {
         // OCP MXFP8 saturates: amax / 2^X lies in [256, 512) and 448 is the largest element, so
         // the top of a block loses up to amax / 8; elsewhere half a 3-bit mantissa step (1/16).
         GgmlType::MXFP8 => amax / 8.0 * 1.001,
-        GgmlType::INT8_PC => amax / 127.0 * 0.5 * s,
+        GgmlType::INT8_PC | GgmlType::W8A8 => amax / 127.0 * 0.5 * s,
         // E4M3 per row: half a 3-bit mantissa step of the row's largest value.
         GgmlType::FP8_PC => amax / 16.0 * s,
         // The widest gap between NF4 levels is 0.304 of the f16 absmax.
@@ -241,4 +241,28 @@ fn checked_entry_points_report_lengths() {
         GgmlType::Q8_0.to_f32(&[0u8; 34], &mut [0.0; 33]),
         Err(TensorError::NotBlockMultiple { .. })
     ));
+}
+
+#[test]
+fn w8a8_rows_carry_their_quant_sum_and_int8_pc_values() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let normal = Normal::new(0.0f32, 1.0).unwrap();
+    for n in [32usize, 576, 896] {
+        let x: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
+        let mut w = vec![0u8; GgmlType::W8A8.row_bytes(n).unwrap()];
+        let mut p = vec![0u8; GgmlType::INT8_PC.row_bytes(n).unwrap()];
+        assert_eq!(w.len(), 8 + n);
+        GgmlType::W8A8.from_f32(&x, &mut w).unwrap();
+        GgmlType::INT8_PC.from_f32(&x, &mut p).unwrap();
+        // Same scale and quants as INT8_PC; the sum in bytes 4..8.
+        assert_eq!(w[..4], p[..4]);
+        assert_eq!(w[8..], p[4..]);
+        let sum: i32 = w[8..].iter().map(|&q| i32::from(q as i8)).sum();
+        assert_eq!(i32::from_le_bytes([w[4], w[5], w[6], w[7]]), sum);
+        assert_ne!(sum, 0);
+        let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+        GgmlType::W8A8.to_f32(&w, &mut a).unwrap();
+        GgmlType::INT8_PC.to_f32(&p, &mut b).unwrap();
+        assert_eq!(a, b);
+    }
 }

@@ -1,6 +1,7 @@
 //! Dots of llmopt's own integer and NF4 formats: INT8_PC with Q8_0 activations (integer block
 //! sums times the activation scale, the row scale once at the end), INT4_G128 with Q8_1 (Q4_1's
-//! arithmetic over 4 activation blocks per group), NF4 with f32 activations (levels by table).
+//! arithmetic over 4 activation blocks per group), NF4 with f32 activations (levels by table),
+//! W8A8 with INT8_PC activations (one integer dot over the whole row, then both scales).
 
 use llmopt_tensor::NF4_LEVELS;
 
@@ -19,6 +20,19 @@ pub fn vec_dot_int8_pc_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
         sumf += sumi as f32 * rd_f16(y, 0);
     }
     sumf * rd_f32(w, 0)
+}
+
+/// W8A8 weights (f32 row scale, i32 quant sum, then int8 values) times INT8_PC activations (f32
+/// token scale, then int8 values): `Σ w·a` as one exact i32, times `d_w · d_a`.
+pub fn vec_dot_w8a8_int8_pc(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    assert!(n.is_multiple_of(QK), "vec_dot: n = {n} is not a multiple of {QK}");
+    assert!(w.len() >= 8 + n && a.len() >= 4 + n, "vec_dot: rows shorter than {n}");
+    let sumi: i32 = w[8..8 + n]
+        .iter()
+        .zip(&a[4..4 + n])
+        .map(|(&p, &q)| i32::from(p as i8) * i32::from(q as i8))
+        .sum();
+    sumi as f32 * (rd_f32(w, 0) * rd_f32(a, 0))
 }
 
 /// INT4_G128 weights (68-byte groups) times Q8_1 activations (36-byte blocks, 4 per group).

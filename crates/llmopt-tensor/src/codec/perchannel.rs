@@ -3,18 +3,27 @@
 //!
 //! int8_pc: `d = amax / 127`, `q = round(x / d)` (half away from zero, as ggml's Q8_0 `_ref`),
 //! value `q * d`. fp8_pc: `d = amax / 448`, `q = E4M3(x / d)` (nearest even), value `E4M3(q) * d`.
+//! w8a8: int8_pc's values with an 8-byte header, the scale then `Σ q` as an i32, which the
+//! W8A8 kernels subtract once per row where they add 128 to the activations (`vpdpbusd` takes
+//! unsigned x signed bytes).
 
 use super::mx::{f32_to_e4m3, E4M3_MAX, E4M3_TO_F32};
 
-/// Bytes of the row header (the f32 scale).
+/// Bytes of the row header (the f32 scale) of int8_pc and fp8_pc.
 pub(crate) const HEADER: usize = 4;
+/// Bytes of w8a8's row header: the f32 scale, then the i32 sum of the row's quants.
+pub(crate) const W8A8_HEADER: usize = 8;
+
+fn split_row_with(header: usize, src_bytes: usize, n: usize) {
+    assert!(
+        src_bytes == header + n && n.is_multiple_of(crate::QK),
+        "codec: a per-channel row of {n} elements is {} bytes, found {src_bytes}",
+        header + n
+    );
+}
 
 fn split_row(src_bytes: usize, n: usize) {
-    assert!(
-        src_bytes == HEADER + n && n.is_multiple_of(crate::QK),
-        "codec: a per-channel row of {n} elements is {} bytes, found {src_bytes}",
-        HEADER + n
-    );
+    split_row_with(HEADER, src_bytes, n);
 }
 
 fn amax(x: &[f32]) -> f32 {
@@ -43,12 +52,36 @@ pub(crate) fn int8_pc_to_f32(src: &[u8], dst: &mut [f32]) {
 
 pub(crate) fn int8_pc_from_f32(src: &[f32], dst: &mut [u8]) {
     split_row(dst.len(), src.len());
+    int8_row(src, dst);
+}
+
+/// The scale into `dst[..4]` and the quants after `dst[..header]`; returns `Σ q`.
+fn int8_row(src: &[f32], dst: &mut [u8]) -> i32 {
     let d = amax(src) / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    dst[..HEADER].copy_from_slice(&d.to_le_bytes());
-    for (q, &v) in dst[HEADER..].iter_mut().zip(src) {
-        *q = (v * id).round() as i8 as u8;
+    dst[..4].copy_from_slice(&d.to_le_bytes());
+    let header = dst.len() - src.len();
+    let mut sum = 0i32;
+    for (q, &v) in dst[header..].iter_mut().zip(src) {
+        let qi = (v * id).round() as i8;
+        sum += i32::from(qi);
+        *q = qi as u8;
     }
+    sum
+}
+
+pub(crate) fn w8a8_to_f32(src: &[u8], dst: &mut [f32]) {
+    split_row_with(W8A8_HEADER, src.len(), dst.len());
+    let d = row_scale(src);
+    for (v, &q) in dst.iter_mut().zip(&src[W8A8_HEADER..]) {
+        *v = f32::from(q as i8) * d;
+    }
+}
+
+pub(crate) fn w8a8_from_f32(src: &[f32], dst: &mut [u8]) {
+    split_row_with(W8A8_HEADER, dst.len(), src.len());
+    let sum = int8_row(src, dst);
+    dst[4..W8A8_HEADER].copy_from_slice(&sum.to_le_bytes());
 }
 
 pub(crate) fn fp8_pc_to_f32(src: &[u8], dst: &mut [f32]) {
