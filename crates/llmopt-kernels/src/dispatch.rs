@@ -142,6 +142,7 @@ fn build(isa: Isa) -> Kernels {
             // Activations are quantized as llama.cpp's x86 build does (not with the weight codec).
             GgmlType::Q8_0 => Some(reference::quantize_row_q8_0 as QuantizeFn),
             GgmlType::Q8_1 => Some(reference::quantize_row_q8_1 as QuantizeFn),
+            GgmlType::INT8_PC => Some(reference::quantize_row_int8_pc as QuantizeFn),
             _ => ty.spec().from_f32,
         };
         #[cfg(target_arch = "x86_64")]

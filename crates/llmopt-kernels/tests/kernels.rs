@@ -126,9 +126,11 @@ fn simd_quantizers_equal_reference_bytes() {
     }
     let mut rng = StdRng::seed_from_u64(3);
     let (fast, slow) = (Kernels::get(Isa::Avx2).unwrap(), Kernels::get(Isa::Scalar).unwrap());
-    for ty in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K, GgmlType::F16] {
+    for ty in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K, GgmlType::F16, GgmlType::INT8_PC] {
         assert!(fast.is_simd_quantize(ty), "{ty}");
-        for n in [256usize, 768, 1536] {
+        let lens: &[usize] =
+            if ty == GgmlType::Q8_K { &[256, 768, 1536] } else { &[256, 576, 640, 768, 896, 1536] };
+        for &n in lens {
             let mut x = random_acts(n, &mut rng);
             // Exact .5 ties after scaling, zero blocks, and a block whose extremes tie in |v|.
             x[..32].iter_mut().enumerate().for_each(|(i, v)| *v = i as f32 - 15.5);
@@ -138,13 +140,46 @@ fn simd_quantizers_equal_reference_bytes() {
             if n > 600 {
                 x[512] = 3.0;
                 x[513] = -3.0;
-                x[514..768].iter_mut().for_each(|v| *v *= 0.1);
+                x[514..768.min(n)].iter_mut().for_each(|v| *v *= 0.1);
             }
             let mut a = vec![0u8; ty.row_bytes(n).unwrap()];
             let mut b = a.clone();
             (fast.quantize(ty).unwrap())(&x, &mut a);
             (slow.quantize(ty).unwrap())(&x, &mut b);
             assert_eq!(a, b, "{ty} n={n}");
+            // A row of zeros (INT8_PC: amax 0 for the whole row), and one without ties.
+            for x in [vec![0.0; n], random_acts(n, &mut rng)] {
+                (fast.quantize(ty).unwrap())(&x, &mut a);
+                (slow.quantize(ty).unwrap())(&x, &mut b);
+                assert_eq!(a, b, "{ty} n={n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn int8_pc_activations_round_half_to_even_over_the_row() {
+    let k = Kernels::get(Isa::Scalar).unwrap();
+    let q = k.quantize(GgmlType::INT8_PC).unwrap();
+    // amax 127: the multiplier is exactly 1, so .5 values are ties.
+    let mut x = vec![0.0f32; 64];
+    x[..6].copy_from_slice(&[127.0, 2.5, 3.5, -2.5, -3.5, 0.5]);
+    x[40] = -126.5;
+    let mut y = vec![0u8; 4 + 64];
+    q(&x, &mut y);
+    assert_eq!(f32::from_le_bytes([y[0], y[1], y[2], y[3]]), 1.0);
+    let v = |i: usize| y[4 + i] as i8;
+    assert_eq!([v(0), v(1), v(2), v(3), v(4), v(5), v(40)], [127, 2, 4, -2, -4, 0, -126]);
+    // Random rows: every value within d / 2 of its input, the row's extreme at ±127.
+    let mut rng = StdRng::seed_from_u64(5);
+    for n in [32usize, 576, 896, 1536] {
+        let x = random_acts(n, &mut rng);
+        let mut y = vec![0u8; 4 + n];
+        q(&x, &mut y);
+        let d = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+        assert!(y[4..].iter().any(|&b| (b as i8).unsigned_abs() == 127), "n={n}");
+        for (i, (&b, &v)) in y[4..].iter().zip(&x).enumerate() {
+            assert!((f32::from(b as i8) * d - v).abs() <= 0.5001 * d, "n={n} i={i}");
         }
     }
 }

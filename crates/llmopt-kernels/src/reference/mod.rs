@@ -3,8 +3,9 @@
 //! Each `vec_dot_<w>_<a>(n, w, a)` has the math and rounding structure of ggml's
 //! `ggml_vec_dot_<w>_<a>_generic`: an exact integer dot per block (or sub-block), then f32
 //! scaling in ggml's order. Float dots accumulate in f64 like ggml's scalar `ggml_vec_dot_f32`.
-//! The activation quantizers equal ggml's `quantize_row_*_ref` (they are the
-//! `llmopt-tensor` encoders).
+//! The activation quantizers are those llama.cpp's x86 build runs: Q8_0/Q8_1 (and INT8_PC rows,
+//! the same rounding over a whole row) with `127 / amax`, the rest ggml's `quantize_row_*_ref`
+//! (the `llmopt-tensor` encoders).
 
 mod float;
 mod kquants;
@@ -63,6 +64,16 @@ pub fn quantize_row_q8_1(x: &[f32], y: &mut [u8]) {
         yb[..2].copy_from_slice(&llmopt_tensor::f32_to_f16(d).to_le_bytes());
         yb[2..4].copy_from_slice(&llmopt_tensor::f32_to_f16(d * sum as f32).to_le_bytes());
     }
+}
+
+/// INT8_PC activations, one token's row: `d = amax / 127` as f32 (4 bytes), then the row's values
+/// times `127 / amax` rounded half to even, as int8 — Q8_0's x86 rounding (`q8_activation_block`)
+/// over the whole row, so W8A8's dot is one integer sum. (The tensor crate's `int8_pc` codec,
+/// which weights use, divides by `d` and rounds half away from zero.)
+pub fn quantize_row_int8_pc(x: &[f32], y: &mut [u8]) {
+    assert!(x.len().is_multiple_of(32) && y.len() == 4 + x.len(), "int8_pc: bad lengths");
+    let (d, _) = q8_activation_block(x, &mut y[4..]);
+    y[..4].copy_from_slice(&d.to_le_bytes());
 }
 
 /// ggml's `quantize_row_q8_K_ref` (scale `-127 / max`, round to nearest even, block sums).

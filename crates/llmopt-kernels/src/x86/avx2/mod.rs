@@ -98,6 +98,7 @@ pub(crate) fn quantize(ty: GgmlType) -> Option<QuantizeFn> {
         Q8_0 => safe!(quant quantize::quantize_row_q8_0),
         Q8_1 => safe!(quant quantize::quantize_row_q8_1),
         Q8_K => safe!(quant quantize::quantize_row_q8_k),
+        INT8_PC => safe!(quant quantize::quantize_row_int8_pc),
         F16 => safe!(quant quantize::quantize_row_f16),
         _ => return None,
     })

@@ -1,7 +1,7 @@
 //! AVX2 activation quantizers. They produce exactly the bytes of the scalar references in
 //! `reference`: for Q8_0/Q8_1 ggml's x86 `quantize_row_q8_0/1` (multiplier `127 / amax`, round half
-//! to even — what llama.cpp runs on this CPU, so activations match it), for Q8_K ggml's `_ref`
-//! (round half to even), which its x86 build also uses.
+//! to even — what llama.cpp runs on this CPU, so activations match it), INT8_PC the same over a
+//! whole row, for Q8_K ggml's `_ref` (round half to even), which its x86 build also uses.
 
 use std::arch::x86_64::*;
 
@@ -82,6 +82,32 @@ pub(crate) fn quantize_row_q8_1(x: &[f32], y: &mut [u8]) {
         yb[..2].copy_from_slice(&f16_bytes(d));
         yb[2..4].copy_from_slice(&f16_bytes(sum as f32 * d));
     }
+}
+
+/// INT8_PC activations (one row: f32 `d = amax / 127`, then int8 quants by the multiplier
+/// `127 / amax`, round half to even); `x.len()` a multiple of 32, `y.len() == 4 + x.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn quantize_row_int8_pc(x: &[f32], y: &mut [u8]) {
+    assert!(x.len().is_multiple_of(32) && y.len() == 4 + x.len());
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = [_mm256_setzero_ps(); 4];
+    for i in (0..x.len()).step_by(32) {
+        for (k, m) in m.iter_mut().enumerate() {
+            *m = _mm256_max_ps(*m, _mm256_andnot_ps(sign, ld(x, i + 8 * k)));
+        }
+    }
+    let amax = max_abs(&m);
+    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    for (i, qs) in (0..x.len()).step_by(32).zip(y[4..].chunks_exact_mut(32)) {
+        let q: [__m256i; 4] = std::array::from_fn(|k| {
+            _mm256_cvtps_epi32(_mm256_round_ps(
+                _mm256_mul_ps(ld(x, i + 8 * k), id),
+                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+            ))
+        });
+        pack_i8(q, qs);
+    }
+    y[..4].copy_from_slice(&(amax / 127.0).to_le_bytes());
 }
 
 /// Q8_K activations; `x.len()` a multiple of 256, `y.len() == x.len() / 256 * 292`.
