@@ -114,8 +114,9 @@ fn simd_vec_dot_matches_reference() {
         }
     }
     assert_eq!(
-        n_simd, 16,
-        "AVX2: F32 F16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K MXFP4 MXFP8 INT8_PC FP8_PC NF4 INT4_G128"
+        n_simd, 17,
+        "AVX2: F32 F16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K MXFP4 MXFP8 INT8_PC FP8_PC NF4 \
+         INT4_G128 W8A8"
     );
 }
 

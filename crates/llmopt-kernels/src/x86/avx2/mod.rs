@@ -12,6 +12,7 @@ mod quantize;
 mod tile_kquants;
 mod tile_legacy;
 mod util;
+mod w8a8;
 
 use llmopt_tensor::GgmlType;
 
@@ -28,6 +29,14 @@ macro_rules! safe {
     (dot $f:path) => {{
         fn wrapped(n: usize, w: &[u8], a: &[u8]) -> f32 {
             // SAFETY: `wrapped` is only handed out by `table`, after `available()` said yes.
+            unsafe { $f(n, w, a) }
+        }
+        wrapped as VecDotFn
+    }};
+    (vnni dot $f:path) => {{
+        fn wrapped(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            // SAFETY: only handed out by `vec_dot` after `packed_vnni::available()` (AVX-512
+            // VNNI + VL) said yes, on top of `available()`.
             unsafe { $f(n, w, a) }
         }
         wrapped as VecDotFn
@@ -87,6 +96,8 @@ pub(crate) fn vec_dot(ty: GgmlType) -> Option<VecDotFn> {
         FP8_PC => safe!(dot mx::vec_dot_fp8_pc_f32),
         NF4 => safe!(dot mx::vec_dot_nf4_f32),
         INT4_G128 => safe!(dot mx::vec_dot_int4_g128_q8_1),
+        W8A8 if packed_vnni::available() => safe!(vnni dot w8a8::vec_dot_w8a8_int8_pc_vnni),
+        W8A8 => safe!(dot w8a8::vec_dot_w8a8_int8_pc),
         _ => return None,
     })
 }
