@@ -1,9 +1,11 @@
 //! matmul throughput for the formats our default models use, at SmolLM2-135M's FFN shape
 //! (576 x 1536), decode (1 token) and prefill (64 tokens), 1 and 2 threads; and prefill of 128
 //! tokens through the tile kernels (`matmul`) against one `vec_dot` per pair (`pairs`, the path
-//! before tiles), both ways round (576 -> 1536 and 1536 -> 576).
+//! before tiles), both ways round (576 -> 1536 and 1536 -> 576); one 64-row x 16-token task
+//! (`task64x16`, W8A8 against Q8_0); decode streaming weights from memory, packed and plain.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use llmopt_kernels::huge::HugeBytes;
 use llmopt_kernels::{matmul, Isa, Kernels, PackedWeight, ThreadPool, WeightView};
 use llmopt_tensor::{f32_to_f16, GgmlType};
 
@@ -209,5 +211,83 @@ fn bench_stream(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_prefill, bench_packed, bench_stream);
+/// One prefill task as the matmul runs it (64 rows x 16 tokens, one thread: quantization, then the
+/// tiles) against one `vec_dot` per pair and, where the format packs (Q8_0), the packed kernels;
+/// W8A8 beside Q8_0 (W8A8's tile shape was chosen on this task), inputs of 576 and 1536.
+fn bench_task64x16(c: &mut Criterion) {
+    let mut g = c.benchmark_group("task64x16");
+    g.sample_size(20);
+    g.warm_up_time(std::time::Duration::from_millis(500));
+    g.measurement_time(std::time::Duration::from_secs(2));
+    let (rows, n_tok) = (64usize, 16usize);
+    let pool = ThreadPool::new(1);
+    for ty in [GgmlType::Q8_0, GgmlType::W8A8] {
+        for cols in [576usize, 1536] {
+            let data = weights(ty, rows, cols);
+            let w = WeightView::new(ty, rows, cols, &data);
+            let x: Vec<f32> = (0..n_tok * cols).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
+            let mut y = vec![0.0f32; n_tok * rows];
+            let mut scratch = Vec::new();
+            let mut a = vec![0u8; n_tok * ty.spec().vec_dot_type.row_bytes(cols).unwrap()];
+            g.throughput(Throughput::Elements((rows * cols * n_tok) as u64));
+            let shape = format!("{ty}/{cols}");
+            g.bench_function(BenchmarkId::new(&shape, "tiles"), |b| {
+                b.iter(|| matmul(&pool, &w, &x, n_tok, &mut scratch, &mut y).unwrap())
+            });
+            g.bench_function(BenchmarkId::new(&shape, "pairs"), |b| {
+                b.iter(|| pairs(&pool, &w, &x, n_tok, &mut a, &mut y))
+            });
+            if let Some(p) = PackedWeight::new(Isa::best(), &w) {
+                let w = WeightView { packed: Some(&p), ..w };
+                g.bench_function(BenchmarkId::new(&shape, "packed"), |b| {
+                    b.iter(|| matmul(&pool, &w, &x, n_tok, &mut scratch, &mut y).unwrap())
+                });
+            }
+        }
+    }
+    g.finish();
+}
+
+/// Decode of plain (not packed) rows, as [`bench_stream`]: one token through distinct 1536 x 576
+/// matrices holding 96 MB on huge pages, one `vec_dot` per row; W8A8 (which has no packed form)
+/// beside Q8_0. Throughput is weight bytes per second.
+fn bench_stream_plain(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stream_plain");
+    g.sample_size(10);
+    g.warm_up_time(std::time::Duration::from_millis(500));
+    g.measurement_time(std::time::Duration::from_secs(3));
+    let (rows, cols) = (1536usize, 576usize);
+    for ty in [GgmlType::Q8_0, GgmlType::W8A8] {
+        let data = weights(ty, rows, cols);
+        let n = (96usize << 20).div_ceil(data.len());
+        let mut stack = HugeBytes::cut(&vec![data.len(); n]);
+        stack.iter_mut().for_each(|m| m.as_mut_slice().copy_from_slice(&data));
+        let x: Vec<f32> = (0..cols).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
+        let mut y = vec![0.0f32; rows];
+        let mut scratch = Vec::new();
+        g.throughput(Throughput::Bytes((n * data.len()) as u64));
+        for threads in [1usize, 2] {
+            let pool = ThreadPool::new(threads);
+            g.bench_function(BenchmarkId::new(format!("{ty}"), format!("t{threads}")), |b| {
+                b.iter(|| {
+                    for m in &stack {
+                        let w = WeightView::new(ty, rows, cols, m.as_slice());
+                        matmul(&pool, &w, &x, 1, &mut scratch, &mut y).unwrap();
+                    }
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench,
+    bench_prefill,
+    bench_packed,
+    bench_stream,
+    bench_task64x16,
+    bench_stream_plain
+);
 criterion_main!(benches);

@@ -10,9 +10,9 @@ use llmopt_tensor::GgmlType;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-const TILED: [GgmlType; 6] = {
+const TILED: [GgmlType; 7] = {
     use GgmlType::*;
-    [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K]
+    [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, W8A8]
 };
 
 fn widths(ty: GgmlType) -> &'static [usize] {
