@@ -240,6 +240,14 @@ struct Counters {
     ffn_down: usize,
 }
 
+/// llmopt's own 8-bit formats (INT8_PC, FP8_PC, MXFP8, W8A8): their output projection keeps
+/// the file's format, as llama.cpp keeps Q8_0's, instead of dropping to the Q6_K that "more bits"
+/// means for every lower format (on Gemma 3 the tied embedding is two thirds of the weights).
+fn is_own_8_bit(ty: GgmlType) -> bool {
+    let s = ty.spec();
+    ty.is_llmopt_only() && s.block_bytes * 8 >= 8 * s.block_len
+}
+
 /// llama.cpp's `use_more_bits`: the first and last eighth of the layers and every third between.
 fn use_more_bits(i_layer: usize, n_layer: usize) -> bool {
     let (i, n) = (i_layer as i64, n_layer as i64);
@@ -267,7 +275,7 @@ fn rule_type(
             let blocks_fit = t.shape[0].is_multiple_of(base.spec().block_len as u64);
             if falcon || !blocks_fit {
                 Q8_0
-            } else if base != Q8_0 {
+            } else if base != Q8_0 && !is_own_8_bit(base) {
                 Q6_K
             } else {
                 base
@@ -415,6 +423,21 @@ mod tests {
         let p = llama_cpp_picks(&ts, &llama_meta(1, 8, 8), q4_0, &[], false);
         assert_eq!(p[0].ty, GgmlType::Q4_0);
         assert_eq!((p[1].ty, p[1].row_fallback_from), (GgmlType::Q8_0, Some(GgmlType::Q6_K)));
+        // llmopt's own 8-bit formats keep their format there, as Q8_0 does; lower ones drop to
+        // Q6_K like every ggml format.
+        let ts1 = &ts[..1];
+        for (ty, out) in [
+            (GgmlType::INT8_PC, GgmlType::INT8_PC),
+            (GgmlType::MXFP8, GgmlType::MXFP8),
+            (GgmlType::W8A8, GgmlType::W8A8),
+            (GgmlType::Q8_0, GgmlType::Q8_0),
+            (GgmlType::NF4, GgmlType::Q6_K),
+            (GgmlType::MXFP4, GgmlType::Q6_K),
+        ] {
+            let p =
+                llama_cpp_picks(ts1, &llama_meta(1, 8, 8), FileType::of(ty).unwrap(), &[], false);
+            assert_eq!(p[0].ty, out, "{ty}");
+        }
         // Float file types have no rules.
         let f16 = FileType::of(GgmlType::F16).unwrap();
         let p = llama_cpp_picks(&ts, &llama_meta(1, 8, 8), f16, &[], false);
