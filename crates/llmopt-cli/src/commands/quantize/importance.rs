@@ -1,4 +1,4 @@
-//! The calibration data of `--method imatrix`, `gptq` and `awq`: collected from `--calib` through the
+//! The calibration data of `--method imatrix`, `gptq`, `awq` and `smoothquant`: collected from `--calib` through the
 //! model (importance saved with `--imatrix-out`; GPTQ's Hessians in the same pass), or read from
 //! `--imatrix` and checked against the model.
 
@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use llmopt_formats::gguf::GgufFile;
-use llmopt_quant::{calibrate, gptq::capture_hessians, CalibConfig, CalibInfo, Hessians, Imatrix};
+use llmopt_quant::{
+    calibrate, gptq::capture_hessians, smooth, smooth::ActStats, CalibConfig, CalibInfo, Hessians,
+    Imatrix,
+};
 
 use super::file_name;
 use crate::{
@@ -19,6 +22,9 @@ use crate::{
 /// Tokens per calibration chunk, as llama-imatrix.
 pub const CHUNK: usize = 512;
 
+/// Rows of each layer input SmoothQuant's search keeps (spread over the calibration tokens).
+const SAMPLED_ROWS: usize = 256;
+
 /// Importance data and where they came from.
 pub struct Importance {
     pub imatrix: Imatrix,
@@ -26,6 +32,8 @@ pub struct Importance {
     pub file: Option<(String, String)>,
     /// The inputs' Hessians (`--method gptq` and `awq`).
     pub hessians: Option<Hessians>,
+    /// The inputs' channel maxima and sampled rows (`--method smoothquant`).
+    pub acts: Option<ActStats>,
     /// Time spent calibrating (or reading the file).
     pub elapsed: Duration,
 }
@@ -44,7 +52,8 @@ impl Importance {
             let sha = llmopt_store::sha256_file(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let file = Some((file_name(path), sha));
-            return Ok(Self { imatrix, file, hessians: None, elapsed: started.elapsed() });
+            let elapsed = started.elapsed();
+            return Ok(Self { imatrix, file, hessians: None, acts: None, elapsed });
         }
         let Some(calib) = &args.calib else {
             anyhow::bail!("--method {} needs --calib", args.method.name());
@@ -79,18 +88,23 @@ impl Importance {
             bar.set_length(t as u64);
             bar.set_position(d as u64);
         };
-        let (mut imatrix, hessians) = match args.method {
+        let failed = || format!("cannot calibrate {model} on {}", calib.display());
+        let (mut imatrix, hessians, acts) = match args.method {
             Method::Gptq | Method::Awq => {
                 let (i, h) =
                     capture_hessians(&m.model, &m.pool, &tokens, &cfg, None, &mut progress)
-                        .with_context(|| {
-                            format!("cannot calibrate {model} on {}", calib.display())
-                        })?;
-                (i, Some(h))
+                        .with_context(failed)?;
+                (i, Some(h), None)
+            }
+            Method::SmoothQuant => {
+                let (i, a) =
+                    smooth::capture(&m.model, &m.pool, &tokens, &cfg, SAMPLED_ROWS, &mut progress)
+                        .with_context(failed)?;
+                (i, None, Some(a))
             }
             _ => (
-                calibrate(&m.model, &m.pool, &tokens, &cfg, &mut progress)
-                    .with_context(|| format!("cannot calibrate {model} on {}", calib.display()))?,
+                calibrate(&m.model, &m.pool, &tokens, &cfg, &mut progress).with_context(failed)?,
+                None,
                 None,
             ),
         };
@@ -108,6 +122,6 @@ impl Importance {
             f.commit()?;
             eprintln!("saved the importance data to {}", path.display());
         }
-        Ok(Self { imatrix, file: None, hessians, elapsed: started.elapsed() })
+        Ok(Self { imatrix, file: None, hessians, acts, elapsed: started.elapsed() })
     }
 }

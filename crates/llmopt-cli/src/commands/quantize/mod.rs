@@ -18,8 +18,9 @@ use llmopt_formats::gguf::GgufFile;
 use llmopt_quant::{
     awq::{self, AwqConfig, AwqScales},
     encode::weighted_encoder,
-    output_metadata, write_quantized, FallbackReason, GptqConfig, Job, Plan, PlanConfig,
-    Provenance, Written,
+    output_metadata,
+    smooth::{self, SmoothConfig},
+    write_quantized, FallbackReason, GptqConfig, Job, Plan, PlanConfig, Provenance, Written,
 };
 
 use crate::{
@@ -71,7 +72,9 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     // Created before any long work, so an unwritable output fails first.
     let mut out = AtomicFile::create(&args.out)?;
     let importance = match args.method {
-        Method::Imatrix | Method::Gptq | Method::Awq => Some(Importance::get(args, &src, threads)?),
+        Method::Imatrix | Method::Gptq | Method::Awq | Method::SmoothQuant => {
+            Some(Importance::get(args, &src, threads)?)
+        }
         Method::Rtn => None,
     };
     let auto = match (&space, auto_budget, &importance) {
@@ -90,11 +93,23 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
         act_order: args.act_order,
         weighted: !args.gptq_plain,
     });
-    let awq = match (args.method, importance.as_ref().and_then(|i| i.hessians.as_ref())) {
-        (Method::Awq, Some(h)) => {
-            let cfg = AwqConfig { grid: args.awq_grid, ..AwqConfig::default() };
-            Some(awq_search(&src, &plan, h, importance.as_ref(), cfg, threads)?)
-        }
+    let awq = match (args.method, importance.as_ref()) {
+        (Method::Awq, Some(imp)) => imp
+            .hessians
+            .as_ref()
+            .map(|h| {
+                let cfg = AwqConfig { grid: args.awq_grid, ..AwqConfig::default() };
+                awq_search(&src, &plan, h, Some(imp), cfg, threads)
+            })
+            .transpose()?,
+        (Method::SmoothQuant, Some(imp)) => imp
+            .acts
+            .as_ref()
+            .map(|a| {
+                let cfg = SmoothConfig { alpha: args.smooth_alpha, ..SmoothConfig::default() };
+                smooth_search(&src, &plan, a, cfg, threads)
+            })
+            .transpose()?,
         _ => None,
     };
     print_notes(&plan, matches!(args.method, Method::Imatrix | Method::Awq));
@@ -116,7 +131,12 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
         source: &src,
         plan: &plan,
         metadata: &metadata,
-        importance: importance.as_ref().filter(|_| gptq.is_none()).map(|i| &i.imatrix),
+        // SmoothQuant rounds to nearest after its scales (its point is W8A8, which has no
+        // importance-weighted encoder).
+        importance: importance
+            .as_ref()
+            .filter(|_| gptq.is_none() && args.method != Method::SmoothQuant)
+            .map(|i| &i.imatrix),
         gptq: importance.as_ref().and_then(|i| i.hessians.as_ref()).zip(gptq),
         awq: awq.as_ref(),
         threads,
@@ -208,6 +228,39 @@ fn awq_search(
     Ok(scales)
 }
 
+/// SmoothQuant's choice of alpha over every layer, with a progress bar and a one-line summary.
+#[allow(clippy::print_stderr)]
+fn smooth_search(
+    src: &GgufFile,
+    plan: &Plan,
+    acts: &llmopt_quant::smooth::ActStats,
+    cfg: SmoothConfig,
+    threads: usize,
+) -> Result<AwqScales> {
+    let bar =
+        progress::bar(0, "{bar:30} {pos}/{len} layers, SmoothQuant scales [{elapsed} < {eta}]");
+    let scales = smooth::search(src, plan, acts, cfg, threads, &mut |d, t| {
+        bar.set_length(t as u64);
+        bar.set_position(d as u64);
+    })
+    .context("the SmoothQuant search failed")?;
+    bar.finish_and_clear();
+    let scaled: Vec<f32> = scales.groups.iter().map(|g| g.alpha).filter(|&a| a > 0.0).collect();
+    let (before, after) =
+        scales.groups.iter().fold((0.0, 0.0), |(b, a), g| (b + g.error_before, a + g.error_after));
+    eprintln!(
+        "SmoothQuant: {} of {} groups scaled (mean alpha {:.2}); sampled output error {:.4e} -> \
+         {:.4e} ({:+.1}%)",
+        scaled.len(),
+        scales.groups.len(),
+        scaled.iter().sum::<f32>() / scaled.len().max(1) as f32,
+        before,
+        after,
+        100.0 * (after / before.max(f64::MIN_POSITIVE) - 1.0)
+    );
+    Ok(scales)
+}
+
 /// How long the steps took.
 pub struct Seconds {
     pub calibration: Duration,
@@ -235,6 +288,14 @@ fn check_args(args: &QuantizeArgs) -> Result<()> {
     if args.method != Method::Awq && args.awq_grid != 20 {
         anyhow::bail!("--awq-grid is for --method awq");
     }
+    if args.method != Method::SmoothQuant && args.smooth_alpha.is_some() {
+        anyhow::bail!("--smooth-alpha is for --method smoothquant");
+    }
+    if let Some(a) = args.smooth_alpha {
+        if !(a > 0.0 && a <= 1.0) {
+            anyhow::bail!("invalid --smooth-alpha {a}: must be in (0, 1]");
+        }
+    }
     if args.awq_grid == 0 {
         anyhow::bail!("invalid --awq-grid 0: must be at least 1");
     }
@@ -252,6 +313,11 @@ fn check_args(args: &QuantizeArgs) -> Result<()> {
                 args.method.name()
             )
         }
+        Method::SmoothQuant if args.imatrix.is_some() || args.calib.is_none() => anyhow::bail!(
+            "--method smoothquant needs calibration text (--calib FILE): it records each \
+             input's largest values per channel, which saved importance data (--imatrix) do not \
+             hold"
+        ),
         Method::Imatrix if args.calib.is_none() && args.imatrix.is_none() => anyhow::bail!(
             "--method imatrix needs calibration text (--calib FILE) or saved importance data \
              (--imatrix FILE)"

@@ -97,19 +97,8 @@ impl Report<'_> {
                 "tensors": w.gptq,
                 "without_hessian": w.gptq_without_hessian,
             })),
-            "awq": self.awq.map(|a| {
-                let scaled: Vec<_> = a.groups.iter().filter(|g| g.alpha > 0.0).collect();
-                let mean = scaled.iter().map(|g| f64::from(g.alpha)).sum::<f64>()
-                    / scaled.len().max(1) as f64;
-                json!({
-                    "groups": a.groups.len(),
-                    "scaled": scaled.len(),
-                    "mean_alpha": mean,
-                    "error_before": a.groups.iter().map(|g| g.error_before).sum::<f64>(),
-                    "error_after": a.groups.iter().map(|g| g.error_after).sum::<f64>(),
-                    "alphas": a.groups.iter().map(|g| json!([g.first, g.alpha])).collect::<Vec<_>>(),
-                })
-            }),
+            "awq": self.awq.filter(|_| self.args.method == Method::Awq).map(scales_json),
+            "smoothquant": self.awq.filter(|_| self.args.method == Method::SmoothQuant).map(scales_json),
             "seconds": {
                 "calibration": s.calibration.as_secs_f64(),
                 "quantization": s.quantization.as_secs_f64(),
@@ -174,4 +163,19 @@ impl Report<'_> {
             self.seconds.total.as_secs_f64()
         );
     }
+}
+
+/// AWQ's or SmoothQuant's choices: groups, how many were scaled, their mean alpha, the sampled
+/// error before and after, and each group's alpha.
+fn scales_json(a: &llmopt_quant::awq::AwqScales) -> Value {
+    let scaled: Vec<_> = a.groups.iter().filter(|g| g.alpha > 0.0).collect();
+    let mean = scaled.iter().map(|g| f64::from(g.alpha)).sum::<f64>() / scaled.len().max(1) as f64;
+    json!({
+        "groups": a.groups.len(),
+        "scaled": scaled.len(),
+        "mean_alpha": mean,
+        "error_before": a.groups.iter().map(|g| g.error_before).sum::<f64>(),
+        "error_after": a.groups.iter().map(|g| g.error_after).sum::<f64>(),
+        "alphas": a.groups.iter().map(|g| json!([g.first, g.alpha])).collect::<Vec<_>>(),
+    })
 }
