@@ -148,7 +148,10 @@ fn bad_input_fails_before_any_work_and_leaves_nothing() {
         (&["--format", "q4_0", "--keep", "attn_(v=q8_0"], "invalid regular expression"),
         (&["--format", "q4_0", "--keep", "attn_v=q9"], "unknown format 'q9'"),
         (&["--format", "q4_0", "--keep", "attn_v"], "PATTERN=FORMAT"),
-        (&["--format", "q4_0", "--method", "spqr"], "expected rtn, imatrix, gptq or awq"),
+        (
+            &["--format", "q4_0", "--method", "spqr"],
+            "expected rtn, imatrix, gptq, awq or smoothquant",
+        ),
     ] {
         let o = run(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
@@ -160,6 +163,10 @@ fn bad_input_fails_before_any_work_and_leaves_nothing() {
     assert_fails(&run(&["-f", "q4_0", "--method", "imatrix"]), &["needs calibration text"]);
     assert_fails(&run(&["-f", "q4_0", "--method", "gptq"]), &["needs calibration text"]);
     assert_fails(&run(&["-f", "q4_0", "--method", "awq"]), &["--method awq needs calibration"]);
+    let smooth = ["-f", "w8a8", "--method", "smoothquant"];
+    assert_fails(&run(&smooth), &["--method smoothquant needs calibration"]);
+    assert_fails(&run(&["-f", "w8a8", "--smooth-alpha", "0.5"]), &["for --method smoothquant"]);
+    assert_fails(&run(&[&smooth[..], &["--smooth-alpha", "0"]].concat()), &["must be in (0, 1]"]);
     // --plan auto: budgets that leave nothing to choose fail before calibration.
     let calib = write_file(dir.path(), "calib.txt", b"not read: the budget fails first");
     let auto = ["--plan", "auto", "--method", "imatrix", "--calib", &calib];
@@ -474,6 +481,26 @@ fn gptq_loses_less_than_round_to_nearest() {
     assert!(v["awq"]["scaled"].as_u64().unwrap() > 30, "{v}");
     assert!(v["awq"]["error_after"].as_f64() < v["awq"]["error_before"].as_f64(), "{v}");
     assert!(v["tensors"]["weighted"].as_u64().unwrap() > 200, "awq encodes with importance: {v}");
+
+    // W8A8: SmoothQuant's scales against plain rounding, both with per-token int8 activations.
+    let w8a8 = |name: &str, args: &[&str]| -> Value {
+        let out = dir.path().join(name).display().to_string();
+        let o = quantize(&[&["-m", &base, "-o", &out, "-f", "w8a8", "--json"][..], args].concat());
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    w8a8("w8a8-rtn.gguf", &[]);
+    let v = w8a8("w8a8-sq.gguf", &[&["--method", "smoothquant"][..], &calibrated].concat());
+    assert_eq!(v["smoothquant"]["groups"].as_u64(), Some(90), "{v}");
+    assert!(v["smoothquant"]["scaled"].as_u64().unwrap() > 30, "{v}");
+    assert!(v["smoothquant"]["error_after"].as_f64() < v["smoothquant"]["error_before"].as_f64());
+    let f = GgufFile::open(dir.path().join("w8a8-sq.gguf")).unwrap();
+    assert_eq!(f.tensor("blk.3.ffn_down.weight").unwrap().ty, GgmlType::W8A8);
+    // The tied output keeps Q8_0 (its input cannot be smoothed).
+    assert_eq!(f.tensor("token_embd.weight").unwrap().ty, GgmlType::Q8_0);
+    let (w8_rtn, w8_sq) = (kld("w8a8-rtn.gguf"), kld("w8a8-sq.gguf"));
+    eprintln!("w8a8 KLD against f32: rtn {w8_rtn:.4}, smoothquant {w8_sq:.4}");
+    assert!(w8_sq < 0.8 * w8_rtn, "smoothquant {w8_sq} vs rtn {w8_rtn}");
 
     let (rtn, imatrix, gptq) = (kld("rtn.gguf"), kld("imatrix.gguf"), kld("gptq.gguf"));
     let awq = kld("awq.gguf");

@@ -47,7 +47,8 @@ unknown tensor type): mxfp8 (OCP MXFP8: E4M3 with an E8M0 scale per 32), int8_pc
 64), int4_g128 (4-bit with an f16 scale and min per 128) and w8a8 (int8 with one f32 scale per
 output row, multiplied with activations quantized to int8 per token: one integer dot per row
 and token, vpdpbusd on AVX-512 VNNI). int4_g32 is another name for q4_1. The output projection
-of the 8-bit formats (int8_pc, fp8_pc, mxfp8, w8a8) keeps the file's format.
+of int8_pc, fp8_pc and mxfp8 keeps the file's format; w8a8's gets q8_0 (its input, the final
+norm's output, has outlier channels that a tied embedding cannot take SmoothQuant's scales for).
 
 --keep PATTERN=FORMAT: PATTERN is a regular expression (Rust regex syntax) searched anywhere
 in the tensor name, as llama-quantize's --tensor-type: 'attn_v=q8_0' matches every layer's
