@@ -166,6 +166,7 @@ fn bad_input_fails_before_any_work_and_leaves_nothing() {
     let smooth = ["-f", "w8a8", "--method", "smoothquant"];
     assert_fails(&run(&smooth), &["--method smoothquant needs calibration"]);
     assert_fails(&run(&["-f", "w8a8", "--smooth-alpha", "0.5"]), &["for --method smoothquant"]);
+    assert_fails(&run(&["-f", "w8a8", "--no-rotate"]), &["for --method smoothquant"]);
     assert_fails(&run(&[&smooth[..], &["--smooth-alpha", "0"]].concat()), &["must be in (0, 1]"]);
     // --plan auto: budgets that leave nothing to choose fail before calibration.
     let calib = write_file(dir.path(), "calib.txt", b"not read: the budget fails first");
@@ -498,9 +499,25 @@ fn gptq_loses_less_than_round_to_nearest() {
     assert_eq!(f.tensor("blk.3.ffn_down.weight").unwrap().ty, GgmlType::W8A8);
     // The tied output keeps Q8_0 (its input cannot be smoothed).
     assert_eq!(f.tensor("token_embd.weight").unwrap().ty, GgmlType::Q8_0);
+    // Down's rows are rotated in chunks of 512 (the largest power of two dividing 1536), and the
+    // file says so; a ggml-only copy of it, which llama.cpp would run unrotated, is refused.
+    assert_eq!(v["smoothquant"]["rotation"].as_u64(), Some(512), "{v}");
+    assert_eq!(f.metadata().get_u64("llmopt.model.ffn_down_rotation"), Some(512));
+    let sq = dir.path().join("w8a8-sq.gguf").display().to_string();
+    let x = dir.path().join("x.gguf").display().to_string();
+    assert_fails(&quantize(&["-m", &sq, "-o", &x, "-f", "q8_0"]), &["rotated", "-f w8a8"]);
+    w8a8(
+        "w8a8-norot.gguf",
+        &[&["--method", "smoothquant", "--no-rotate"][..], &calibrated].concat(),
+    );
     let (w8_rtn, w8_sq) = (kld("w8a8-rtn.gguf"), kld("w8a8-sq.gguf"));
-    eprintln!("w8a8 KLD against f32: rtn {w8_rtn:.4}, smoothquant {w8_sq:.4}");
-    assert!(w8_sq < 0.8 * w8_rtn, "smoothquant {w8_sq} vs rtn {w8_rtn}");
+    let w8_norot = kld("w8a8-norot.gguf");
+    eprintln!(
+        "w8a8 KLD against f32: rtn {w8_rtn:.4}, smoothquant {w8_sq:.4} (without the rotation \
+         {w8_norot:.4})"
+    );
+    assert!(w8_norot < 0.8 * w8_rtn, "smoothquant {w8_norot} vs rtn {w8_rtn}");
+    assert!(w8_sq < 0.6 * w8_norot, "rotated {w8_sq} vs not {w8_norot}");
 
     let (rtn, imatrix, gptq) = (kld("rtn.gguf"), kld("imatrix.gguf"), kld("gptq.gguf"));
     let awq = kld("awq.gguf");

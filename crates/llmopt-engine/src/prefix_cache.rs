@@ -159,6 +159,7 @@ mod tests {
             sliding_window: None,
             attn_scale: 0.5,
             kv_type: Default::default(),
+            ffn_down_rotation: None,
         };
         KvCache::new(&cfg, blocks * 4, 4)
     }

@@ -424,9 +424,12 @@ impl Model {
             [&mut ws.gate, &mut ws.up],
             obs,
         )?;
-        let (up, act) = (&ws.up[..n * f], c.arch.activation);
+        let (up, act, rot) = (&ws.up[..n * f], c.arch.activation, c.ffn_down_rotation);
         pool.for_rows_mut(&mut ws.gate[..n * f], f, PAR_MIN_ROWS, &|t0, g| {
-            ops::gated_activation(g, &up[t0 * f..], act)
+            ops::gated_activation(g, &up[t0 * f..], act);
+            if let Some(r) = rot {
+                kv_kernels::fwht(Isa::best(), g, r);
+            }
         });
         run_linears(pool, [&l.ffn_down], &ws.gate, n, &mut ws.scratch, [&mut ws.proj], obs)?;
         clock.lap(obs, at, Step::Mlp);

@@ -16,7 +16,7 @@ pub mod observer;
 pub mod ops;
 
 pub use arch::ArchSpec;
-pub use config::ModelConfig;
+pub use config::{ModelConfig, FFN_DOWN_ROTATION_KEY};
 pub use error::ModelError;
 pub use forward::{Logits, SeqInput, Workspace};
 pub use hf::{HfLoadError, SafetensorsSource};

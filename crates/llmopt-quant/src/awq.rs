@@ -27,13 +27,17 @@ impl Default for AwqConfig {
     }
 }
 
-/// Factors applied to a tensor's decoded values before encoding.
+/// Factors applied to a tensor's decoded values before encoding, then a rotation.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Transform {
     /// Column `j` multiplied by `cols[j]` (a 1-D tensor is one row).
     pub cols: Option<Vec<f32>>,
     /// Row `i` multiplied by `rows[i]`.
     pub rows: Option<Vec<f32>>,
+    /// Each row, after the factors, rotated by the orthonormal Walsh-Hadamard matrix in chunks of
+    /// this many values (the model rotates the input the same way: see
+    /// `ModelConfig::ffn_down_rotation`).
+    pub rotate: Option<usize>,
 }
 
 impl Transform {
@@ -47,16 +51,27 @@ impl Transform {
                 let f = r[first + i];
                 row.iter_mut().for_each(|v| *v *= f);
             }
+            if let Some(n) = self.rotate {
+                llmopt_kernels::kv::fwht(llmopt_kernels::Isa::best(), row, n);
+            }
         }
     }
 
     /// The importance of the transformed tensor's columns: an input divided by `s` has its mean
-    /// square divided by `s²`.
+    /// square divided by `s²`; a rotated input has, in each column, the mean of its chunk's (the
+    /// diagonal of `H diag(imp) H` for a Walsh-Hadamard `H`).
     pub fn importance(&self, imp: &[f32]) -> Vec<f32> {
-        match &self.cols {
+        let mut out = match &self.cols {
             Some(c) => imp.iter().zip(c).map(|(w, s)| w / (s * s)).collect(),
             None => imp.to_vec(),
+        };
+        if let Some(n) = self.rotate.filter(|&n| n > 0) {
+            for chunk in out.chunks_mut(n) {
+                let mean = chunk.iter().sum::<f32>() / chunk.len() as f32;
+                chunk.fill(mean);
+            }
         }
+        out
     }
 }
 
@@ -235,12 +250,7 @@ pub(crate) fn sampled_rows(
     for r in (0..nrows).step_by(step.max(1)) {
         info.ty.to_f32(&data[r * row_bytes..(r + 1) * row_bytes], &mut row)?;
         if let Some(t) = transform {
-            if let Some(c) = &t.cols {
-                row.iter_mut().zip(c).for_each(|(v, s)| *v *= s);
-            }
-            if let Some(f) = t.rows.as_ref().map(|rows| rows[r]) {
-                row.iter_mut().for_each(|v| *v *= f);
-            }
+            t.apply(&mut row, ncols, r);
         }
         out.extend_from_slice(&row);
     }
@@ -339,10 +349,23 @@ mod tests {
 
     #[test]
     fn transforms_scale_columns_then_rows_and_adjust_importance() {
-        let t = Transform { cols: Some(vec![2.0, 0.5]), rows: Some(vec![1.0, 10.0, 3.0]) };
+        let t = Transform {
+            cols: Some(vec![2.0, 0.5]),
+            rows: Some(vec![1.0, 10.0, 3.0]),
+            rotate: None,
+        };
         let mut v = vec![1.0, 1.0, 1.0, 1.0];
         t.apply(&mut v, 2, 1);
         assert_eq!(v, [20.0, 5.0, 6.0, 1.5]);
         assert_eq!(t.importance(&[4.0, 4.0]), [1.0, 16.0]);
+        // A rotation by H = [[1, 1], [1, -1]] / sqrt(2) after the factors; its importance is
+        // the chunk's mean.
+        let t = Transform { rotate: Some(2), ..t };
+        let mut v = vec![1.0, 1.0, 1.0, 1.0];
+        t.apply(&mut v, 2, 1);
+        let r = std::f32::consts::FRAC_1_SQRT_2;
+        let want = [25.0 * r, 15.0 * r, 7.5 * r, 4.5 * r];
+        assert!(v.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5), "{v:?}");
+        assert_eq!(t.importance(&[4.0, 4.0]), [8.5, 8.5]);
     }
 }

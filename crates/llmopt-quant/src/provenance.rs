@@ -30,12 +30,18 @@ pub struct Provenance {
 }
 
 /// The keys this module writes, for readers (`llmopt inspect` shows every `llmopt.*` key).
+/// Keys under [`PREFIX`] that describe the model rather than its history (kept from the source).
+pub const MODEL_PREFIX: &str = "llmopt.model.";
 pub const PREFIX: &str = "llmopt.";
 
 /// The output file's metadata for `plan`, from the source's.
 pub fn output_metadata(source: &Metadata, plan: &Plan, p: &Provenance) -> Metadata {
     let mut m = source.clone();
-    m.retain(|k, _| !k.starts_with(PREFIX) && !k.starts_with("split."));
+    // Provenance is the source's own business, but `llmopt.model.*` keys describe how its
+    // weights are laid out (a rotated down projection), which the output's weights inherit.
+    m.retain(|k, _| {
+        (!k.starts_with(PREFIX) || k.starts_with(MODEL_PREFIX)) && !k.starts_with("split.")
+    });
     let str = |s: &str| MetaValue::String(s.to_string());
     m.insert("general.file_type", MetaValue::U32(plan.file_type.id));
     m.insert("general.quantization_version", MetaValue::U32(QUANTIZATION_VERSION));

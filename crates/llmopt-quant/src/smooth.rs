@@ -143,12 +143,23 @@ pub struct SmoothConfig {
     pub grid: usize,
     /// Rows of each weight (evenly spaced) whose output error is measured.
     pub sample_rows: usize,
+    /// Rotate down's input and rows by the Walsh-Hadamard matrix in chunks of this many values
+    /// after the scales (the model must rotate its input too: `ModelConfig::ffn_down_rotation`).
+    pub rotate_down: Option<usize>,
 }
 
 impl Default for SmoothConfig {
     fn default() -> Self {
-        Self { alpha: None, grid: 20, sample_rows: 64 }
+        Self { alpha: None, grid: 20, sample_rows: 64, rotate_down: None }
     }
+}
+
+/// The chunk [`SmoothConfig::rotate_down`] takes for a feed-forward width: its largest
+/// power-of-two divisor (1536 -> 512, 2048 -> 2048, 4864 -> 256); `None` under 32, where a
+/// rotation would spread an outlier over too few values to matter.
+pub fn down_rotation_for(ffn_dim: usize) -> Option<usize> {
+    let r = 1usize << ffn_dim.trailing_zeros().min(usize::BITS - 1);
+    (ffn_dim > 0 && r >= 32).then_some(r)
 }
 
 /// `s_j = amax_x^α / amax_w^(1-α)`, clamped to `[1e-4, 1e4]`; a channel that never fired, or
@@ -227,7 +238,8 @@ pub fn search(
                     std::iter::once(0.0).chain((1..=g).map(|i| i as f32 / g as f32)).collect()
                 }
             };
-            let errors = candidate_errors(&members, st, &amax_w, &candidates, threads);
+            let rot = cfg.rotate_down.filter(|_| names[0] == "ffn_down");
+            let errors = candidate_errors(&members, st, &amax_w, &candidates, rot, threads);
             // The first least error: no scaling wins ties.
             let (mut best, mut best_err) = (0, errors[0]);
             for (i, &e) in errors.iter().enumerate() {
@@ -237,7 +249,7 @@ pub fn search(
             }
             let alpha = candidates[best];
             let before = if cfg.alpha.is_some() {
-                candidate_errors(&members, st, &amax_w, &[0.0], threads)[0]
+                candidate_errors(&members, st, &amax_w, &[0.0], rot, threads)[0]
             } else {
                 errors[0]
             };
@@ -248,6 +260,11 @@ pub fn search(
                 error_before: before,
                 error_after: best_err,
             });
+            if let Some(r) = rot {
+                for name in names.iter().map(|n| full(n)) {
+                    out.transforms.entry(name).or_default().rotate = Some(r);
+                }
+            }
             if alpha == 0.0 {
                 continue;
             }
@@ -268,12 +285,14 @@ pub fn search(
 }
 
 /// The summed squared output error of the members' sampled rows over the sampled tokens for
-/// each candidate α (0: no scaling), candidates spread over `threads`.
+/// each candidate α (0: no scaling), with both sides rotated in chunks of `rot` after the scales,
+/// candidates spread over `threads`.
 fn candidate_errors(
     members: &[Member],
     st: &ChannelStats,
     amax_w: &[f32],
     candidates: &[f32],
+    rot: Option<usize>,
     threads: usize,
 ) -> Vec<f64> {
     let threads = threads.clamp(1, candidates.len().max(1));
@@ -290,7 +309,7 @@ fn candidate_errors(
                             } else {
                                 smooth_scales(&st.amax, amax_w, candidates[i])
                             };
-                            (i, members.iter().map(|m| member_error(m, st, &s)).sum::<f64>())
+                            (i, relative_error(members, st, &s, rot))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -305,33 +324,45 @@ fn candidate_errors(
     errors
 }
 
-/// `Σ_rows Σ_tokens (w·x - Q(w∘s)·Q(x/s))²`: weights through their format's codec, activations
-/// through its `vec_dot_type`'s (none for f32).
-fn member_error(m: &Member, st: &ChannelStats, s: &[f32]) -> f64 {
+/// `Σ_tokens Σ_rows (w·x - Q(w∘s)·Q(x/s))² / Σ_rows (w·x)²` over the members' sampled rows:
+/// weights through their format's codec, activations through its `vec_dot_type`'s (none for
+/// f32). Each token's error is relative to its output's size, so the few tokens with massive
+/// activations (a chunk's first) do not outweigh all the others.
+fn relative_error(members: &[Member], st: &ChannelStats, s: &[f32], rot: Option<usize>) -> f64 {
     let n = st.n;
-    let acts = round_trip_rows(m.target.spec().vec_dot_type, &st.rows, n, |x, i| x / s[i]);
-    let weights = round_trip_rows(m.target, &m.sampled, n, |w, i| w * s[i]);
-    let (Some(acts), Some(weights)) = (acts, weights) else { return f64::INFINITY };
-    let mut err = 0f64;
-    for (w, wq) in m.sampled.chunks_exact(n).zip(weights.chunks_exact(n)) {
-        for (x, xq) in st.rows.chunks_exact(n).zip(acts.chunks_exact(n)) {
-            let d = f64::from(dot(w, x)) - f64::from(dot(wq, xq));
-            err += d * d;
+    let n_tok = st.rows.len() / n.max(1);
+    let (mut err, mut energy) = (vec![0f64; n_tok], vec![0f64; n_tok]);
+    for m in members {
+        let acts = round_trip_rows(m.target.spec().vec_dot_type, &st.rows, n, rot, |x, i| x / s[i]);
+        let weights = round_trip_rows(m.target, &m.sampled, n, rot, |w, i| w * s[i]);
+        let (Some(acts), Some(weights)) = (acts, weights) else { return f64::INFINITY };
+        for (w, wq) in m.sampled.chunks_exact(n).zip(weights.chunks_exact(n)) {
+            let rows = st.rows.chunks_exact(n).zip(acts.chunks_exact(n));
+            for (t, (x, xq)) in rows.enumerate() {
+                let y = f64::from(dot(w, x));
+                let d = y - f64::from(dot(wq, xq));
+                err[t] += d * d;
+                energy[t] += y * y;
+            }
         }
     }
-    err
+    err.iter().zip(&energy).filter(|(_, &e)| e > 0.0).map(|(d, e)| d / e).sum()
 }
 
-/// Each row mapped by `f(value, column)`, then encoded in `ty` and decoded (floats: as is);
-/// `None` where `ty` cannot encode it.
+/// Each row mapped by `f(value, column)` and rotated in chunks of `rot`, then encoded in `ty`
+/// and decoded (floats: as is); `None` where `ty` cannot encode it.
 fn round_trip_rows(
     ty: GgmlType,
     rows: &[f32],
     n: usize,
+    rot: Option<usize>,
     f: impl Fn(f32, usize) -> f32,
 ) -> Option<Vec<f32>> {
     let mut out: Vec<f32> =
         rows.chunks_exact(n).flat_map(|r| r.iter().enumerate().map(|(i, &v)| f(v, i))).collect();
+    if let Some(r) = rot {
+        llmopt_kernels::kv::fwht(llmopt_kernels::Isa::best(), &mut out, r);
+    }
     if ty.spec().block_len == 1 || ty == GgmlType::F32 {
         return Some(out);
     }
@@ -366,6 +397,15 @@ mod tests {
         assert_eq!(s, [4.0, 0.5, 1.0, 1.0]);
         // After scaling, column maxima of X/s and W*s are equal: sqrt(amax_x * amax_w).
         assert_eq!([16.0 / s[0], 1.0 / s[1]], [1.0 * s[0], 4.0 * s[1]]);
+    }
+
+    #[test]
+    fn down_rotation_is_the_largest_power_of_two_dividing_the_width() {
+        assert_eq!(down_rotation_for(1536), Some(512));
+        assert_eq!(down_rotation_for(2048), Some(2048));
+        assert_eq!(down_rotation_for(4864), Some(256));
+        assert_eq!(down_rotation_for(48), None);
+        assert_eq!(down_rotation_for(0), None);
     }
 
     #[test]
@@ -411,7 +451,10 @@ mod tests {
             });
             a
         };
-        let e = candidate_errors(std::slice::from_ref(&m), st, &amax_w, &[0.0, 0.5], 2);
+        let e = candidate_errors(std::slice::from_ref(&m), st, &amax_w, &[0.0, 0.5], None, 2);
         assert!(e[1] < 0.5 * e[0], "smoothing did not help: {e:?}");
+        // A rotation spreads the outlier over the chunk: here it alone beats the scales alone.
+        let r = candidate_errors(std::slice::from_ref(&m), st, &amax_w, &[0.0], Some(64), 2);
+        assert!(r[0] < 0.5 * e[0] && r[0] < e[1], "rotation did not help: {r:?} vs {e:?}");
     }
 }

@@ -108,3 +108,74 @@ fn folded_scales_keep_the_float_model_and_the_search_never_adds_error() {
     let scaled = found.groups.iter().filter(|g| g.alpha > 0.0).count();
     assert!(scaled > 30, "only {scaled} of 90 groups gained from scaling");
 }
+
+#[test]
+fn a_rotated_down_projection_keeps_the_float_model() {
+    // Every ffn_down's rows rotated by the Walsh-Hadamard matrix in chunks of 512, and the key
+    // that makes the model rotate its input: the same function as the plain f32 copy.
+    let file = Arc::new(GgufFile::open(llmopt_testdata::model(llmopt_testdata::SMOLLM2)).unwrap());
+    let tok = Tokenizer::from_gguf(file.metadata()).unwrap();
+    let text = std::fs::read_to_string(llmopt_testdata::britannica()).unwrap();
+    let tokens = tok.encode(&text[..3_000], true, false);
+    let file_type = *llmopt_quant::FileType::of(GgmlType::F32).unwrap();
+    let plan_cfg = PlanConfig { file_type, keep: Vec::new(), imatrix: false };
+    let plan = Plan::new(file.tensors(), file.metadata(), plan_cfg).unwrap();
+    let mut scales = awq::AwqScales::default();
+    for l in 0..30 {
+        let t = awq::Transform { rotate: Some(512), ..Default::default() };
+        scales.transforms.insert(format!("blk.{l}.ffn_down.weight"), t);
+    }
+    let dir = TempDir::new("quant-rotate");
+    let write = |name: &str, rotated: bool| {
+        let mut meta = output_metadata(file.metadata(), &plan, &Provenance::default());
+        if rotated {
+            let v = llmopt_formats::gguf::MetaValue::U32(512);
+            meta.insert(llmopt_model::FFN_DOWN_ROTATION_KEY, v);
+        }
+        let job = Job {
+            source: &file,
+            plan: &plan,
+            metadata: &meta,
+            importance: None,
+            gptq: None,
+            awq: rotated.then_some(&scales),
+            threads: 2,
+        };
+        let path = dir.path().join(name);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        write_quantized(&job, &mut out, &mut |_, _| {}).unwrap();
+        drop(out);
+        Arc::new(GgufFile::open(&path).unwrap())
+    };
+    let plain = Model::from_gguf(write("f32.gguf", false)).unwrap();
+    let rotated_file = write("rotated.gguf", true);
+    // Re-quantizing keeps the key: the weights stay rotated.
+    let again = output_metadata(rotated_file.metadata(), &plan, &Provenance::default());
+    assert_eq!(again.get_u64(llmopt_model::FFN_DOWN_ROTATION_KEY), Some(512));
+    let rotated = Model::from_gguf(rotated_file).unwrap();
+    assert_eq!(
+        (plain.config.ffn_down_rotation, rotated.config.ffn_down_rotation),
+        (None, Some(512))
+    );
+    let probe = &tokens[100..132];
+    let (a, b) = (logits(&plain, probe), logits(&rotated, probe));
+    let vocab = plain.config.vocab_size;
+    let mut worst = 0f32;
+    for (ra, rb) in a.chunks(vocab).zip(b.chunks(vocab)) {
+        assert_eq!(argmax(ra), argmax(rb));
+        worst = ra.iter().zip(rb).map(|(x, y)| (x - y).abs()).fold(worst, f32::max);
+    }
+    // Measured: 0.023 (f32 rounding: each down output now sums rotated terms; logits span ~40).
+    assert!(worst < 0.05, "logits moved by {worst}");
+    // Without the key the same weights compute something else: the key is what makes it work.
+    let mut unrotated = rotated;
+    unrotated.config.ffn_down_rotation = None;
+    let c = logits(&unrotated, probe);
+    let off = a.iter().zip(&c).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(off > 1.0, "the rotation changed nothing: {off}");
+    // A bad key the rotated weights compute something else: the key is what makes it work.
+    let mut meta = output_metadata(file.metadata(), &plan, &Provenance::default());
+    meta.insert(llmopt_model::FFN_DOWN_ROTATION_KEY, llmopt_formats::gguf::MetaValue::U32(48));
+    let cfg = llmopt_model::ModelConfig::from_gguf(plain.config.arch, &meta);
+    assert!(cfg.is_err_and(|e| e.to_string().contains("power of two")));
+}

@@ -90,6 +90,12 @@ channels of Q/K/V, of gate/up and of down are scaled by s = max|x|^alpha / max|w
 alpha is chosen per group among no scaling and 0.05, 0.1, ..., 1 by the squared error of the
 quantized product on the sampled rows and 64 rows of each weight (--smooth-alpha fixes it).
 The attention output projection is not smoothed (its input has no producer to fold into).
+Down's input (the gated activation) has outliers in a few tokens, not in a few channels, which
+no channel scale evens out: after its scales, it and the rows of ffn_down are rotated by the
+orthonormal Walsh-Hadamard matrix in chunks of the largest power of two dividing the
+feed-forward width (512 for SmolLM2), which spreads each outlier over its chunk; the file
+records the chunk in llmopt.model.ffn_down_rotation and the model rotates the input at run time
+(a few adds per value). --no-rotate leaves it out.
 
 --validate then runs `eval compare INPUT OUT` on --validate-text (chunks of 512 tokens): size,
 perplexity, KL divergence and top-1 agreement, stored with the quantize run; with --budget
@@ -193,6 +199,10 @@ pub struct QuantizeArgs {
     /// moves more of the activations' range into the weights).
     #[arg(long, value_name = "A")]
     pub smooth_alpha: Option<f32>,
+    /// SmoothQuant: do not rotate the feed-forward down projection's input and rows (by default
+    /// they are rotated by a Walsh-Hadamard matrix, which the model then applies at run time).
+    #[arg(long)]
+    pub no_rotate: bool,
     /// Calibration text (UTF-8) for --method imatrix, gptq, awq and smoothquant.
     #[arg(long, value_name = "FILE", conflicts_with = "imatrix")]
     pub calib: Option<PathBuf>,

@@ -14,7 +14,8 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use llmopt_formats::gguf::GgufFile;
+use llmopt_formats::gguf::{GgufFile, MetaValue};
+use llmopt_model::FFN_DOWN_ROTATION_KEY;
 use llmopt_quant::{
     awq::{self, AwqConfig, AwqScales},
     encode::weighted_encoder,
@@ -106,7 +107,11 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
             .acts
             .as_ref()
             .map(|a| {
-                let cfg = SmoothConfig { alpha: args.smooth_alpha, ..SmoothConfig::default() };
+                let cfg = SmoothConfig {
+                    alpha: args.smooth_alpha,
+                    rotate_down: down_rotation(args, &src, &plan)?,
+                    ..SmoothConfig::default()
+                };
                 smooth_search(&src, &plan, a, cfg, threads)
             })
             .transpose()?,
@@ -126,7 +131,12 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
         weighted_tensors: matches!(args.method, Method::Imatrix | Method::Awq)
             .then(|| plan.converted().filter(|t| weighted_encoder(t.target).is_some()).count()),
     };
-    let metadata = output_metadata(src.metadata(), &plan, &prov);
+    let mut metadata = output_metadata(src.metadata(), &plan, &prov);
+    let rotation = awq.as_ref().and_then(|a| a.transforms.values().find_map(|t| t.rotate));
+    if let Some(r) = rotation {
+        metadata.insert(FFN_DOWN_ROTATION_KEY, MetaValue::U32(r as u32));
+    }
+    refuse_rotated_ggml(&src, &plan)?;
     let job = Job {
         source: &src,
         plan: &plan,
@@ -228,6 +238,33 @@ fn awq_search(
     Ok(scales)
 }
 
+/// The chunk of SmoothQuant's rotation of down: none with `--no-rotate`, where the source is
+/// rotated already (its model rotates that input; the new weights stay in the same basis) or
+/// where the output has no llmopt format (llama.cpp would run the file without the rotation).
+fn down_rotation(args: &QuantizeArgs, src: &GgufFile, plan: &Plan) -> Result<Option<usize>> {
+    let rotated = src.metadata().get_u64(FFN_DOWN_ROTATION_KEY).is_some();
+    let own = plan.tensors.iter().any(|t| t.target.is_llmopt_only());
+    if args.no_rotate || rotated || !own {
+        return Ok(None);
+    }
+    let down = plan.tensors.iter().find(|t| t.name.ends_with(".ffn_down.weight"));
+    Ok(down.and_then(|t| smooth::down_rotation_for(t.ncols() as usize)))
+}
+
+/// A source whose down projection is rotated needs a runtime that rotates its input: refused
+/// when every output tensor is in a ggml format, which llama.cpp would open and run wrongly.
+fn refuse_rotated_ggml(src: &GgufFile, plan: &Plan) -> Result<()> {
+    let rotated = src.metadata().get_u64(FFN_DOWN_ROTATION_KEY).is_some();
+    if rotated && !plan.tensors.iter().any(|t| t.target.is_llmopt_only()) {
+        anyhow::bail!(
+            "the source's ffn_down weights are rotated ({FFN_DOWN_ROTATION_KEY}), which only \
+             llmopt runs; an output in ggml formats alone would open in llama.cpp and compute \
+             the wrong thing: choose an llmopt format (e.g. -f w8a8), or quantize the original"
+        );
+    }
+    Ok(())
+}
+
 /// SmoothQuant's choice of alpha over every layer, with a progress bar and a one-line summary.
 #[allow(clippy::print_stderr)]
 fn smooth_search(
@@ -288,8 +325,8 @@ fn check_args(args: &QuantizeArgs) -> Result<()> {
     if args.method != Method::Awq && args.awq_grid != 20 {
         anyhow::bail!("--awq-grid is for --method awq");
     }
-    if args.method != Method::SmoothQuant && args.smooth_alpha.is_some() {
-        anyhow::bail!("--smooth-alpha is for --method smoothquant");
+    if args.method != Method::SmoothQuant && (args.smooth_alpha.is_some() || args.no_rotate) {
+        anyhow::bail!("--smooth-alpha and --no-rotate are for --method smoothquant");
     }
     if let Some(a) = args.smooth_alpha {
         if !(a > 0.0 && a <= 1.0) {

@@ -98,7 +98,11 @@ impl Report<'_> {
                 "without_hessian": w.gptq_without_hessian,
             })),
             "awq": self.awq.filter(|_| self.args.method == Method::Awq).map(scales_json),
-            "smoothquant": self.awq.filter(|_| self.args.method == Method::SmoothQuant).map(scales_json),
+            "smoothquant": self.awq.filter(|_| self.args.method == Method::SmoothQuant).map(|a| {
+                let mut v = scales_json(a);
+                v["rotation"] = json!(a.transforms.values().find_map(|t| t.rotate));
+                v
+            }),
             "seconds": {
                 "calibration": s.calibration.as_secs_f64(),
                 "quantization": s.quantization.as_secs_f64(),
