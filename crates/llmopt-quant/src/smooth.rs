@@ -11,7 +11,7 @@ use llmopt_kernels::ThreadPool;
 use llmopt_model::{Model, Observer};
 use llmopt_tensor::GgmlType;
 
-use crate::awq::{layer_of, plan_has, sampled_rows, AwqScales, GroupChoice, Producer, GROUPS};
+use crate::awq::{layer_of, plan_has, sampled_rows, AwqScales, GroupChoice};
 use crate::gptq::hessian_key;
 use crate::{imatrix, CalibConfig, Imatrix, Plan, QuantError};
 
@@ -74,9 +74,59 @@ impl ActStats {
     }
 }
 
+/// Where a group's `1/s` goes, so the float model is unchanged.
+#[derive(Clone, Copy, Debug)]
+enum Fold {
+    /// The RMSNorm weight applied just before the group.
+    Norm(&'static str),
+    /// The rows of a weight whose output (through an elementwise product) is the input.
+    Rows(&'static str),
+    /// The rows (and bias) of V, whose heads' attention outputs are the input: a scale is shared
+    /// by the query heads that read one KV head, at the same position in the head.
+    ValueRows(&'static str),
+}
+
+/// Weights that share one input, and its fold: down first, so that up's rows are already
+/// divided when gate and up are scored; the attention output after Q/K/V.
+const GROUPS: [(&[&str], Fold); 4] = [
+    (&["ffn_down"], Fold::Rows("ffn_up")),
+    (&["attn_q", "attn_k", "attn_v"], Fold::Norm("attn_norm")),
+    (&["ffn_gate", "ffn_up"], Fold::Norm("ffn_norm")),
+    (&["attn_output"], Fold::ValueRows("attn_v")),
+];
+
 /// Whether `name` is the first weight of one of SmoothQuant's groups.
 fn is_group_input(name: &str) -> bool {
     GROUPS.iter().any(|(names, _)| name.ends_with(&format!(".{}.weight", names[0])))
+}
+
+/// The head size, from the file's metadata (`attention.key_length`, else the embedding width
+/// over the head count).
+fn head_dim(src: &GgufFile) -> Option<usize> {
+    let m = src.metadata();
+    let arch = m.get_str("general.architecture")?;
+    let get = |k: &str| m.get_u64(&format!("{arch}.{k}")).map(|v| v as usize);
+    get("attention.key_length")
+        .or_else(|| Some(get("embedding_length")? / get("attention.head_count")?))
+        .filter(|&hd| hd > 0)
+}
+
+/// Each column's value replaced by the largest over the query heads sharing its KV head, at the
+/// same position (`hd` values per head, `q_per_kv` query heads per KV head).
+fn tie_heads(v: &[f32], hd: usize, q_per_kv: usize) -> Vec<f32> {
+    let span = hd * q_per_kv;
+    let mut out = v.to_vec();
+    for (g, chunk) in v.chunks(span).enumerate() {
+        for d in 0..hd {
+            let m = chunk.iter().skip(d).step_by(hd).fold(0f32, |m, x| m.max(*x));
+            for h in 0..q_per_kv {
+                if let Some(o) = out.get_mut(g * span + h * hd + d) {
+                    *o = m;
+                }
+            }
+        }
+    }
+    out
 }
 
 impl Observer for ActStats {
@@ -198,10 +248,10 @@ pub fn search(
     let n_layers = plan.tensors.iter().filter_map(|t| layer_of(&t.name)).max().map_or(0, |l| l + 1);
     let mut out = AwqScales::default();
     for layer in 0..n_layers {
-        for (names, producer) in GROUPS {
+        for (names, fold) in GROUPS {
             let full = |n: &str| format!("blk.{layer}.{n}.weight");
-            let producer_name = match producer {
-                Producer::Norm(n) | Producer::Rows(n) => full(n),
+            let producer_name = match fold {
+                Fold::Norm(n) | Fold::Rows(n) | Fold::ValueRows(n) => full(n),
             };
             let first = full(names[0]);
             let Some(st) = stats.get(&first) else { continue };
@@ -209,6 +259,23 @@ pub fn search(
                 continue;
             }
             let n = st.n;
+            // V's heads: (head size, query heads per KV head), where the shapes agree.
+            let heads = match fold {
+                Fold::ValueRows(v) => {
+                    let v_rows = plan
+                        .tensors
+                        .iter()
+                        .find(|t| t.name == full(v))
+                        .map(|t| (t.n_elements() / t.ncols().max(1)) as usize);
+                    match (head_dim(src), v_rows) {
+                        (Some(hd), Some(vr)) if vr > 0 && vr % hd == 0 && n % vr == 0 => {
+                            Some((hd, n / vr))
+                        }
+                        _ => continue,
+                    }
+                }
+                _ => None,
+            };
             let mut members = Vec::new();
             for name in names.iter().map(|n| full(n)) {
                 let Some(t) = plan.tensors.iter().find(|t| t.name == name) else { continue };
@@ -231,6 +298,16 @@ pub fn search(
                     amax_w.iter_mut().zip(row).for_each(|(a, v)| *a = a.max(v.abs()));
                 }
             }
+            // Shared scales across the query heads of a KV head: the maxima over them.
+            let tied;
+            let st = match heads {
+                Some((hd, q)) => {
+                    amax_w = tie_heads(&amax_w, hd, q);
+                    tied = ChannelStats { amax: tie_heads(&st.amax, hd, q), ..st.clone() };
+                    &tied
+                }
+                None => st,
+            };
             let candidates: Vec<f32> = match cfg.alpha {
                 Some(a) => vec![a],
                 None => {
@@ -273,10 +350,24 @@ pub fn search(
             for name in names.iter().map(|n| full(n)) {
                 out.transforms.entry(name).or_default().cols = Some(s.clone());
             }
-            let p = out.transforms.entry(producer_name).or_default();
-            match producer {
-                Producer::Norm(_) => p.cols = Some(inv),
-                Producer::Rows(_) => p.rows = Some(inv),
+            match (fold, heads) {
+                (Fold::Norm(_), _) => {
+                    out.transforms.entry(producer_name).or_default().cols = Some(inv)
+                }
+                (Fold::Rows(_), _) => {
+                    out.transforms.entry(producer_name).or_default().rows = Some(inv)
+                }
+                (Fold::ValueRows(v), Some((hd, q))) => {
+                    // V row `kv * hd + d` feeds column `(kv * q + h) * hd + d` for every h.
+                    let v_inv: Vec<f32> =
+                        (0..n / q).map(|r| inv[(r / hd) * q * hd + r % hd]).collect();
+                    let bias = format!("blk.{layer}.{v}.bias");
+                    if plan_has(plan, &bias) {
+                        out.transforms.entry(bias).or_default().cols = Some(v_inv.clone());
+                    }
+                    out.transforms.entry(producer_name).or_default().rows = Some(v_inv);
+                }
+                (Fold::ValueRows(_), None) => unreachable!("heads are known for V's fold"),
             }
         }
         progress(layer + 1, n_layers);

@@ -85,11 +85,12 @@ importance-weighted encoders (importance divided by s^2). The plan is imatrix's.
 --method smoothquant (Xiao et al. 2023), for -f w8a8: per-token int8 activations lose the
 small channels of a token to the few channels with outliers. Calibration (--calib) records
 each layer input's largest |x| per channel and a few hundred of its rows; per layer, the input
-channels of Q/K/V, of gate/up and of down are scaled by s = max|x|^alpha / max|w|^(1-alpha)
-(weights times s, producers divided by s as for awq, so the unquantized model is unchanged).
-alpha is chosen per group among no scaling and 0.05, 0.1, ..., 1 by the squared error of the
-quantized product on the sampled rows and 64 rows of each weight (--smooth-alpha fixes it).
-The attention output projection is not smoothed (its input has no producer to fold into).
+channels of Q/K/V, of gate/up, of down and of the attention output are scaled by
+s = max|x|^alpha / max|w|^(1-alpha): weights times s, producers divided by s as for awq (for the
+attention output, V's rows: one scale per position in a KV head, shared by its query heads),
+so the unquantized model is unchanged. alpha is chosen per group among no scaling and 0.05,
+0.1, ..., 1 by the error of the quantized product on the sampled rows and 64 rows of each
+weight, each token's relative to its output (--smooth-alpha fixes it).
 Down's input (the gated activation) has outliers in a few tokens, not in a few channels, which
 no channel scale evens out: after its scales, it and the rows of ffn_down are rotated by the
 orthonormal Walsh-Hadamard matrix in chunks of the largest power of two dividing the
