@@ -2,7 +2,7 @@
 //! (576 x 1536), decode (1 token) and prefill (64 tokens), 1 and 2 threads; and prefill of 128
 //! tokens through the tile kernels (`matmul`) against one `vec_dot` per pair (`pairs`, the path
 //! before tiles), both ways round (576 -> 1536 and 1536 -> 576); one 64-row x 16-token task
-//! (`task64x16`, W8A8 against Q8_0); decode streaming weights from memory, packed and plain.
+//! (`task64x16`, W8A8 and llmopt's own formats against Q8_0); decode streaming weights from memory, packed and plain.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use llmopt_kernels::huge::HugeBytes;
@@ -213,7 +213,8 @@ fn bench_stream(c: &mut Criterion) {
 
 /// One prefill task as the matmul runs it (64 rows x 16 tokens, one thread: quantization, then the
 /// tiles) against one `vec_dot` per pair and, where the format packs (Q8_0), the packed kernels;
-/// W8A8 beside Q8_0 (W8A8's tile shape was chosen on this task), inputs of 576 and 1536.
+/// W8A8 beside Q8_0 (W8A8's tile shape was chosen on this task), inputs of 576 and 1536, and
+/// llmopt's own formats at 640 and 2048.
 fn bench_task64x16(c: &mut Criterion) {
     let mut g = c.benchmark_group("task64x16");
     g.sample_size(20);
@@ -221,8 +222,12 @@ fn bench_task64x16(c: &mut Criterion) {
     g.measurement_time(std::time::Duration::from_secs(2));
     let (rows, n_tok) = (64usize, 16usize);
     let pool = ThreadPool::new(1);
-    for ty in [GgmlType::Q8_0, GgmlType::W8A8] {
-        for cols in [576usize, 1536] {
+    use GgmlType::*;
+    // llmopt's own formats at the widths their tile shapes were chosen on; Q8_0 at both pairs.
+    let cases: [(GgmlType, &[usize]); 3] =
+        [(Q8_0, &[576, 1536, 640, 2048]), (W8A8, &[576, 1536]), (INT8_PC, &[640, 2048])];
+    for (ty, widths) in cases {
+        for &cols in widths {
             let data = weights(ty, rows, cols);
             let w = WeightView::new(ty, rows, cols, &data);
             let x: Vec<f32> = (0..n_tok * cols).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();

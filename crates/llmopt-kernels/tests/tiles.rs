@@ -10,16 +10,19 @@ use llmopt_tensor::GgmlType;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-const TILED: [GgmlType; 7] = {
+const TILED: [GgmlType; 8] = {
     use GgmlType::*;
-    [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, W8A8]
+    [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, W8A8, INT8_PC]
 };
 
+/// llmopt's own formats with tiles (and MXFP4): `matmul` against the scalar reference.
+const OWN: [GgmlType; 1] = [GgmlType::INT8_PC];
+
 fn widths(ty: GgmlType) -> &'static [usize] {
-    if ty.spec().block_len == 256 {
-        &[256, 768, 2048]
-    } else {
-        &[576, 640, 1536]
+    match ty.spec().block_len {
+        256 => &[256, 768, 2048],
+        128 => &[640, 896, 1536],
+        _ => &[576, 640, 1536],
     }
 }
 
@@ -111,6 +114,60 @@ fn matmul_tile_path_equals_pairs_and_reference() {
                             assert_eq!(g.to_bits(), f.to_bits(), "{at}: {g} vs pairs {f}");
                             assert!((g - e).abs() <= 1e-4 * e.abs().max(1.0), "{at}: {g} vs {e}");
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `sum_i |w_i a_i|` of token `t` with row `r`, both dequantized (the scale of tests/kernels.rs's
+/// tolerance).
+fn magnitude(w: &WeightView<'_>, a: &[u8], a_row: usize, r: usize, t: usize) -> f64 {
+    let (ty, n) = (w.ty, w.cols);
+    let w_row = ty.row_bytes(n).unwrap();
+    let (mut wv, mut av) = (vec![0.0f32; n], vec![0.0f32; n]);
+    ty.to_f32(&w.data[r * w_row..(r + 1) * w_row], &mut wv).unwrap();
+    ty.spec().vec_dot_type.to_f32(&a[t * a_row..(t + 1) * a_row], &mut av).unwrap();
+    wv.iter().zip(&av).map(|(&p, &q)| (f64::from(p) * f64::from(q)).abs()).sum()
+}
+
+/// The tiled matmul of llmopt's own formats: equal to the AVX2 `vec_dot` per pair bit for bit,
+/// and to the scalar matmul within tests/kernels.rs's tolerance (`1e-5 sum |w a| + 1e-6`), with
+/// row counts that leave rows over after the tiles and token counts from decode to 4 token tiles.
+#[test]
+fn own_formats_matmul_avx2_equals_scalar() {
+    if !Isa::Avx2.is_available() {
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(13);
+    let pool = ThreadPool::new(2);
+    let mut scratch = Vec::new();
+    for ty in OWN {
+        let tk = Kernels::get(Isa::Avx2).unwrap().tile(ty).unwrap();
+        for cols in [640usize, 1536] {
+            for rows in [37usize, 131] {
+                assert!(rows % tk.rows != 0, "{ty}: {rows} rows leave none over");
+                let data = random_weights(ty, rows, cols, &mut rng);
+                let w = WeightView { ty, rows, cols, data: &data, packed: None };
+                for n_tok in [1usize, 3, 17, 64] {
+                    let x = random_acts(n_tok * cols, &mut rng);
+                    let run = |isa: Isa, scratch: &mut Vec<u8>| {
+                        let mut y = vec![f32::NAN; n_tok * rows];
+                        matmul_with(isa, &pool, &w, &x, n_tok, scratch, &mut y).unwrap();
+                        y
+                    };
+                    let (fast, slow) =
+                        (run(Isa::Avx2, &mut scratch), run(Isa::Scalar, &mut scratch));
+                    let want = pairs(Isa::Avx2, &w, &x, n_tok);
+                    let a = quantize(Isa::Scalar, ty, &x, n_tok);
+                    let a_row = a.len() / n_tok;
+                    for (i, ((g, p), s)) in fast.iter().zip(&want).zip(&slow).enumerate() {
+                        let at = format!("{ty} cols={cols} rows={rows} n_tok={n_tok} i={i}");
+                        assert_eq!(g.to_bits(), p.to_bits(), "{at}: {g} vs AVX2 pairs {p}");
+                        let mag = magnitude(&w, &a, a_row, i % rows, i / rows);
+                        let err = (f64::from(*g) - f64::from(*s)).abs();
+                        assert!(err <= 1e-5 * mag + 1e-6, "{at}: {g} vs scalar {s}");
                     }
                 }
             }

@@ -11,6 +11,7 @@ mod packed_vnni_k;
 mod quantize;
 mod tile_kquants;
 mod tile_legacy;
+mod tile_own;
 mod util;
 mod w8a8;
 
@@ -125,10 +126,12 @@ pub(crate) fn quantize(ty: GgmlType) -> Option<QuantizeFn> {
 /// The AVX2 multi-row x multi-token kernel for weight type `ty`, if one is written. Shapes are
 /// the fastest of 1x1 .. 4x4 and 2x8 by min-of-200 timings of a 64-row x 16-token task on AVX2
 /// Zen (x 4 tokens throughout, so batches of 4+ tokens already take the tile path); W8A8's of 13
-/// shapes up to 16 pairs at widths 576 and 1536 on Zen 4 (VNNI: 3x4, 1.1x faster than 4x4).
+/// shapes up to 16 pairs at widths 576 and 1536 on Zen 4 (VNNI: 3x4, 1.1x faster than 4x4);
+/// llmopt's own formats' (`tile_own.rs`) by the same task at widths 640 and 2048 on Zen 4.
 pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
     use tile_kquants::*;
     use tile_legacy::*;
+    use tile_own::*;
     use w8a8::{tile_w8a8_int8_pc, tile_w8a8_int8_pc_vnni};
     use GgmlType::*;
     Some(match ty {
@@ -138,6 +141,8 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
         Q8_0 => safe!(tile tile_q8_0_q8_0, 3, 4),
         Q4_K => safe!(tile tile_q4_k_q8_k, 4, 4),
         Q6_K => safe!(tile tile_q6_k_q8_k, 2, 4),
+        INT8_PC if packed_vnni::available() => safe!(vnni tile tile_int8_pc_q8_0_vnni, 3, 4),
+        INT8_PC => safe!(tile tile_int8_pc_q8_0, 3, 4),
         W8A8 if packed_vnni::available() => {
             safe!(vnni tile tile_w8a8_int8_pc_vnni, 3, 4)
         }

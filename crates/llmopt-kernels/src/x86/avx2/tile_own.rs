@@ -1,0 +1,322 @@
+//! AVX2 tiles of R weight rows x T tokens for llmopt's integer formats (INT8_PC x Q8_0): each
+//! weight block unpacked once per tile, per pair the integer lane sums and float ops of `mx.rs`.
+
+use std::arch::x86_64::*;
+
+use super::util::*;
+
+/// Checks that `w` holds `R` rows (`head` bytes, then `nb` blocks of `wb` bytes) and `a` holds
+/// `T` token rows of `nb` blocks of `ab` bytes, and `out` R x T results.
+fn check<const R: usize, const T: usize>(
+    nb: usize,
+    (w, w_row, head, wb): (&[u8], usize, usize, usize),
+    (a, a_row, ab): (&[u8], usize, usize),
+    out: &[f32],
+) {
+    assert!(R > 0 && T > 0 && out.len() >= R * T);
+    assert!(w_row >= head + nb * wb && w.len() >= (R - 1) * w_row + head + nb * wb);
+    assert!(a_row >= nb * ab && a.len() >= (T - 1) * a_row + nb * ab);
+}
+
+// Two forms of the exact per-lane integer sums (4 products per i32 lane, as `maddubs` + `madd`):
+// ggml's sign trick (`|w|` once per row and block, `sign(a, w)` per pair), and with AVX-512 VNNI
+// and VL one `vpdpbusd` per pair of the activations made unsigned (`a xor 0x80`, that is a + 128,
+// once per token and block) with the signed weights, started at minus `128 Σw` of the lane (once
+// per row and block). Both give the same integers, so the same floats as `vec_dot`.
+
+/// Sign trick, per row and block: `|w|`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sign_row(q: __m256i) -> __m256i {
+    _mm256_sign_epi8(q, q)
+}
+
+/// Sign trick, per token and block: the activations as they are.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sign_tok(a: __m256i) -> __m256i {
+    a
+}
+
+/// Sign trick, per pair: the 8 lane sums of `w · a` as floats (`mul_sum_i8_pairs_float`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn sign_pair(aw: __m256i, q: __m256i, a: __m256i) -> __m256 {
+    mul_sum_us8_pairs_float(aw, _mm256_sign_epi8(a, q))
+}
+
+/// VNNI, per row and block: minus `128 x` the sum of each lane's 4 weights.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn vnni_row(q: __m256i) -> __m256i {
+    let z = _mm256_setzero_si256();
+    _mm256_sub_epi32(z, _mm256_dpbusd_epi32(z, _mm256_set1_epi8(i8::MIN), q))
+}
+
+/// VNNI, per token and block: `a + 128` as unsigned bytes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn vnni_tok(a: __m256i) -> __m256i {
+    _mm256_xor_si256(a, _mm256_set1_epi8(i8::MIN))
+}
+
+/// VNNI, per pair: `Σ (a + 128) w - 128 Σw` per lane, the same integers as [`sign_pair`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+#[inline]
+fn vnni_pair(off: __m256i, q: __m256i, ua: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(off, ua, q))
+}
+
+/// The 32 bytes at `p + off`, without a bounds check (the W8A8 tiles ran 1.2-1.3x faster so).
+///
+/// # Safety
+/// `p + off .. p + off + 32` must be readable: the tiles read only inside the blocks that
+/// `check` asserted lie in their slices.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn ld32(p: *const u8, off: usize) -> __m256i {
+    // SAFETY: the caller's; `loadu` needs no alignment.
+    unsafe { _mm256_loadu_si256(p.add(off).cast()) }
+}
+
+/// The f16 at `p + off` as f32, without a bounds check.
+///
+/// # Safety
+/// As [`ld32`], for 2 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn f16_ld(p: *const u8, off: usize) -> f32 {
+    // SAFETY: the caller's; `read_unaligned` needs no alignment.
+    let bits = unsafe { p.add(off).cast::<u16>().read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(u16::from_le(bits)))))
+}
+
+/// The shared loop of signed 32-element weight blocks with Q8_0 activations. `$unpack(x)` turns
+/// the weight block at pointer `x` (`$wb` bytes, after a `$head`-byte row header; `check` has
+/// asserted it readable) into 32 signed bytes; per pair `acc = fma(set1(dy), lane sums, acc)` as
+/// `mx.rs`; `$fin(sum, row)` gives the result from the horizontal sum of the pair's lanes and
+/// the weight row.
+macro_rules! q8_0_tile {
+    ($form:ident, $n:ident, $w:ident, $w_row:ident, $a:ident, $a_row:ident, $out:ident,
+     $head:expr, $wb:expr, |$x:ident| $unpack:expr, |$s:ident, $row:ident| $fin:expr) => {{
+        let nb = $n / 32;
+        check::<R, T>(nb, ($w, $w_row, $head, $wb), ($a, $a_row, 34), $out);
+        let (row_op, tok_op, pair_op) = q8_0_tile!(@form $form);
+        let (wp, ap) = ($w.as_ptr(), $a.as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); R]; T];
+        for b in 0..nb {
+            let qx: [__m256i; R] = std::array::from_fn(|r| {
+                let $x = wp.wrapping_add(r * $w_row + $head + b * $wb);
+                $unpack
+            });
+            let px = qx.map(|q| row_op(q));
+            for (t, acc_t) in acc.iter_mut().enumerate() {
+                let y = t * $a_row + b * 34;
+                // SAFETY: token t's block b (`check`).
+                let (dy, qy) = unsafe { (f16_ld(ap, y), ld32(ap, y + 2)) };
+                let (dy, qy) = (_mm256_set1_ps(dy), tok_op(qy));
+                for r in 0..R {
+                    acc_t[r] = _mm256_fmadd_ps(dy, pair_op(px[r], qx[r], qy), acc_t[r]);
+                }
+            }
+        }
+        for (t, acc_t) in acc.iter().enumerate() {
+            for r in 0..R {
+                let ($s, $row) = (hsum_f32_8(acc_t[r]), &$w[r * $w_row..]);
+                $out[t * R + r] = $fin;
+            }
+        }
+    }};
+    (@form sign) => {
+        (sign_row, sign_tok, sign_pair)
+    };
+    (@form vnni) => {
+        (vnni_row, vnni_tok, vnni_pair)
+    };
+}
+
+/// The f32 row scale of an INT8_PC row.
+fn row_scale(w: &[u8]) -> f32 {
+    f32::from_le_bytes([w[0], w[1], w[2], w[3]])
+}
+
+/// INT8_PC x Q8_0, R rows x T tokens (see `TileFn`), by the sign trick. Registered as 3x4: a
+/// 64-row x 16-token task at widths 640 / 2048 took 15.5 / 45.7 µs (min of 3000, Zen 4 running
+/// this AVX2 code; two runs within 3 µs / 0.5 µs of each other), 2x4, 4x2 and 2x8 the same
+/// within that, 4x4 16.6 / 47.4, one `vec_dot` per pair 38.5 / 145.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn tile_int8_pc_q8_0<const R: usize, const T: usize>(
+    n: usize,
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    out: &mut [f32],
+) {
+    q8_0_tile!(
+        sign,
+        n,
+        w,
+        w_row,
+        a,
+        a_row,
+        out,
+        4,
+        32,
+        |x| {
+            // SAFETY: the weight block at `x` (`check`).
+            unsafe { ld32(x, 0) }
+        },
+        |s, row| s * row_scale(row)
+    )
+}
+
+/// INT8_PC x Q8_0, R rows x T tokens, with `vpdpbusd` (AVX-512 VNNI + VL). Registered as 3x4:
+/// the same task took 10.4 / 30.0 µs, 4x4 11.0 / 29.8, 4x2 12.1 / 34.9, 2x4 12.9 / 38.0, 2x8
+/// 17.6 / 52.9, one `vec_dot` per pair 38.4 / 146.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub(crate) fn tile_int8_pc_q8_0_vnni<const R: usize, const T: usize>(
+    n: usize,
+    w: &[u8],
+    w_row: usize,
+    a: &[u8],
+    a_row: usize,
+    out: &mut [f32],
+) {
+    q8_0_tile!(
+        vnni,
+        n,
+        w,
+        w_row,
+        a,
+        a_row,
+        out,
+        4,
+        32,
+        |x| {
+            // SAFETY: the weight block at `x` (`check`).
+            unsafe { ld32(x, 0) }
+        },
+        |s, row| s * row_scale(row)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every tile form (the sign trick, VNNI where the CPU has it) at several shapes against the
+    //! AVX2 `vec_dot` per pair, bit for bit, on raw blocks that reach the formats' extremes (the
+    //! dispatch table hands out one form per CPU, so `tests/tiles.rs` sees only that one).
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::super::{available, mx, packed_vnni};
+    use llmopt_tensor::f32_to_f16;
+
+    type Tile = fn(usize, &[u8], usize, &[u8], usize, &mut [f32]);
+    type Dot = fn(usize, &[u8], &[u8]) -> f32;
+    /// Random rows of a format: `(n, rows, rng)` to bytes.
+    type Rows = fn(usize, usize, &mut StdRng) -> Vec<u8>;
+
+    /// Q8_0 activation rows: a scale, then quants in -127..=127 (token 0 all 127, token 1 -127).
+    fn q8_0_rows(n: usize, toks: usize, rng: &mut StdRng) -> Vec<u8> {
+        let mut a = vec![0u8; toks * n / 32 * 34];
+        for (i, blk) in a.chunks_exact_mut(34).enumerate() {
+            let d: f32 = rng.random_range(1e-3..1.0);
+            blk[..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+            let tok = i / (n / 32);
+            for q in &mut blk[2..] {
+                *q = match tok {
+                    0 => 127,
+                    1 => -127i8 as u8,
+                    _ => rng.random_range(-127i8..=127) as u8,
+                };
+            }
+        }
+        a
+    }
+
+    /// INT8_PC rows: a scale, then any int8 (row 0 all -128, row 1 all 127).
+    fn int8_pc_rows(n: usize, rows: usize, rng: &mut StdRng) -> Vec<u8> {
+        let mut w = vec![0u8; rows * (4 + n)];
+        for (r, row) in w.chunks_exact_mut(4 + n).enumerate() {
+            let d: f32 = rng.random_range(1e-4..1e-1);
+            row[..4].copy_from_slice(&d.to_le_bytes());
+            for q in &mut row[4..] {
+                *q = match r {
+                    0 => 0x80,
+                    1 => 127,
+                    _ => rng.random(),
+                };
+            }
+        }
+        w
+    }
+
+    /// `f` at `R x T` against `dot` per pair on `w_of(n, R)` and `a_of(n, T)`.
+    fn same_as_dot<const R: usize, const T: usize>(
+        f: Tile,
+        dot: Dot,
+        (w_of, a_of): (Rows, Rows),
+        what: &str,
+        rng: &mut StdRng,
+    ) {
+        for n in [32usize, 128, 640, 896, 2048] {
+            let (w, a) = (w_of(n, R, rng), a_of(n, T, rng));
+            let (w_row, a_row) = (w.len() / R, a.len() / T);
+            let mut out = [f32::NAN; 16];
+            f(n, &w, w_row, &a, a_row, &mut out);
+            for t in 0..T {
+                for r in 0..R {
+                    let want = dot(n, &w[r * w_row..][..w_row], &a[t * a_row..][..a_row]);
+                    let got = out[t * R + r];
+                    assert_eq!(got.to_bits(), want.to_bits(), "{what} {R}x{T} n={n} r={r} t={t}");
+                }
+            }
+        }
+    }
+
+    /// Instantiates a tile form at `R x T` as a plain fn.
+    macro_rules! form {
+        (sign $f:ident, $r:literal, $t:literal) => {{
+            fn g(n: usize, w: &[u8], wr: usize, a: &[u8], ar: usize, o: &mut [f32]) {
+                // SAFETY: called only after `available()` (the test returns early without AVX2).
+                unsafe { super::$f::<$r, $t>(n, w, wr, a, ar, o) }
+            }
+            g as Tile
+        }};
+        (vnni $f:ident, $r:literal, $t:literal) => {{
+            fn g(n: usize, w: &[u8], wr: usize, a: &[u8], ar: usize, o: &mut [f32]) {
+                // SAFETY: called only after `packed_vnni::available()`.
+                unsafe { super::$f::<$r, $t>(n, w, wr, a, ar, o) }
+            }
+            g as Tile
+        }};
+    }
+
+    fn dot_int8_pc(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        // SAFETY: called only after `available()`.
+        unsafe { mx::vec_dot_int8_pc_q8_0(n, w, a) }
+    }
+
+    #[test]
+    fn int8_pc_tiles_equal_vec_dot_bitwise() {
+        if !available() {
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(201);
+        let io = (int8_pc_rows as _, q8_0_rows as _);
+        let d = dot_int8_pc as Dot;
+        same_as_dot::<1, 1>(form!(sign tile_int8_pc_q8_0, 1, 1), d, io, "sign", &mut rng);
+        same_as_dot::<3, 4>(form!(sign tile_int8_pc_q8_0, 3, 4), d, io, "sign", &mut rng);
+        same_as_dot::<2, 8>(form!(sign tile_int8_pc_q8_0, 2, 8), d, io, "sign", &mut rng);
+        if packed_vnni::available() {
+            let f = form!(vnni tile_int8_pc_q8_0_vnni, 1, 1);
+            same_as_dot::<1, 1>(f, d, io, "vnni", &mut rng);
+            let f = form!(vnni tile_int8_pc_q8_0_vnni, 3, 4);
+            same_as_dot::<3, 4>(f, d, io, "vnni", &mut rng);
+            let f = form!(vnni tile_int8_pc_q8_0_vnni, 4, 4);
+            same_as_dot::<4, 4>(f, d, io, "vnni", &mut rng);
+        }
+    }
+}
