@@ -224,8 +224,12 @@ fn bench_task64x16(c: &mut Criterion) {
     let pool = ThreadPool::new(1);
     use GgmlType::*;
     // llmopt's own formats at the widths their tile shapes were chosen on; Q8_0 at both pairs.
-    let cases: [(GgmlType, &[usize]); 3] =
-        [(Q8_0, &[576, 1536, 640, 2048]), (W8A8, &[576, 1536]), (INT8_PC, &[640, 2048])];
+    let cases: [(GgmlType, &[usize]); 4] = [
+        (Q8_0, &[576, 1536, 640, 2048]),
+        (W8A8, &[576, 1536]),
+        (INT8_PC, &[640, 2048]),
+        (MXFP4, &[640, 2048]),
+    ];
     for (ty, widths) in cases {
         for &cols in widths {
             let data = weights(ty, rows, cols);

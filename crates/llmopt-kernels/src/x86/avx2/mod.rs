@@ -143,6 +143,8 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
         Q6_K => safe!(tile tile_q6_k_q8_k, 2, 4),
         INT8_PC if packed_vnni::available() => safe!(vnni tile tile_int8_pc_q8_0_vnni, 3, 4),
         INT8_PC => safe!(tile tile_int8_pc_q8_0, 3, 4),
+        MXFP4 if packed_vnni::available() => safe!(vnni tile tile_mxfp4_q8_0_vnni, 4, 4),
+        MXFP4 => safe!(tile tile_mxfp4_q8_0, 2, 8),
         W8A8 if packed_vnni::available() => {
             safe!(vnni tile tile_w8a8_int8_pc_vnni, 3, 4)
         }
