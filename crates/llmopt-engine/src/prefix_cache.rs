@@ -159,7 +159,7 @@ mod tests {
             sliding_window: None,
             attn_scale: 0.5,
             kv_type: Default::default(),
-            ffn_down_rotation: None,
+            rotations: Default::default(),
         };
         KvCache::new(&cfg, blocks * 4, 4)
     }

@@ -3,7 +3,7 @@
 
 use llmopt_formats::gguf::Metadata;
 
-use crate::{arch::ArchSpec, KvType, ModelError};
+use crate::{arch::ArchSpec, KvType, ModelError, Rotations};
 
 /// The numbers that size a decoder.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,17 +31,11 @@ pub struct ModelConfig {
     /// Element type of the KV caches made for this model (`KvCache::new`); a run-time choice,
     /// f16 as loaded, set through [`ModelConfig::with_kv_type`] (the CLI's `--kv`).
     pub kv_type: KvType,
-    /// The feed-forward down projection's input is rotated by the orthonormal Walsh-Hadamard
-    /// matrix in chunks of this many values before the projection, whose rows were rotated the
-    /// same way when the file was written (`quantize --method smoothquant` for W8A8): spreads
-    /// the activations' outliers over the chunk, for per-token int8 quantization. From
-    /// [`FFN_DOWN_ROTATION_KEY`]; `None` in every file but those.
-    pub ffn_down_rotation: Option<usize>,
+    /// The inputs rotated by a Walsh-Hadamard matrix before their Linears, whose weights were
+    /// rotated the same way when the file was written (`quantize --method smoothquant` for
+    /// W8A8); none in every file but those. From the [`crate::RotationSite`] keys.
+    pub rotations: Rotations,
 }
-
-/// The GGUF key that holds [`ModelConfig::ffn_down_rotation`] (a power of two dividing the
-/// feed-forward width).
-pub const FFN_DOWN_ROTATION_KEY: &str = "llmopt.model.ffn_down_rotation";
 
 impl ModelConfig {
     /// Reads the configuration of `arch` from GGUF metadata.
@@ -114,7 +108,7 @@ impl ModelConfig {
             sliding_window,
             attn_scale: 1.0 / (head_dim as f32).sqrt(),
             kv_type: KvType::F16,
-            ffn_down_rotation: meta.get_u64(FFN_DOWN_ROTATION_KEY).map(|v| v as usize),
+            rotations: Rotations::from_metadata(meta),
         };
         cfg.validate()
     }
@@ -140,17 +134,7 @@ impl ModelConfig {
                 ),
             );
         }
-        if let Some(r) = self.ffn_down_rotation {
-            if !(r.is_power_of_two() && r >= 2 && self.ffn_dim.is_multiple_of(r)) {
-                return bad(
-                    FFN_DOWN_ROTATION_KEY,
-                    format!(
-                        "{r} is not a power of two (at least 2) dividing the feed-forward width {}",
-                        self.ffn_dim
-                    ),
-                );
-            }
-        }
+        self.rotations.validate(self.d_model, self.ffn_dim)?;
         if !self.n_head.is_multiple_of(self.n_kv_head) {
             return bad(
                 "attention.head_count_kv",

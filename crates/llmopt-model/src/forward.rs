@@ -11,7 +11,7 @@ use crate::{
     linear::Linear,
     model::Model,
     observer::{Clock, Observer, Step},
-    ops, ModelError,
+    ops, ModelError, RotationSite,
 };
 
 /// Which logits a sequence of the batch wants back.
@@ -135,10 +135,22 @@ fn run_linears<const N: usize>(
 const PAR_MIN_ROWS: usize = 16;
 
 /// `dst` = RMSNorm of each `width`-wide row of `src`, times `w`, rows in parallel for a prefill.
-fn norm_rows(pool: &ThreadPool, src: &[f32], dst: &mut [f32], width: usize, w: &[f32], eps: f32) {
+/// RMSNorm of each row of `src` into `dst`, then the Walsh-Hadamard rotation in chunks of `rot`
+/// where the file's weights expect it (`ModelConfig::rotations`).
+fn norm_rows(
+    pool: &ThreadPool,
+    src: &[f32],
+    dst: &mut [f32],
+    width: usize,
+    (w, rot): (&[f32], Option<usize>),
+    eps: f32,
+) {
     pool.for_rows_mut(dst, width, PAR_MIN_ROWS, &|r0, rows| {
         for (s, d) in src[r0 * width..].chunks_exact(width).zip(rows.chunks_exact_mut(width)) {
             ops::rms_norm_into(s, d, w, eps);
+        }
+        if let Some(r) = rot {
+            kv_kernels::fwht(Isa::best(), rows, r);
         }
     });
 }
@@ -334,7 +346,8 @@ impl Model {
         let eps = c.rms_eps;
 
         // Attention block.
-        norm_rows(pool, &ws.x[..n * d], &mut ws.h[..n * d], d, &l.attn_norm, eps);
+        let rot = c.rotations.get(RotationSite::AttnIn);
+        norm_rows(pool, &ws.x[..n * d], &mut ws.h[..n * d], d, (&l.attn_norm, rot), eps);
         let at = Some(il);
         clock.lap(obs, at, Step::Norms);
         run_linears(
@@ -412,7 +425,8 @@ impl Model {
         );
 
         // Feed-forward block.
-        norm_rows(pool, &ws.x[..n * d], &mut ws.h[..n * d], d, &l.ffn_norm, eps);
+        let rot = c.rotations.get(RotationSite::FfnIn);
+        norm_rows(pool, &ws.x[..n * d], &mut ws.h[..n * d], d, (&l.ffn_norm, rot), eps);
         clock.lap(obs, at, Step::Norms);
         let f = c.ffn_dim;
         run_linears(
@@ -424,7 +438,8 @@ impl Model {
             [&mut ws.gate, &mut ws.up],
             obs,
         )?;
-        let (up, act, rot) = (&ws.up[..n * f], c.arch.activation, c.ffn_down_rotation);
+        let (up, act) = (&ws.up[..n * f], c.arch.activation);
+        let rot = c.rotations.get(RotationSite::FfnDown);
         pool.for_rows_mut(&mut ws.gate[..n * f], f, PAR_MIN_ROWS, &|t0, g| {
             ops::gated_activation(g, &up[t0 * f..], act);
             if let Some(r) = rot {

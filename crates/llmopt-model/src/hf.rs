@@ -122,7 +122,7 @@ impl ModelConfig {
                 .map(|sw| c.sliding_window.unwrap_or(sw.default_window)),
             attn_scale,
             kv_type: KvType::F16,
-            ffn_down_rotation: None,
+            rotations: Default::default(),
         }
         .validate()
     }

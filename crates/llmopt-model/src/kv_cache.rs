@@ -368,7 +368,7 @@ mod tests {
             sliding_window: None,
             attn_scale: 0.5,
             kv_type: KvType::F16,
-            ffn_down_rotation: None,
+            rotations: Default::default(),
         }
     }
 

@@ -14,9 +14,10 @@ pub mod linear;
 pub mod model;
 pub mod observer;
 pub mod ops;
+mod rotation;
 
 pub use arch::ArchSpec;
-pub use config::{ModelConfig, FFN_DOWN_ROTATION_KEY};
+pub use config::ModelConfig;
 pub use error::ModelError;
 pub use forward::{Logits, SeqInput, Workspace};
 pub use hf::{HfLoadError, SafetensorsSource};
@@ -25,3 +26,4 @@ pub use kv_type::{KvType, UnknownKvType, KV_TYPES};
 pub use linear::{Bytes, Linear, Weight};
 pub use model::{Layer, Model, SourceTensor, TensorSource};
 pub use observer::{Observer, Step};
+pub use rotation::{rotation_chunk, RotationSite, Rotations};

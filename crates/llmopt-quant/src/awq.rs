@@ -36,7 +36,7 @@ pub struct Transform {
     pub rows: Option<Vec<f32>>,
     /// Each row, after the factors, rotated by the orthonormal Walsh-Hadamard matrix in chunks of
     /// this many values (the model rotates the input the same way: see
-    /// `ModelConfig::ffn_down_rotation`).
+    /// `ModelConfig::rotations`).
     pub rotate: Option<usize>,
 }
 
@@ -94,6 +94,9 @@ pub struct GroupChoice {
 pub struct AwqScales {
     pub transforms: BTreeMap<String, Transform>,
     pub groups: Vec<GroupChoice>,
+    /// The inputs whose weights the transforms rotate: the output file must record them (their
+    /// `RotationSite::key`s), so the model rotates those inputs too.
+    pub rotations: llmopt_model::Rotations,
 }
 
 /// Who produces a group's input, and so takes `1/s`.

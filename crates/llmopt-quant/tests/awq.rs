@@ -130,7 +130,7 @@ fn a_rotated_down_projection_keeps_the_float_model() {
         let mut meta = output_metadata(file.metadata(), &plan, &Provenance::default());
         if rotated {
             let v = llmopt_formats::gguf::MetaValue::U32(512);
-            meta.insert(llmopt_model::FFN_DOWN_ROTATION_KEY, v);
+            meta.insert(llmopt_model::RotationSite::FfnDown.key(), v);
         }
         let job = Job {
             source: &file,
@@ -151,10 +151,11 @@ fn a_rotated_down_projection_keeps_the_float_model() {
     let rotated_file = write("rotated.gguf", true);
     // Re-quantizing keeps the key: the weights stay rotated.
     let again = output_metadata(rotated_file.metadata(), &plan, &Provenance::default());
-    assert_eq!(again.get_u64(llmopt_model::FFN_DOWN_ROTATION_KEY), Some(512));
+    assert_eq!(again.get_u64("llmopt.model.rotation.ffn_down"), Some(512));
     let rotated = Model::from_gguf(rotated_file).unwrap();
+    let down = llmopt_model::RotationSite::FfnDown;
     assert_eq!(
-        (plain.config.ffn_down_rotation, rotated.config.ffn_down_rotation),
+        (plain.config.rotations.get(down), rotated.config.rotations.get(down)),
         (None, Some(512))
     );
     let probe = &tokens[100..132];
@@ -169,13 +170,13 @@ fn a_rotated_down_projection_keeps_the_float_model() {
     assert!(worst < 0.05, "logits moved by {worst}");
     // Without the key the same weights compute something else: the key is what makes it work.
     let mut unrotated = rotated;
-    unrotated.config.ffn_down_rotation = None;
+    unrotated.config.rotations = Default::default();
     let c = logits(&unrotated, probe);
     let off = a.iter().zip(&c).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(off > 1.0, "the rotation changed nothing: {off}");
     // A bad key the rotated weights compute something else: the key is what makes it work.
     let mut meta = output_metadata(file.metadata(), &plan, &Provenance::default());
-    meta.insert(llmopt_model::FFN_DOWN_ROTATION_KEY, llmopt_formats::gguf::MetaValue::U32(48));
+    meta.insert("llmopt.model.rotation.ffn_down", llmopt_formats::gguf::MetaValue::U32(48));
     let cfg = llmopt_model::ModelConfig::from_gguf(plain.config.arch, &meta);
     assert!(cfg.is_err_and(|e| e.to_string().contains("power of two")));
 }

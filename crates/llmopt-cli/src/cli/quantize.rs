@@ -85,18 +85,17 @@ importance-weighted encoders (importance divided by s^2). The plan is imatrix's.
 --method smoothquant (Xiao et al. 2023), for -f w8a8: per-token int8 activations lose the
 small channels of a token to the few channels with outliers. Calibration (--calib) records
 each layer input's largest |x| per channel and a few hundred of its rows; per layer, the input
-channels of Q/K/V, of gate/up, of down and of the attention output are scaled by
-s = max|x|^alpha / max|w|^(1-alpha): weights times s, producers divided by s as for awq (for the
-attention output, V's rows: one scale per position in a KV head, shared by its query heads),
-so the unquantized model is unchanged. alpha is chosen per group among no scaling and 0.05,
+channels of Q/K/V, of gate/up and of down are scaled by s = max|x|^alpha / max|w|^(1-alpha):
+weights times s, producers divided by s as for awq, so the unquantized model is unchanged. alpha is chosen per group among no scaling and 0.05,
 0.1, ..., 1 by the error of the quantized product on the sampled rows and 64 rows of each
 weight, each token's relative to its output (--smooth-alpha fixes it).
-Down's input (the gated activation) has outliers in a few tokens, not in a few channels, which
-no channel scale evens out: after its scales, it and the rows of ffn_down are rotated by the
-orthonormal Walsh-Hadamard matrix in chunks of the largest power of two dividing the
-feed-forward width (512 for SmolLM2), which spreads each outlier over its chunk; the file
-records the chunk in llmopt.model.ffn_down_rotation and the model rotates the input at run time
-(a few adds per value). --no-rotate leaves it out.
+Some outliers belong to a few tokens, not to a few channels (down's input, the gated
+activation, most of all), which no channel scale evens out: after their scales, the inputs and
+rows of Q/K/V, gate/up and down are rotated by the orthonormal Walsh-Hadamard matrix in chunks
+of the largest power of two dividing the input width (SmolLM2: 64 for Q/K/V and gate/up, 512
+for down), which spreads each outlier over its chunk. The file records the chunks in
+llmopt.model.rotation.{attn_in,ffn_in,ffn_down} and the model rotates those inputs at run time
+(a few adds per value). --no-rotate leaves them out.
 
 --validate then runs `eval compare INPUT OUT` on --validate-text (chunks of 512 tokens): size,
 perplexity, KL divergence and top-1 agreement, stored with the quantize run; with --budget
@@ -200,7 +199,7 @@ pub struct QuantizeArgs {
     /// moves more of the activations' range into the weights).
     #[arg(long, value_name = "A")]
     pub smooth_alpha: Option<f32>,
-    /// SmoothQuant: do not rotate the feed-forward down projection's input and rows (by default
+    /// SmoothQuant: do not rotate the inputs and rows of Q/K/V, gate/up and down (by default
     /// they are rotated by a Walsh-Hadamard matrix, which the model then applies at run time).
     #[arg(long)]
     pub no_rotate: bool,

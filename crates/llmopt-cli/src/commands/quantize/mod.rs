@@ -15,7 +15,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use llmopt_formats::gguf::{GgufFile, MetaValue};
-use llmopt_model::FFN_DOWN_ROTATION_KEY;
+use llmopt_model::{RotationSite, Rotations};
 use llmopt_quant::{
     awq::{self, AwqConfig, AwqScales},
     encode::weighted_encoder,
@@ -109,7 +109,7 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
             .map(|a| {
                 let cfg = SmoothConfig {
                     alpha: args.smooth_alpha,
-                    rotate_down: down_rotation(args, &src, &plan)?,
+                    rotate: may_rotate(args, &src, &plan),
                     ..SmoothConfig::default()
                 };
                 smooth_search(&src, &plan, a, cfg, threads)
@@ -132,9 +132,10 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
             .then(|| plan.converted().filter(|t| weighted_encoder(t.target).is_some()).count()),
     };
     let mut metadata = output_metadata(src.metadata(), &plan, &prov);
-    let rotation = awq.as_ref().and_then(|a| a.transforms.values().find_map(|t| t.rotate));
-    if let Some(r) = rotation {
-        metadata.insert(FFN_DOWN_ROTATION_KEY, MetaValue::U32(r as u32));
+    for site in RotationSite::ALL {
+        if let Some(r) = awq.as_ref().and_then(|a| a.rotations.get(site)) {
+            metadata.insert(site.key(), MetaValue::U32(r as u32));
+        }
     }
     refuse_rotated_ggml(&src, &plan)?;
     let job = Job {
@@ -238,28 +239,24 @@ fn awq_search(
     Ok(scales)
 }
 
-/// The chunk of SmoothQuant's rotation of down: none with `--no-rotate`, where the source is
-/// rotated already (its model rotates that input; the new weights stay in the same basis) or
-/// where the output has no llmopt format (llama.cpp would run the file without the rotation).
-fn down_rotation(args: &QuantizeArgs, src: &GgufFile, plan: &Plan) -> Result<Option<usize>> {
-    let rotated = src.metadata().get_u64(FFN_DOWN_ROTATION_KEY).is_some();
-    let own = plan.tensors.iter().any(|t| t.target.is_llmopt_only());
-    if args.no_rotate || rotated || !own {
-        return Ok(None);
-    }
-    let down = plan.tensors.iter().find(|t| t.name.ends_with(".ffn_down.weight"));
-    Ok(down.and_then(|t| smooth::down_rotation_for(t.ncols() as usize)))
+/// Whether SmoothQuant may rotate inputs: not with `--no-rotate`, not where the source is
+/// rotated already (its model rotates those inputs; the new weights stay in the same basis), and
+/// not where the output has no llmopt format (llama.cpp would run the file without rotating).
+fn may_rotate(args: &QuantizeArgs, src: &GgufFile, plan: &Plan) -> bool {
+    let rotated = Rotations::from_metadata(src.metadata()).any();
+    !args.no_rotate && !rotated && plan.tensors.iter().any(|t| t.target.is_llmopt_only())
 }
 
-/// A source whose down projection is rotated needs a runtime that rotates its input: refused
-/// when every output tensor is in a ggml format, which llama.cpp would open and run wrongly.
+/// A source with rotated inputs needs a runtime that rotates them: refused when every output
+/// tensor is in a ggml format, which llama.cpp would open and run wrongly.
 fn refuse_rotated_ggml(src: &GgufFile, plan: &Plan) -> Result<()> {
-    let rotated = src.metadata().get_u64(FFN_DOWN_ROTATION_KEY).is_some();
+    let rotated = Rotations::from_metadata(src.metadata()).any();
     if rotated && !plan.tensors.iter().any(|t| t.target.is_llmopt_only()) {
         anyhow::bail!(
-            "the source's ffn_down weights are rotated ({FFN_DOWN_ROTATION_KEY}), which only \
-             llmopt runs; an output in ggml formats alone would open in llama.cpp and compute \
-             the wrong thing: choose an llmopt format (e.g. -f w8a8), or quantize the original"
+            "the source's weights are rotated for rotated inputs (llmopt.model.rotation.*), which \
+             only llmopt runs; an output in ggml formats alone would open in llama.cpp and \
+             compute the wrong thing: choose an llmopt format (e.g. -f w8a8), or quantize the \
+             original"
         );
     }
     Ok(())

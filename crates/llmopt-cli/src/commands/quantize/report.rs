@@ -100,7 +100,12 @@ impl Report<'_> {
             "awq": self.awq.filter(|_| self.args.method == Method::Awq).map(scales_json),
             "smoothquant": self.awq.filter(|_| self.args.method == Method::SmoothQuant).map(|a| {
                 let mut v = scales_json(a);
-                v["rotation"] = json!(a.transforms.values().find_map(|t| t.rotate));
+                let sites = llmopt_model::RotationSite::ALL.iter().filter_map(|&s| {
+                    let r = a.rotations.get(s)?;
+                    Some((s.key().rsplit('.').next().unwrap_or("").to_string(), json!(r)))
+                });
+                let rotation: serde_json::Map<String, Value> = sites.collect();
+                v["rotation"] = json!(rotation);
                 v
             }),
             "seconds": {
