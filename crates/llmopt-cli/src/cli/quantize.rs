@@ -18,7 +18,7 @@ pub(super) const QUANTIZE_HELP: &str = "Examples:
 
 Which tensors: as llama-quantize. Only 2-D weight matrices are re-encoded; norms, biases and
 1-D tensors keep their format. The output projection (and a tied token embedding, which is
-it) gets Q6_K unless the format is Q8_0 or one of llmopt's 8-bit formats; a row that is not a whole number of the format's
+it) gets Q6_K unless the format is Q8_0 (w8a8: Q8_0); a row that is not a whole number of the format's
 blocks falls back (Q6_K to Q8_0, Q4_K to Q5_0, ..., else F16), as llama.cpp does; each
 fallback is named on stderr. A tensor already in its target format is copied unchanged.
 --format f32 or f16 gives the dequantized baseline to measure other quantizations against.
@@ -47,8 +47,8 @@ unknown tensor type): mxfp8 (OCP MXFP8: E4M3 with an E8M0 scale per 32), int8_pc
 64), int4_g128 (4-bit with an f16 scale and min per 128) and w8a8 (int8 with one f32 scale per
 output row, multiplied with activations quantized to int8 per token: one integer dot per row
 and token, vpdpbusd on AVX-512 VNNI). int4_g32 is another name for q4_1. The output projection
-of int8_pc, fp8_pc and mxfp8 keeps the file's format; w8a8's gets q8_0 (its input, the final
-norm's output, has outlier channels that a tied embedding cannot take SmoothQuant's scales for).
+of w8a8 gets q8_0 (its input, the final norm's output, has outlier channels that a tied
+embedding cannot take SmoothQuant's scales for).
 
 --keep PATTERN=FORMAT: PATTERN is a regular expression (Rust regex syntax) searched anywhere
 in the tensor name, as llama-quantize's --tensor-type: 'attn_v=q8_0' matches every layer's
