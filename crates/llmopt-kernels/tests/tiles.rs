@@ -10,13 +10,16 @@ use llmopt_tensor::GgmlType;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-const TILED: [GgmlType; 9] = {
+const TILED: [GgmlType; 12] = {
     use GgmlType::*;
-    [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, W8A8, INT8_PC, MXFP4]
+    [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, W8A8, INT8_PC, MXFP4, MXFP8, FP8_PC, NF4]
 };
 
 /// llmopt's own formats with tiles (and MXFP4): `matmul` against the scalar reference.
-const OWN: [GgmlType; 2] = [GgmlType::INT8_PC, GgmlType::MXFP4];
+const OWN: [GgmlType; 5] = {
+    use GgmlType::*;
+    [INT8_PC, MXFP4, MXFP8, FP8_PC, NF4]
+};
 
 fn widths(ty: GgmlType) -> &'static [usize] {
     match ty.spec().block_len {

@@ -9,6 +9,7 @@ mod packed;
 mod packed_vnni;
 mod packed_vnni_k;
 mod quantize;
+mod tile_float;
 mod tile_kquants;
 mod tile_legacy;
 mod tile_own;
@@ -52,6 +53,13 @@ macro_rules! safe {
     (tile $f:ident, $r:literal, $t:literal) => {{
         fn wrapped(n: usize, w: &[u8], w_row: usize, a: &[u8], a_row: usize, out: &mut [f32]) {
             // SAFETY: as above, only reachable once the CPU features were detected.
+            unsafe { $f::<$r, $t>(n, w, w_row, a, a_row, out) }
+        }
+        TileKernel { rows: $r, toks: $t, f: wrapped as TileFn }
+    }};
+    (wide tile $f:ident, $r:literal, $t:literal) => {{
+        fn wrapped(n: usize, w: &[u8], w_row: usize, a: &[u8], a_row: usize, out: &mut [f32]) {
+            // SAFETY: only handed out by `tile` after `tile_float::wide_available()` said yes.
             unsafe { $f::<$r, $t>(n, w, w_row, a, a_row, out) }
         }
         TileKernel { rows: $r, toks: $t, f: wrapped as TileFn }
@@ -127,8 +135,11 @@ pub(crate) fn quantize(ty: GgmlType) -> Option<QuantizeFn> {
 /// the fastest of 1x1 .. 4x4 and 2x8 by min-of-200 timings of a 64-row x 16-token task on AVX2
 /// Zen (x 4 tokens throughout, so batches of 4+ tokens already take the tile path); W8A8's of 13
 /// shapes up to 16 pairs at widths 576 and 1536 on Zen 4 (VNNI: 3x4, 1.1x faster than 4x4);
-/// llmopt's own formats' (`tile_own.rs`) by the same task at widths 640 and 2048 on Zen 4.
+/// llmopt's own formats' (`tile_own.rs`, `tile_float.rs`) by the same task at widths 640 and
+/// 2048 on Zen 4, the f32-activation ones in a `wide` form (AVX-512 F + VL: 32 registers) where
+/// the CPU has it.
 pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
+    use tile_float::*;
     use tile_kquants::*;
     use tile_legacy::*;
     use tile_own::*;
@@ -145,6 +156,12 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
         INT8_PC => safe!(tile tile_int8_pc_q8_0, 3, 4),
         MXFP4 if packed_vnni::available() => safe!(vnni tile tile_mxfp4_q8_0_vnni, 4, 4),
         MXFP4 => safe!(tile tile_mxfp4_q8_0, 2, 8),
+        MXFP8 if wide_available() => safe!(wide tile tile_mxfp8_f32_wide, 2, 8),
+        MXFP8 => safe!(tile tile_mxfp8_f32, 2, 8),
+        FP8_PC if wide_available() => safe!(wide tile tile_fp8_pc_f32_wide, 2, 8),
+        FP8_PC => safe!(tile tile_fp8_pc_f32, 2, 4),
+        NF4 if wide_available() => safe!(wide tile tile_nf4_f32_wide, 2, 8),
+        NF4 => safe!(tile tile_nf4_f32, 3, 4),
         W8A8 if packed_vnni::available() => {
             safe!(vnni tile tile_w8a8_int8_pc_vnni, 3, 4)
         }

@@ -74,7 +74,7 @@ pub(crate) fn vec_dot_int4_g128_q8_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// `s eeee mmm` becomes the f16 `s 0eeee mmm0000000` (exact, subnormals included).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn e4m3x16(q: &[u8]) -> (__m256, __m256) {
+pub(super) fn e4m3x16(q: &[u8]) -> (__m256, __m256) {
     let s = &q[..16];
     // SAFETY: `s` is exactly 16 readable bytes; `loadu` has no alignment requirement.
     let b = _mm256_cvtepu8_epi16(unsafe { _mm_loadu_si128(s.as_ptr().cast()) });
@@ -134,12 +134,34 @@ pub(crate) fn vec_dot_fp8_pc_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
 pub(crate) fn vec_dot_nf4_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = n / 64;
     assert!(w.len() >= nb * 34 && a.len() >= 4 * n);
+    let t = nf4_table();
+    let mut acc = _mm256_setzero_ps();
+    for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(256)).take(nb) {
+        let mut s = _mm256_setzero_ps();
+        for g in 0..4 {
+            let (lo, hi) = nf4x8(t, &x[2 + 8 * g..]);
+            s = _mm256_fmadd_ps(lo, load8f(y, 32 * g), s);
+            s = _mm256_fmadd_ps(hi, load8f(y, 128 + 32 * g), s);
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x, 0)), s, acc);
+    }
+    hsum_f32_8(acc)
+}
+
+/// NF4's 16 levels as two vectors of 8 (for [`nf4x8`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn nf4_table() -> (__m256, __m256) {
     // SAFETY: NF4_LEVELS is 16 readable f32s.
-    let (lo_t, hi_t) = unsafe {
-        (_mm256_loadu_ps(NF4_LEVELS.as_ptr()), _mm256_loadu_ps(NF4_LEVELS.as_ptr().add(8)))
-    };
-    // Level of each 4-bit index: `vpermps` uses the low 3 bits, bit 3 (moved to the sign) picks
-    // the table half.
+    unsafe { (_mm256_loadu_ps(NF4_LEVELS.as_ptr()), _mm256_loadu_ps(NF4_LEVELS.as_ptr().add(8))) }
+}
+
+/// The levels of the 8 bytes at `q[..8]`: low nibbles, then high nibbles, 8 floats each. The
+/// level of each 4-bit index: `vpermps` uses the low 3 bits, bit 3 (moved to the sign) picks the
+/// table half.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) fn nf4x8((lo_t, hi_t): (__m256, __m256), q: &[u8]) -> (__m256, __m256) {
     let level = |idx: __m256i| {
         let pick = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28));
         _mm256_blendv_ps(
@@ -148,20 +170,9 @@ pub(crate) fn vec_dot_nf4_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
             pick,
         )
     };
+    let bytes = &q[..8];
+    // SAFETY: `bytes` is exactly 8 readable bytes.
+    let b = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(bytes.as_ptr().cast()) });
     let m4 = _mm256_set1_epi32(0x0f);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.chunks_exact(34).zip(a.chunks_exact(256)).take(nb) {
-        let mut s = _mm256_setzero_ps();
-        for g in 0..4 {
-            let bytes = &x[2 + 8 * g..2 + 8 * g + 8];
-            // SAFETY: `bytes` is exactly 8 readable bytes.
-            let b = _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(bytes.as_ptr().cast()) });
-            let lo = level(_mm256_and_si256(b, m4));
-            let hi = level(_mm256_and_si256(_mm256_srli_epi32(b, 4), m4));
-            s = _mm256_fmadd_ps(lo, load8f(y, 32 * g), s);
-            s = _mm256_fmadd_ps(hi, load8f(y, 128 + 32 * g), s);
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(x, 0)), s, acc);
-    }
-    hsum_f32_8(acc)
+    (level(_mm256_and_si256(b, m4)), level(_mm256_and_si256(_mm256_srli_epi32(b, 4), m4)))
 }
