@@ -224,7 +224,7 @@ fn bench_task64x16(c: &mut Criterion) {
     let pool = ThreadPool::new(1);
     use GgmlType::*;
     // llmopt's own formats at the widths their tile shapes were chosen on; Q8_0 at both pairs.
-    let cases: [(GgmlType, &[usize]); 7] = [
+    let cases: [(GgmlType, &[usize]); 8] = [
         (Q8_0, &[576, 1536, 640, 2048]),
         (W8A8, &[576, 1536]),
         (INT8_PC, &[640, 2048]),
@@ -232,6 +232,7 @@ fn bench_task64x16(c: &mut Criterion) {
         (MXFP8, &[640, 2048]),
         (FP8_PC, &[640, 2048]),
         (NF4, &[640, 2048]),
+        (INT4_G128, &[640, 2048]),
     ];
     for (ty, widths) in cases {
         for &cols in widths {

@@ -10,6 +10,7 @@ mod packed_vnni;
 mod packed_vnni_k;
 mod quantize;
 mod tile_float;
+mod tile_int4;
 mod tile_kquants;
 mod tile_legacy;
 mod tile_own;
@@ -135,11 +136,12 @@ pub(crate) fn quantize(ty: GgmlType) -> Option<QuantizeFn> {
 /// the fastest of 1x1 .. 4x4 and 2x8 by min-of-200 timings of a 64-row x 16-token task on AVX2
 /// Zen (x 4 tokens throughout, so batches of 4+ tokens already take the tile path); W8A8's of 13
 /// shapes up to 16 pairs at widths 576 and 1536 on Zen 4 (VNNI: 3x4, 1.1x faster than 4x4);
-/// llmopt's own formats' (`tile_own.rs`, `tile_float.rs`) by the same task at widths 640 and
+/// llmopt's own formats' (`tile_own.rs`, `tile_float.rs`, `tile_int4.rs`) by the same task at widths 640 and
 /// 2048 on Zen 4, the f32-activation ones in a `wide` form (AVX-512 F + VL: 32 registers) where
 /// the CPU has it.
 pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
     use tile_float::*;
+    use tile_int4::*;
     use tile_kquants::*;
     use tile_legacy::*;
     use tile_own::*;
@@ -162,6 +164,8 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
         FP8_PC => safe!(tile tile_fp8_pc_f32, 2, 4),
         NF4 if wide_available() => safe!(wide tile tile_nf4_f32_wide, 2, 8),
         NF4 => safe!(tile tile_nf4_f32, 3, 4),
+        INT4_G128 if packed_vnni::available() => safe!(vnni tile tile_int4_g128_q8_1_vnni, 2, 8),
+        INT4_G128 => safe!(tile tile_int4_g128_q8_1, 2, 8),
         W8A8 if packed_vnni::available() => {
             safe!(vnni tile tile_w8a8_int8_pc_vnni, 3, 4)
         }

@@ -76,7 +76,7 @@ fn vnni_pair(off: __m256i, q: __m256i, ua: __m256i) -> __m256 {
 /// `check` asserted lie in their slices.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn ld32(p: *const u8, off: usize) -> __m256i {
+pub(super) unsafe fn ld32(p: *const u8, off: usize) -> __m256i {
     // SAFETY: the caller's; `loadu` needs no alignment.
     unsafe { _mm256_loadu_si256(p.add(off).cast()) }
 }
@@ -129,7 +129,7 @@ unsafe fn mxfp4_block(x: *const u8) -> (__m256i, f32) {
 /// Token t's 2 bytes at `y + t * a_row` must be readable for `t < T`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn f16_lanes<const T: usize>(y: *const u8, a_row: usize) -> __m256 {
+pub(super) unsafe fn f16_lanes<const T: usize>(y: *const u8, a_row: usize) -> __m256 {
     assert!(T <= 8, "T = {T} tokens do not fit 8 lanes");
     let mut h = _mm_setzero_si128();
     macro_rules! insert {
