@@ -112,6 +112,12 @@ impl HugeBytes {
     }
 }
 
+impl AsRef<[u8]> for HugeBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 impl std::fmt::Debug for HugeBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "HugeBytes({} bytes at {:#x})", self.len, self.as_slice().as_ptr() as usize)

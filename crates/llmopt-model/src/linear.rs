@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use llmopt_kernels::{matmul_many, Isa, PackedWeight, ThreadPool, WeightView};
+use llmopt_kernels::{huge::HugeBytes, matmul_many, Isa, PackedWeight, ThreadPool, WeightView};
 use llmopt_tensor::GgmlType;
 
 use crate::ModelError;
@@ -101,6 +101,9 @@ impl Weight {
 
     /// [`Weight::pack`] for each of `ws`, their packed bytes one after another in one mapping on
     /// huge pages ([`PackedWeight::new_many`]), in the order given; returns how many were packed.
+    /// The weights without a packed form (formats without packed kernels: W8A8, INT8_PC, the
+    /// K-quants without VNNI, ...) are copied onto huge pages in the same order, which their
+    /// decode reads as it reads packed ones (on 4 KiB pages, a TLB walk per page).
     pub fn pack_many(ws: &mut [&mut Weight]) -> usize {
         let views: Vec<WeightView<'_>> =
             ws.iter().map(|w| WeightView::new(w.ty, w.rows, w.cols, w.data.as_slice())).collect();
@@ -108,6 +111,12 @@ impl Weight {
         drop(views);
         for (w, p) in ws.iter_mut().zip(packed) {
             w.packed = p.map(|p| Packed { _src: w.data.clone(), packed: Arc::new(p) });
+        }
+        let plain: Vec<usize> = (0..ws.len()).filter(|&i| !ws[i].is_packed()).collect();
+        let lens: Vec<usize> = plain.iter().map(|&i| ws[i].data.as_slice().len()).collect();
+        for ((&i, &len), mut h) in plain.iter().zip(&lens).zip(HugeBytes::cut(&lens)) {
+            h.as_mut_slice().copy_from_slice(ws[i].data.as_slice());
+            ws[i].data = Bytes::slice_of(Arc::new(h), 0, len).expect("the whole copy");
         }
         ws.iter().filter(|w| w.is_packed()).count()
     }
@@ -226,5 +235,34 @@ impl Linear {
         y: &mut [f32],
     ) -> Result<(), ModelError> {
         Self::forward_many(pool, [self], x, n_tok, scratch, &mut [y])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weight(ty: GgmlType, rows: usize, cols: usize) -> Weight {
+        let x: Vec<f32> = (0..rows * cols).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+        let mut b = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
+        ty.rows_from_f32(&x, &mut b, cols).unwrap();
+        Weight::new("w", ty, rows, cols, Bytes::from_vec(b)).unwrap()
+    }
+
+    #[test]
+    fn packing_copies_the_weights_it_cannot_pack_with_their_bytes() {
+        let (mut q8, mut w8) = (weight(GgmlType::Q8_0, 16, 64), weight(GgmlType::W8A8, 16, 64));
+        let (q8_bytes, w8_bytes) = (q8.data.as_slice().to_vec(), w8.data.as_slice().to_vec());
+        let (q8_at, w8_at) = (q8.data.as_slice().as_ptr(), w8.data.as_slice().as_ptr());
+        let can_pack =
+            llmopt_kernels::Kernels::get(Isa::best()).unwrap().has_packed(GgmlType::Q8_0);
+        assert_eq!(Weight::pack_many(&mut [&mut q8, &mut w8]), usize::from(can_pack));
+        assert!(!w8.is_packed());
+        // The plain weight now reads a copy; a packed one keeps its source (the packed form
+        // checks it), and an unpacked Q8_0 (no packed kernels here) is copied like W8A8.
+        assert_ne!(w8.data.as_slice().as_ptr(), w8_at);
+        assert_eq!(w8.data.as_slice(), w8_bytes);
+        assert_eq!(q8.data.as_slice(), q8_bytes);
+        assert_eq!(q8.data.as_slice().as_ptr() == q8_at, can_pack);
     }
 }
