@@ -53,8 +53,16 @@ pub fn fwht(isa: Isa, x: &mut [f32], n: usize) {
     let scale = 1.0 / (n as f32).sqrt();
     let simd = cfg!(target_arch = "x86_64") && isa == Isa::Avx2 && Isa::Avx2.is_available();
     for c in x.chunks_exact_mut(n) {
-        c.iter_mut().for_each(|v| *v *= scale);
         let mut len = 1;
+        #[cfg(target_arch = "x86_64")]
+        if simd && n >= 8 {
+            // SAFETY: AVX2 checked above; `c` holds whole 8-float groups (n is a power of two).
+            unsafe { x86::scale_and_first_three(c, scale) };
+            len = 8;
+        }
+        if len == 1 {
+            c.iter_mut().for_each(|v| *v *= scale);
+        }
         while len < n {
             #[cfg(target_arch = "x86_64")]
             if simd && len >= 8 {
@@ -91,6 +99,31 @@ mod x86 {
             GgmlType::Q8_0 => Some(mad_q8_0),
             GgmlType::Q4_0 => Some(mad_q4_0),
             _ => None,
+        }
+    }
+
+    /// The scaling and the passes at distances 1, 2 and 4 within each group of 8 floats of `c`,
+    /// in registers: the partner of each lane comes from a permute, the lower lane of a pair
+    /// keeps `u + v` and the upper `u - v` by a blend, so every value gets the scalar passes'
+    /// operations in their order (the same bits).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn scale_and_first_three(c: &mut [f32], scale: f32) {
+        let s = _mm256_set1_ps(scale);
+        for g in c.chunks_exact_mut(8) {
+            // SAFETY: `g` is 8 floats, read and written unaligned.
+            let mut x = unsafe { _mm256_loadu_ps(g.as_ptr()) };
+            x = _mm256_mul_ps(x, s);
+            // Distance 1: partners are neighbours.
+            let y = _mm256_permute_ps::<0b1011_0001>(x);
+            x = _mm256_blend_ps::<0b1010_1010>(_mm256_add_ps(x, y), _mm256_sub_ps(y, x));
+            // Distance 2: partners two apart.
+            let y = _mm256_permute_ps::<0b0100_1110>(x);
+            x = _mm256_blend_ps::<0b1100_1100>(_mm256_add_ps(x, y), _mm256_sub_ps(y, x));
+            // Distance 4: the other 128-bit half.
+            let y = _mm256_permute2f128_ps::<1>(x, x);
+            x = _mm256_blend_ps::<0b1111_0000>(_mm256_add_ps(x, y), _mm256_sub_ps(y, x));
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_ps(g.as_mut_ptr(), x) };
         }
     }
 
@@ -220,7 +253,7 @@ mod tests {
     #[test]
     fn fwht_is_the_hadamard_product_and_its_own_inverse() {
         let mut rng = StdRng::seed_from_u64(3);
-        for n in [8usize, 64, 256] {
+        for n in [2usize, 4, 8, 16, 64, 256, 512] {
             // Sylvester's matrix, built as llama.cpp's `ggml_gen_hadamard` builds it.
             let mut h = vec![0f64; n * n];
             h[0] = 1.0 / (n as f64).sqrt();

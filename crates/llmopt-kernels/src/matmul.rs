@@ -398,10 +398,15 @@ impl<'a> Job<'a> {
             for t in (t0..t_full).step_by(tn) {
                 let a = &self.acts[t * a_row..(t + tn) * a_row];
                 (tk.f)(self.w.cols, w, w_row, a, a_row, &mut buf);
-                for (j, &v) in buf[..tr * tn].iter().enumerate() {
-                    let (dt, dr) = (j / tr, j % tr);
-                    // SAFETY: as in `pairs`: (r + dr, t + dt) is in this task's rows x tokens.
-                    unsafe { *self.out.at((t + dt) * rows + r + dr) = v };
+                // Nested loops, not `j / tr` and `j % tr`: with the tile's shape known only at
+                // run time, that was a division per result, 12% of a W8A8 prefill.
+                for (dt, vs) in buf[..tr * tn].chunks_exact(tr).enumerate() {
+                    let at = (t + dt) * rows + r;
+                    for (dr, &v) in vs.iter().enumerate() {
+                        // SAFETY: as in `pairs`: (r + dr, t + dt) is in this task's rows x
+                        // tokens.
+                        unsafe { *self.out.at(at + dr) = v };
+                    }
                 }
             }
             self.pairs(r..r + tr, t_full..t1);
