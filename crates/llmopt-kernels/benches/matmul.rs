@@ -181,7 +181,7 @@ fn bench_stream(c: &mut Criterion) {
     g.measurement_time(std::time::Duration::from_secs(3));
     let (rows, cols) = (1536usize, 576usize);
     use GgmlType::*;
-    for ty in [Q4_0, Q4_1, Q5_0, Q8_0] {
+    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, W8A8] {
         let data = weights(ty, rows, cols);
         let plain = WeightView { ty, rows, cols, data: &data, packed: None };
         let n = (96usize << 20).div_ceil(data.len());
@@ -212,8 +212,8 @@ fn bench_stream(c: &mut Criterion) {
 }
 
 /// One prefill task as the matmul runs it (64 rows x 16 tokens, one thread: quantization, then the
-/// tiles) against one `vec_dot` per pair and, where the format packs (Q8_0), the packed kernels;
-/// W8A8 beside Q8_0 (W8A8's tile shape was chosen on this task), inputs of 576 and 1536, and
+/// tiles) against one `vec_dot` per pair and, where the format packs (Q8_0, W8A8 on VNNI CPUs), the
+/// packed kernels; W8A8 beside Q8_0 (W8A8's tile shape was chosen on this task), inputs of 576 and 1536, and
 /// llmopt's own formats at 640 and 2048.
 fn bench_task64x16(c: &mut Criterion) {
     let mut g = c.benchmark_group("task64x16");
@@ -262,7 +262,7 @@ fn bench_task64x16(c: &mut Criterion) {
 }
 
 /// Decode of plain (not packed) rows, as [`bench_stream`]: one token through distinct 1536 x 576
-/// matrices holding 96 MB on huge pages, one `vec_dot` per row; W8A8 (which has no packed form)
+/// matrices holding 96 MB on huge pages, one `vec_dot` per row; W8A8
 /// beside Q8_0. Throughput is weight bytes per second.
 fn bench_stream_plain(c: &mut Criterion) {
     let mut g = c.benchmark_group("stream_plain");

@@ -10,6 +10,10 @@
 //! - Q5_0: the 8 `d`, the nibbles as Q4_0, then 32 bytes of 5th bits, byte `4r + i` holding
 //!   in bit `2c` the 5th bit of element `4c + i` of row `r` and in bit `2c + 1` that of element
 //!   `16 + 4c + i` (c = 0..4): 176 bytes, and one shift and mask puts any chunk's bits at bit 4.
+//! - W8A8 (per-row scale, no blocks): per group a 32-byte head, the 8 rows' f32 scales, then per
+//!   32 elements a 256-byte record of 8 chunks as Q8_0's (bytes `4c..4c + 4` of the 8 rows), the
+//!   quants made unsigned (`q + 128`, `xor 0x80`), so `vpdpbusd` takes them as they are and the
+//!   signed activations straight from memory (the kernel takes off `128 x` the activation sum).
 //!
 //! Records run block by block within a group, groups one after another. A last group with
 //! fewer than 8 rows is padded with zero rows (scale 0: their results are never written out).
@@ -51,8 +55,28 @@ fn record_bytes(ty: GgmlType) -> Option<usize> {
         GgmlType::Q5_0 => 16 + 128 + 32,
         GgmlType::Q4_K => 32 + 64 + 64 + 1024,
         GgmlType::Q6_K => 16 + 128 + 8 * 192,
+        GgmlType::W8A8 => 256,
         _ => return None,
     })
+}
+
+/// Bytes of an 8-row group's head, before its block records (W8A8: the 8 row scales).
+fn group_head(ty: GgmlType) -> usize {
+    if ty == GgmlType::W8A8 {
+        32
+    } else {
+        0
+    }
+}
+
+/// Row `r` of a W8A8 group (`src`: f32 scale, i32 Σq, `n` quants) into the group's bytes `dst`.
+fn pack_w8a8(src: &[u8], r: usize, dst: &mut [u8]) {
+    dst[4 * r..4 * r + 4].copy_from_slice(&src[..4]);
+    for (c, qc) in src[8..].chunks_exact(4).enumerate() {
+        for (d, &q) in dst[32 + 32 * c + 4 * r..][..4].iter_mut().zip(qc) {
+            *d = q ^ 0x80;
+        }
+    }
 }
 
 /// Row `r`'s Q4_K block `src` (d, dmin, 12 bytes of 6-bit scales and mins, 128 nibble bytes) into
@@ -145,7 +169,8 @@ impl PackedWeight {
         if w.data.len() != w.rows * w_row {
             return None;
         }
-        let len = w.rows.div_ceil(PACK_ROWS) * (w.cols / w.ty.spec().block_len) * rec;
+        let nb = w.cols / w.ty.spec().block_len;
+        let len = w.rows.div_ceil(PACK_ROWS) * (group_head(w.ty) + nb * rec);
         (len > 0).then_some(len)
     }
 
@@ -163,9 +188,13 @@ impl PackedWeight {
         };
         let q_dst = 16 * scales.len();
         let chunks = (bb - q_src) / 4;
-        for (g, gdata) in data.chunks_exact_mut(nb * rec).enumerate() {
+        for (g, gdata) in data.chunks_exact_mut(group_head(w.ty) + nb * rec).enumerate() {
             for r in 0..PACK_ROWS.min(w.rows - g * PACK_ROWS) {
                 let row = &w.data[(g * PACK_ROWS + r) * w_row..][..w_row];
+                if w.ty == GgmlType::W8A8 {
+                    pack_w8a8(row, r, gdata);
+                    continue;
+                }
                 for (src, dst) in row.chunks_exact(bb).zip(gdata.chunks_exact_mut(rec)) {
                     if w.ty == GgmlType::Q4_K {
                         pack_q4_k(src, r, dst);

@@ -53,6 +53,7 @@ fn packed_types() -> Vec<(GgmlType, &'static [usize])> {
     if vnni() {
         v.push((GgmlType::Q4_K, &[256, 1536, 2048]));
         v.push((GgmlType::Q6_K, &[256, 1536, 2048]));
+        v.push((GgmlType::W8A8, &[32, 576, 1536]));
     }
     v
 }
@@ -65,6 +66,7 @@ fn supports_only_where_kernels_exist() {
         assert!(PACKED.iter().all(|&ty| PackedWeight::supports(Isa::Avx2, ty)));
         assert_eq!(PackedWeight::supports(Isa::Avx2, GgmlType::Q4_K), vnni());
         assert_eq!(PackedWeight::supports(Isa::Avx2, GgmlType::Q6_K), vnni());
+        assert_eq!(PackedWeight::supports(Isa::Avx2, GgmlType::W8A8), vnni());
         assert!(!PackedWeight::supports(Isa::Avx2, GgmlType::Q5_K));
         let data = vec![0u8; 2 * 176];
         let w = WeightView::new(GgmlType::Q5_K, 2, 256, &data);
@@ -92,6 +94,8 @@ fn packed_matmul_equals_reference() {
                     GgmlType::Q5_0 => cols / 32 * 22,
                     // The record unpacks the 12 bytes of 6-bit scales and mins to 16.
                     GgmlType::Q4_K => cols / 256 * 148,
+                    // The row scale, not the quant sum, then the quants.
+                    GgmlType::W8A8 => 4 + cols,
                     _ => ty.row_bytes(cols).unwrap(),
                 };
                 assert_eq!(p.n_bytes(), rows.div_ceil(8) * 8 * bytes);
@@ -159,7 +163,7 @@ fn matmul_many_mixes_packed_and_plain() {
     let cols = 768;
     let types = {
         use GgmlType::*;
-        [Q4_0, Q4_K, Q4_1, Q8_0, Q8_0, F32, Q4_0, Q6_K, Q4_1, Q5_0]
+        [Q4_0, Q4_K, Q4_1, Q8_0, Q8_0, F32, Q4_0, Q6_K, Q4_1, Q5_0, W8A8, W8A8]
     };
     let datas: Vec<(GgmlType, usize, Vec<u8>)> = types
         .iter()
@@ -204,6 +208,53 @@ fn matmul_many_mixes_packed_and_plain() {
                     "weight {k} ({}) threads={threads} n_tok={n_tok}",
                     types[k]
                 );
+            }
+        }
+    }
+}
+
+/// W8A8 packed (VNNI CPUs) keeps the reference's arithmetic exactly: one i32 sum per row and
+/// token, times `d_w * d_a`, so equal bits to the scalar reference and to the plain path (tiles
+/// and `vec_dot`), including the extreme quants -128 and 127 against +-127.
+#[test]
+fn packed_w8a8_equals_reference_bitwise() {
+    if !(Isa::Avx2.is_available() && vnni()) {
+        return;
+    }
+    let ty = GgmlType::W8A8;
+    let mut rng = StdRng::seed_from_u64(205);
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    let mut scratch = Vec::new();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for cols in [32usize, 576, 1536] {
+        for rows in [8usize, 13, 37] {
+            let mut data = random_weights(ty, rows, cols, &mut rng);
+            let w_row = ty.row_bytes(cols).unwrap();
+            // Rows 0 and 1 at the extremes (the header's sum made to match).
+            for (r, v) in [(0usize, i8::MIN), (1, 127i8)] {
+                let row = &mut data[r * w_row..(r + 1) * w_row];
+                row[8..].fill(v as u8);
+                row[4..8].copy_from_slice(&(i32::from(v) * cols as i32).to_le_bytes());
+            }
+            let plain = WeightView::new(ty, rows, cols, &data);
+            let p = PackedWeight::new(Isa::Avx2, &plain).unwrap();
+            assert_eq!(p.n_bytes(), rows.div_ceil(8) * 8 * (w_row - 4));
+            let w = WeightView { packed: Some(&p), ..plain };
+            for n_tok in [1usize, 2, 3, 4, 5, 17, 64] {
+                let mut x = random_acts(n_tok * cols, &mut rng);
+                x[..cols].fill(1.0);
+                if n_tok > 1 {
+                    x[cols..2 * cols].fill(-1.0);
+                }
+                let want = bits(&reference(&plain, &x, n_tok));
+                for pool in &pools {
+                    let mut y = vec![f32::NAN; n_tok * rows];
+                    matmul_with(Isa::Avx2, pool, &w, &x, n_tok, &mut scratch, &mut y).unwrap();
+                    let at = format!("cols={cols} rows={rows} n_tok={n_tok}");
+                    assert_eq!(bits(&y), want, "packed vs reference, {at}");
+                    matmul_with(Isa::Avx2, pool, &plain, &x, n_tok, &mut scratch, &mut y).unwrap();
+                    assert_eq!(bits(&y), want, "plain vs reference, {at}");
+                }
             }
         }
     }

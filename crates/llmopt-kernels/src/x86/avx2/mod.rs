@@ -175,7 +175,9 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
 }
 
 /// The AVX2 kernels over 8-row interleaved weights (`crate::PackedWeight`) for weight type `ty`;
-/// Q4_0, Q5_0 and Q8_0 take the VNNI forms where the CPU has AVX-512 VNNI + VL.
+/// Q4_0, Q5_0 and Q8_0 take the VNNI forms where the CPU has AVX-512 VNNI + VL. W8A8 packs on
+/// VNNI CPUs only: a 64-row x 16-token task (`task64x16`, one run, Zen 4) took 6.2 / 13.5 µs at
+/// widths 576 / 1536 packed against 8.3 / 15.2 µs for the 3x4 VNNI tiles.
 pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
     use GgmlType::*;
     let vnni = packed_vnni::available();
@@ -202,6 +204,9 @@ pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
         Q4_1 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q4_1) },
         Q8_0 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q8_0) },
         Q5_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q5_0) },
+        W8A8 if vnni => {
+            PackedKernel { needs_sums: false, f: safe!(packed4 packed_vnni packed_w8a8) }
+        }
         _ => return None,
     })
 }

@@ -6,7 +6,8 @@
 //! `128 x` the activation block sum, as Q4_0's `8 x` and Q5_0's `16 x`, is taken off by starting
 //! each block's first i32 chain at minus it (from the block records,
 //! [`crate::dispatch::BLOCK_INFO`]), whose f32 scale also spares an f16 conversion per block.
-//! Results equal the AVX2 kernels' bit for bit (same integers, same float ops).
+//! Results equal the AVX2 kernels' bit for bit (same integers, same float ops). W8A8 (VNNI only)
+//! keeps the reference's whole-row i32 sum and its one float step, so it equals the reference.
 
 use std::arch::x86_64::*;
 
@@ -240,6 +241,72 @@ pub(crate) fn packed_q8_0<const T: usize>(
             }
         }
         end_block(&mut acc, (&s[0], &s[1]), d, (sums, nb, b));
+    }
+    store(&acc, out);
+}
+
+/// W8A8 x INT8_PC over the W8A8 packed layout (see [`crate::PackedWeight`]): per chunk of 4
+/// elements, `vpdpbusd` of the 8 rows' unsigned quants (`q + 128`) with each token's 4 signed
+/// activation bytes broadcast from memory, two i32 chains per token; the `128 x Σa` this adds
+/// comes off per token (a third chain, `vpdpbusd` of 128 with the activations, summed across
+/// lanes). All of it exact i32 arithmetic, wrapping as the reference's sum; then converted and
+/// times `d_w x d_a`: the reference's `sumi as f32 * (d_w * d_a)` bit for bit. `nb` counts
+/// 32-element blocks; `a` holds INT8_PC rows (f32 scale, then quants).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub(crate) fn packed_w8a8<const T: usize>(
+    nb: usize,
+    w: &[u8],
+    a: &[u8],
+    a_row: usize,
+    _sums: &[u8],
+    out: &mut [f32],
+) {
+    let n = 32 * nb;
+    assert!(T > 0 && out.len() >= 8 * T);
+    assert!(w.len() >= 32 + 8 * n);
+    assert!(a_row >= 4 + n && a.len() >= (T - 1) * a_row + 4 + n);
+    let c128 = _mm256_set1_epi8(i8::MIN);
+    let mut s0 = [_mm256_setzero_si256(); T];
+    let mut s1 = [_mm256_setzero_si256(); T];
+    let mut sa = [_mm256_setzero_si256(); T];
+    let (wp, ap) = (w[32..].as_ptr(), a[4..].as_ptr());
+    for i in (0..n).step_by(32) {
+        for (t, sa) in sa.iter_mut().enumerate() {
+            // SAFETY: token t's quants i..i + 32 (asserted above).
+            let v = unsafe { _mm256_loadu_si256(ap.add(t * a_row + i).cast()) };
+            *sa = _mm256_dpbusd_epi32(*sa, c128, v);
+        }
+        for c in (0..8).step_by(2) {
+            // SAFETY: chunks i/4 + c, + 1 of the group's quants (`8 (i + 32) <= 8n`).
+            let (v0, v1) = unsafe {
+                (
+                    _mm256_loadu_si256(wp.add(8 * i + 32 * c).cast()),
+                    _mm256_loadu_si256(wp.add(8 * i + 32 * c + 32).cast()),
+                )
+            };
+            for t in 0..T {
+                // SAFETY: token t's quants i + 4c..i + 4c + 8 (asserted above).
+                unsafe {
+                    let p = ap.add(t * a_row + i + 4 * c);
+                    s0[t] = dpbusd(s0[t], v0, p);
+                    s1[t] = dpbusd(s1[t], v1, p.add(4));
+                }
+            }
+        }
+    }
+    // SAFETY: the group head's 8 f32 scales.
+    let dw = unsafe { _mm256_loadu_ps(w.as_ptr().cast::<f32>()) };
+    let mut acc = [_mm256_setzero_ps(); T];
+    for t in 0..T {
+        // 128 x Σa in every lane.
+        let x = sa[t];
+        let x = _mm256_add_epi32(x, _mm256_permute2x128_si256::<1>(x, x));
+        let x = _mm256_add_epi32(x, _mm256_shuffle_epi32::<0x4e>(x));
+        let x = _mm256_add_epi32(x, _mm256_shuffle_epi32::<0xb1>(x));
+        let sumi = _mm256_sub_epi32(_mm256_add_epi32(s0[t], s1[t]), x);
+        // SAFETY: token t's f32 scale (asserted above).
+        let da = unsafe { std::ptr::read_unaligned(a.as_ptr().add(t * a_row).cast::<f32>()) };
+        acc[t] = _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(dw, _mm256_set1_ps(da)));
     }
     store(&acc, out);
 }
