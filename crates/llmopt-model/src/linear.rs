@@ -101,9 +101,9 @@ impl Weight {
 
     /// [`Weight::pack`] for each of `ws`, their packed bytes one after another in one mapping on
     /// huge pages ([`PackedWeight::new_many`]), in the order given; returns how many were packed.
-    /// The weights without a packed form (formats without packed kernels: W8A8, INT8_PC, the
-    /// K-quants without VNNI, ...) are copied onto huge pages in the same order, which their
-    /// decode reads as it reads packed ones (on 4 KiB pages, a TLB walk per page).
+    /// The weights without a packed form (formats without packed kernels here: INT8_PC, MXFP8,
+    /// W8A8 and the K-quants without VNNI, ...) are copied onto huge pages in the same order,
+    /// which their decode reads as it reads packed ones (on 4 KiB pages, a TLB walk per page).
     pub fn pack_many(ws: &mut [&mut Weight]) -> usize {
         let views: Vec<WeightView<'_>> =
             ws.iter().map(|w| WeightView::new(w.ty, w.rows, w.cols, w.data.as_slice())).collect();
@@ -251,17 +251,19 @@ mod tests {
 
     #[test]
     fn packing_copies_the_weights_it_cannot_pack_with_their_bytes() {
-        let (mut q8, mut w8) = (weight(GgmlType::Q8_0, 16, 64), weight(GgmlType::W8A8, 16, 64));
-        let (q8_bytes, w8_bytes) = (q8.data.as_slice().to_vec(), w8.data.as_slice().to_vec());
-        let (q8_at, w8_at) = (q8.data.as_slice().as_ptr(), w8.data.as_slice().as_ptr());
-        let can_pack =
-            llmopt_kernels::Kernels::get(Isa::best()).unwrap().has_packed(GgmlType::Q8_0);
-        assert_eq!(Weight::pack_many(&mut [&mut q8, &mut w8]), usize::from(can_pack));
-        assert!(!w8.is_packed());
+        // Q8_0 packs where this CPU has packed kernels for it; INT8_PC never packs.
+        let (mut q8, mut pc) = (weight(GgmlType::Q8_0, 16, 64), weight(GgmlType::INT8_PC, 16, 64));
+        let (q8_bytes, pc_bytes) = (q8.data.as_slice().to_vec(), pc.data.as_slice().to_vec());
+        let (q8_at, pc_at) = (q8.data.as_slice().as_ptr(), pc.data.as_slice().as_ptr());
+        let k = llmopt_kernels::Kernels::get(Isa::best()).unwrap();
+        assert!(!k.has_packed(GgmlType::INT8_PC));
+        let can_pack = k.has_packed(GgmlType::Q8_0);
+        assert_eq!(Weight::pack_many(&mut [&mut q8, &mut pc]), usize::from(can_pack));
+        assert!(!pc.is_packed());
         // The plain weight now reads a copy; a packed one keeps its source (the packed form
-        // checks it), and an unpacked Q8_0 (no packed kernels here) is copied like W8A8.
-        assert_ne!(w8.data.as_slice().as_ptr(), w8_at);
-        assert_eq!(w8.data.as_slice(), w8_bytes);
+        // checks it), and an unpacked Q8_0 (no packed kernels here) is copied like INT8_PC.
+        assert_ne!(pc.data.as_slice().as_ptr(), pc_at);
+        assert_eq!(pc.data.as_slice(), pc_bytes);
         assert_eq!(q8.data.as_slice(), q8_bytes);
         assert_eq!(q8.data.as_slice().as_ptr() == q8_at, can_pack);
     }
