@@ -30,9 +30,9 @@ pub struct Provenance {
 }
 
 /// The keys this module writes, for readers (`llmopt inspect` shows every `llmopt.*` key).
+pub const PREFIX: &str = "llmopt.";
 /// Keys under [`PREFIX`] that describe the model rather than its history (kept from the source).
 pub const MODEL_PREFIX: &str = "llmopt.model.";
-pub const PREFIX: &str = "llmopt.";
 
 /// The output file's metadata for `plan`, from the source's.
 pub fn output_metadata(source: &Metadata, plan: &Plan, p: &Provenance) -> Metadata {

@@ -11,7 +11,10 @@ use llmopt_kernels::ThreadPool;
 use llmopt_model::{rotation_chunk, Model, Observer, RotationSite};
 use llmopt_tensor::GgmlType;
 
-use crate::awq::{layer_of, plan_has, sampled_rows, AwqScales, GroupChoice};
+// AWQ's groups and producers: the same inputs, scaled the same way. (The attention output, with
+// its scales folded into V's rows per KV-head position, was tried: SmolLM2's KLD 0.00528 against
+// 0.00521 without.)
+use crate::awq::{layer_of, plan_has, sampled_rows, AwqScales, GroupChoice, Producer, GROUPS};
 use crate::gptq::hessian_key;
 use crate::{imatrix, CalibConfig, Imatrix, Plan, QuantError};
 
@@ -73,24 +76,6 @@ impl ActStats {
         self.map.is_empty()
     }
 }
-
-/// Where a group's `1/s` goes, so the float model is unchanged.
-#[derive(Clone, Copy, Debug)]
-enum Fold {
-    /// The RMSNorm weight applied just before the group.
-    Norm(&'static str),
-    /// The rows of a weight whose output (through an elementwise product) is the input.
-    Rows(&'static str),
-}
-
-/// Weights that share one input, and its fold: down first, so that up's rows are already
-/// divided when gate and up are scored. (The attention output, with its scales folded into V's
-/// rows per KV-head position, was tried: SmolLM2's KLD 0.00528 against 0.00521 without.)
-const GROUPS: [(&[&str], Fold); 3] = [
-    (&["ffn_down"], Fold::Rows("ffn_up")),
-    (&["attn_q", "attn_k", "attn_v"], Fold::Norm("attn_norm")),
-    (&["ffn_gate", "ffn_up"], Fold::Norm("ffn_norm")),
-];
 
 /// Whether `name` is the first weight of one of SmoothQuant's groups.
 fn is_group_input(name: &str) -> bool {
@@ -209,10 +194,10 @@ pub fn search(
     let n_layers = plan.tensors.iter().filter_map(|t| layer_of(&t.name)).max().map_or(0, |l| l + 1);
     let mut out = AwqScales::default();
     for layer in 0..n_layers {
-        for (names, fold) in GROUPS {
+        for (names, producer) in GROUPS {
             let full = |n: &str| format!("blk.{layer}.{n}.weight");
-            let producer_name = match fold {
-                Fold::Norm(n) | Fold::Rows(n) => full(n),
+            let producer_name = match producer {
+                Producer::Norm(n) | Producer::Rows(n) => full(n),
             };
             let first = full(names[0]);
             let Some(st) = stats.get(&first) else { continue };
@@ -287,9 +272,9 @@ pub fn search(
                 out.transforms.entry(name).or_default().cols = Some(s.clone());
             }
             let p = out.transforms.entry(producer_name).or_default();
-            match fold {
-                Fold::Norm(_) => p.cols = Some(inv),
-                Fold::Rows(_) => p.rows = Some(inv),
+            match producer {
+                Producer::Norm(_) => p.cols = Some(inv),
+                Producer::Rows(_) => p.rows = Some(inv),
             }
         }
         progress(layer + 1, n_layers);
