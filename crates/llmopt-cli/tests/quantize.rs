@@ -7,7 +7,7 @@ mod common;
 
 use std::{path::Path, process::Output};
 
-use common::{assert_fails, llmopt, smollm2, text, write_file};
+use common::{assert_fails, llmopt, smollm2, smollm2_f32, text, write_file};
 use llmopt_formats::gguf::GgufFile;
 use llmopt_tensor::GgmlType;
 use llmopt_testdata::TempDir;
@@ -443,8 +443,7 @@ fn gptq_loses_less_than_round_to_nearest() {
     let dir = TempDir::new("cli-quantize-gptq");
     let text_all = std::fs::read_to_string(llmopt_testdata::britannica()).unwrap();
     let calib = write_file(dir.path(), "calib.txt", &text_all.as_bytes()[..12_000]);
-    quantize_ok(dir.path(), "f32.gguf", &["-f", "f32"]);
-    let base = dir.path().join("f32.gguf").display().to_string();
+    let base = smollm2_f32();
     let q = |name: &str, args: &[&str]| -> Value {
         let out = dir.path().join(name).display().to_string();
         let all = [&["-m", &base, "-o", &out, "-f", "q4_0", "--json"][..], args];

@@ -87,6 +87,15 @@ fn round_trips_every_value_and_tensor_type() {
     assert_eq!(f.metadata().get_u64("t.u8"), Some(200));
     assert_eq!(f.metadata().get_u64("t.i8"), None, "negative values are not u64");
     assert_eq!(f.metadata().get_f32("t.u16"), Some(60000.0));
+    // The same bytes held in memory read the same, and name the given path in messages.
+    let m = GgufFile::from_bytes("in-memory.gguf", &bytes).unwrap();
+    assert_eq!(
+        (m.metadata(), m.tensors(), m.file_len()),
+        (f.metadata(), f.tensors(), f.file_len())
+    );
+    assert!(f.tensors().iter().all(|t| m.tensor_data(t) == f.tensor_data(t)));
+    assert_eq!(m.path(), std::path::Path::new("in-memory.gguf"));
+    assert!(matches!(GgufFile::from_bytes("x", &bytes[..10]), Err(GgufError::Truncated { .. })));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

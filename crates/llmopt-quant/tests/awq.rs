@@ -12,7 +12,6 @@ use llmopt_quant::{
     output_metadata, write_quantized, CalibConfig, Job, Plan, PlanConfig, Provenance,
 };
 use llmopt_tensor::GgmlType;
-use llmopt_testdata::TempDir;
 use llmopt_tokenizer::Tokenizer;
 
 /// Every position's logits for `tokens`, from an empty cache.
@@ -51,7 +50,6 @@ fn folded_scales_keep_the_float_model_and_the_search_never_adds_error() {
     let up = &scales.transforms["blk.3.ffn_up.weight"];
     assert!(up.cols.is_some() && up.rows.as_ref().map(Vec::len) == Some(1536));
     let meta = output_metadata(file.metadata(), &plan, &Provenance::default());
-    let dir = TempDir::new("quant-awq");
     // The f32 copies with and without the scales (the Q4_1 file itself quantizes activations).
     let write = |name: &str, awq| {
         let job = Job {
@@ -63,11 +61,9 @@ fn folded_scales_keep_the_float_model_and_the_search_never_adds_error() {
             awq,
             threads: 2,
         };
-        let path = dir.path().join(name);
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut out = Vec::new();
         write_quantized(&job, &mut out, &mut |_, _| {}).unwrap();
-        drop(out);
-        Arc::new(GgufFile::open(&path).unwrap())
+        Arc::new(GgufFile::from_bytes(name, &out).unwrap())
     };
     let plain_file = write("f32.gguf", None);
     let scaled_file = write("awq-f32.gguf", Some(&scales));
@@ -125,7 +121,6 @@ fn a_rotated_down_projection_keeps_the_float_model() {
         let t = awq::Transform { rotate: Some(512), ..Default::default() };
         scales.transforms.insert(format!("blk.{l}.ffn_down.weight"), t);
     }
-    let dir = TempDir::new("quant-rotate");
     let write = |name: &str, rotated: bool| {
         let mut meta = output_metadata(file.metadata(), &plan, &Provenance::default());
         if rotated {
@@ -141,11 +136,9 @@ fn a_rotated_down_projection_keeps_the_float_model() {
             awq: rotated.then_some(&scales),
             threads: 2,
         };
-        let path = dir.path().join(name);
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut out = Vec::new();
         write_quantized(&job, &mut out, &mut |_, _| {}).unwrap();
-        drop(out);
-        Arc::new(GgufFile::open(&path).unwrap())
+        Arc::new(GgufFile::from_bytes(name, &out).unwrap())
     };
     let plain = Model::from_gguf(write("f32.gguf", false)).unwrap();
     let rotated_file = write("rotated.gguf", true);

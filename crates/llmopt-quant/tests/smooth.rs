@@ -12,7 +12,6 @@ use llmopt_quant::{
     write_quantized, CalibConfig, Job, Plan, PlanConfig, Provenance,
 };
 use llmopt_tensor::GgmlType;
-use llmopt_testdata::TempDir;
 use llmopt_tokenizer::Tokenizer;
 
 fn logits(model: &Model, tokens: &[u32]) -> Vec<f32> {
@@ -51,7 +50,6 @@ fn smoothing_and_rotation_keep_the_float_model_and_the_search_scales_w8a8() {
     use llmopt_model::RotationSite::*;
     let chunks = [AttnIn, FfnIn, FfnDown].map(|s| scales.rotations.get(s));
     assert_eq!(chunks, [Some(64), Some(64), Some(512)]);
-    let dir = TempDir::new("quant-smooth");
     let write = |name: &str, smoothed: bool| {
         let mut meta = output_metadata(file.metadata(), &f32_plan, &Provenance::default());
         if smoothed {
@@ -69,11 +67,9 @@ fn smoothing_and_rotation_keep_the_float_model_and_the_search_scales_w8a8() {
             awq: smoothed.then_some(&scales),
             threads: 2,
         };
-        let path = dir.path().join(name);
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut out = Vec::new();
         write_quantized(&job, &mut out, &mut |_, _| {}).unwrap();
-        drop(out);
-        Model::from_gguf(Arc::new(GgufFile::open(&path).unwrap())).unwrap()
+        Model::from_gguf(Arc::new(GgufFile::from_bytes(name, &out).unwrap())).unwrap()
     };
     let (plain, smoothed) = (write("f32.gguf", false), write("smoothed.gguf", true));
     let probe = &tokens[200..232];

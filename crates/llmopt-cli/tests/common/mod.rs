@@ -17,6 +17,24 @@ pub fn smollm2() -> String {
     llmopt_testdata::model(llmopt_testdata::SMOLLM2).display().to_string()
 }
 
+/// SmolLM2 dequantized to F32 (`quantize -f f32`): the float baseline, written once under Cargo's
+/// test scratch folder and shared by the tests that start from it, one 540 MB file rather than one
+/// per test (CI's disk is small). A lock serializes the first writers; a binary newer than the file
+/// writes it again. `quantize` renames a finished file into place, so a crash leaves none.
+pub fn smollm2_f32() -> String {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join("smollm2-f32.gguf");
+    let lock = std::fs::File::create(dir.join("smollm2-f32.lock")).expect("create the lock file");
+    lock.lock().expect("lock the shared f32 baseline");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&path) < modified(Path::new(env!("CARGO_BIN_EXE_llmopt"))) {
+        let out = path.display().to_string();
+        let o = llmopt(&["quantize", "-m", &smollm2(), "-o", &out, "-f", "f32", "--no-store"]);
+        assert!(o.status.success(), "the f32 baseline: {}", text(&o.stderr));
+    }
+    path.display().to_string()
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

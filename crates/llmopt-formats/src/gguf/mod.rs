@@ -61,6 +61,18 @@ impl GgufFile {
         Ok(Self { path, map, header })
     }
 
+    /// A GGUF held in memory (a file written into a buffer), copied into an anonymous map and
+    /// validated as `open` does; `name` stands in for the path in messages.
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: &[u8]) -> Result<Self, GgufError> {
+        let path = name.into();
+        let header = parse_header(bytes)?;
+        let io = |source| GgufError::Io { path: path.clone(), source };
+        let mut map = memmap2::MmapMut::map_anon(bytes.len()).map_err(io)?;
+        map.copy_from_slice(bytes);
+        let map = map.make_read_only().map_err(io)?;
+        Ok(Self { path, map, header })
+    }
+
     /// The path it was opened from.
     pub fn path(&self) -> &Path {
         &self.path
