@@ -121,7 +121,8 @@ fn scalar_vec_dot(ty: GgmlType) -> Option<VecDotFn> {
         NF4 => reference::vec_dot_nf4_f32,
         INT4_G128 => reference::vec_dot_int4_g128_q8_1,
         W8A8 => reference::vec_dot_w8a8_int8_pc,
-        Q8_1 | Q8_K => return None,
+        W8A16 => reference::vec_dot_w8a16_int16_pc,
+        Q8_1 | Q8_K | INT16_PC => return None,
     })
 }
 

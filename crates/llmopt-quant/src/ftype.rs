@@ -24,7 +24,7 @@ pub struct FileType {
 /// though llama-quantize puts only MoE experts in MXFP4 and we put every quantizable weight;
 /// llmopt's own formats use numbers from 200, which llama.cpp names "unknown".
 #[rustfmt::skip]
-pub static FILE_TYPES: [FileType; 24] = [
+pub static FILE_TYPES: [FileType; 25] = [
     FileType { format: GgmlType::F32,  id: 0,  name: "ALL_F32" },
     FileType { format: GgmlType::F16,  id: 1,  name: "MOSTLY_F16" },
     FileType { format: GgmlType::Q4_0, id: 2,  name: "MOSTLY_Q4_0" },
@@ -45,6 +45,7 @@ pub static FILE_TYPES: [FileType; 24] = [
     FileType { format: GgmlType::NF4, id: 203, name: "LLMOPT_NF4" },
     FileType { format: GgmlType::INT4_G128, id: 204, name: "LLMOPT_INT4_G128" },
     FileType { format: GgmlType::W8A8, id: 205, name: "LLMOPT_W8A8" },
+    FileType { format: GgmlType::W8A16, id: 206, name: "LLMOPT_W8A16" },
     FileType { format: GgmlType::Q3_K, id: 12, name: "MOSTLY_Q3_K_M" },
     FileType { format: GgmlType::Q3_K, id: 13, name: "MOSTLY_Q3_K_L" },
     FileType { format: GgmlType::Q4_K, id: 15, name: "MOSTLY_Q4_K_M" },
@@ -158,7 +159,7 @@ mod tests {
             assert_eq!(parse_format(&n.to_uppercase()).unwrap().name(), n);
         }
         assert!(!names.contains("q8_1") && !names.contains("q8_K"), "{names}");
-        for n in ["mxfp4", "mxfp8", "int8_pc", "fp8_pc", "nf4", "int4_g128", "w8a8"] {
+        for n in ["mxfp4", "mxfp8", "int8_pc", "fp8_pc", "nf4", "int4_g128", "w8a8", "w8a16"] {
             assert!(names.contains(n), "{names}");
             assert_eq!(parse_format(n).unwrap().name(), n);
         }

@@ -270,7 +270,8 @@ fn rule_type(
                 // a tied embedding cannot take SmoothQuant's scales; per-token int8 activations
                 // there cost SmolLM2 a KLD of 0.0214 against 0.0151 with Q8_0.
                 Q8_0
-            } else if base != Q8_0 {
+            } else if base != Q8_0 && base != W8A16 {
+                // W8A16 keeps its own: Q8_0's bytes, with 16-bit activations there too.
                 Q6_K
             } else {
                 base
@@ -427,6 +428,7 @@ mod tests {
             (GgmlType::MXFP8, GgmlType::Q6_K),
             (GgmlType::W8A8, GgmlType::Q8_0),
             (GgmlType::Q8_0, GgmlType::Q8_0),
+            (GgmlType::W8A16, GgmlType::W8A16),
             (GgmlType::NF4, GgmlType::Q6_K),
             (GgmlType::MXFP4, GgmlType::Q6_K),
         ] {

@@ -57,6 +57,12 @@ pub enum GgmlType {
     /// activations quantized per token (INT8_PC rows): an f32 scale and the i32 sum of the
     /// row's quants per row, then the int8 values.
     W8A8 = 205,
+    /// llmopt: W8A16 weights, Q8_0's bytes (32 x int8 with an f16 scale per block) dotted with
+    /// 16-bit activations quantized per token (INT16_PC rows) instead of Q8_0's 8-bit blocks.
+    W8A16 = 206,
+    /// llmopt: activations of W8A16, one token's row: an f32 scale (`amax / 32767`), then the
+    /// values as int16 (`x * 32767 / amax`, rounded half to even).
+    INT16_PC = 207,
 }
 
 /// Decode whole blocks of bytes into f32s.
@@ -137,11 +143,13 @@ pub static FORMATS: [FormatSpec; GgmlType::ALL.len()] = [
     row!(NF4,  "nf4",  64,  34,  nf4::nf4_to_f32,      Some(nf4::nf4_from_f32),     Some(nf4::nf4_weighted), F32),
     row!(INT4_G128, "int4_g128", 128, 68, int4::int4_g128_to_f32, Some(int4::int4_g128_from_f32), Some(int4::int4_g128_weighted), Q8_1),
     row!(W8A8, "w8a8", 32, 32 + 8, pc::w8a8_to_f32, Some(pc::w8a8_from_f32), None,              INT8_PC),
+    row!(W8A16, "w8a16", 32, 34, legacy::q8_0_to_f32,  Some(legacy::q8_0_from_f32), None,              INT16_PC),
+    row!(INT16_PC, "int16_pc", 32, 64 + 4, pc::int16_pc_to_f32, Some(pc::int16_pc_from_f32), None,  INT16_PC),
 ];
 
 impl GgmlType {
     /// Every type in the table, in id order.
-    pub const ALL: [GgmlType; 22] = [
+    pub const ALL: [GgmlType; 24] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -164,6 +172,8 @@ impl GgmlType {
         GgmlType::NF4,
         GgmlType::INT4_G128,
         GgmlType::W8A8,
+        GgmlType::W8A16,
+        GgmlType::INT16_PC,
     ];
 
     /// Whether this is one of llmopt's own formats (ids from 200), which llama.cpp does not read:

@@ -88,7 +88,7 @@ fn bound(ty: GgmlType, x: &[f32]) -> f32 {
         GgmlType::F32 => 0.0,
         GgmlType::F16 => amax * 2f32.powi(-11),
         GgmlType::BF16 => amax * 2f32.powi(-8),
-        GgmlType::Q8_0 | GgmlType::Q8_1 => amax / 127.0 * 0.5 * s + amax * 2e-3,
+        GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::W8A16 => amax / 127.0 * 0.5 * s + amax * 2e-3,
         GgmlType::Q8_K => amax / 127.0 * 0.5 * s,
         // The value at -max maps to 16 and is clamped to 15: up to one full step there.
         GgmlType::Q4_0 => amax / 8.0 * s + amax * 2e-3,
@@ -111,6 +111,8 @@ fn bound(ty: GgmlType, x: &[f32]) -> f32 {
         // the top of a block loses up to amax / 8; elsewhere half a 3-bit mantissa step (1/16).
         GgmlType::MXFP8 => amax / 8.0 * 1.001,
         GgmlType::INT8_PC | GgmlType::W8A8 => amax / 127.0 * 0.5 * s,
+        // Half a step, plus f32 rounding of `x * id` and `q * d` (each 2^-24 of up to amax).
+        GgmlType::INT16_PC => amax / 32767.0 * 0.5 + amax * 2.0 * 2f32.powi(-24),
         // E4M3 per row: half a 3-bit mantissa step of the row's largest value.
         GgmlType::FP8_PC => amax / 16.0 * s,
         // The widest gap between NF4 levels is 0.304 of the f16 absmax.
@@ -265,4 +267,36 @@ fn w8a8_rows_carry_their_quant_sum_and_int8_pc_values() {
         GgmlType::INT8_PC.to_f32(&p, &mut b).unwrap();
         assert_eq!(a, b);
     }
+}
+
+#[test]
+fn w8a16_is_q8_0s_bytes_and_int16_pc_rows_round_half_to_even() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let normal = Normal::new(0.0f32, 1.0).unwrap();
+    for n in [32usize, 576, 896] {
+        let x: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng)).collect();
+        let (mut w, mut q) = (vec![0u8; n / 32 * 34], vec![0u8; n / 32 * 34]);
+        GgmlType::W8A16.from_f32(&x, &mut w).unwrap();
+        GgmlType::Q8_0.from_f32(&x, &mut q).unwrap();
+        assert_eq!(w, q);
+        let mut a = vec![0u8; GgmlType::INT16_PC.row_bytes(n).unwrap()];
+        assert_eq!(a.len(), 4 + 2 * n);
+        GgmlType::INT16_PC.from_f32(&x, &mut a).unwrap();
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert_eq!(f32::from_le_bytes([a[0], a[1], a[2], a[3]]), amax / 32767.0);
+        let q: Vec<i16> = a[4..].chunks(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+        assert_eq!(q.iter().map(|v| v.unsigned_abs()).max(), Some(32767), "amax takes the top");
+        for (&v, &qi) in x.iter().zip(&q) {
+            assert_eq!(f32::from(qi), (v * (32767.0 / amax)).round_ties_even());
+        }
+    }
+    // Ties go to even: 0.5 and 1.5 steps of a row whose largest value is 32767 steps.
+    let mut x = vec![0f32; 32];
+    (x[0], x[1], x[2]) = (32767.0, 0.5, 1.5);
+    let mut a = vec![0u8; 4 + 64];
+    GgmlType::INT16_PC.from_f32(&x, &mut a).unwrap();
+    assert_eq!((a[6], a[8]), (0, 2));
+    // An all-zero row: scale 0, quants 0 (no division by zero).
+    GgmlType::INT16_PC.from_f32(&[0.0; 32], &mut a).unwrap();
+    assert!(a.iter().all(|&b| b == 0));
 }

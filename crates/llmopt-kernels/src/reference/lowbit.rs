@@ -1,7 +1,8 @@
 //! Dots of llmopt's own integer and NF4 formats: INT8_PC with Q8_0 activations (integer block
 //! sums times the activation scale, the row scale once at the end), INT4_G128 with Q8_1 (Q4_1's
 //! arithmetic over 4 activation blocks per group), NF4 with f32 activations (levels by table),
-//! W8A8 with INT8_PC activations (one integer dot over the whole row, then both scales).
+//! W8A8 with INT8_PC activations (one integer dot over the whole row, then both scales), W8A16
+//! with INT16_PC (Q8_0's integer block sums with 16-bit activations, the token scale at the end).
 
 use llmopt_tensor::NF4_LEVELS;
 
@@ -33,6 +34,24 @@ pub fn vec_dot_w8a8_int8_pc(n: usize, w: &[u8], a: &[u8]) -> f32 {
         .map(|(&p, &q)| i32::from(p as i8) * i32::from(q as i8))
         .sum();
     sumi as f32 * (rd_f32(w, 0) * rd_f32(a, 0))
+}
+
+/// W8A16 weights (Q8_0's blocks: f16 scale, 32 int8) times INT16_PC activations (f32 token
+/// scale, then int16 values): per block the exact i32 sum times the block's scale, summed in f32
+/// in block order, times the token scale once at the end.
+pub fn vec_dot_w8a16_int16_pc(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    assert!(n.is_multiple_of(QK), "vec_dot: n = {n} is not a multiple of {QK}");
+    assert!(w.len() >= n / QK * 34 && a.len() >= 4 + 2 * n, "vec_dot: rows shorter than {n}");
+    let mut sumf = 0.0f32;
+    for (x, y) in w.chunks_exact(34).zip(a[4..4 + 2 * n].chunks_exact(2 * QK)) {
+        let sumi: i32 = x[2..]
+            .iter()
+            .zip(y.chunks_exact(2))
+            .map(|(&p, q)| i32::from(p as i8) * i32::from(i16::from_le_bytes([q[0], q[1]])))
+            .sum();
+        sumf += sumi as f32 * rd_f16(x, 0);
+    }
+    sumf * rd_f32(a, 0)
 }
 
 /// INT4_G128 weights (68-byte groups) times Q8_1 activations (36-byte blocks, 4 per group).

@@ -21,7 +21,8 @@ pub use legacy::{
     vec_dot_q4_0_q8_0, vec_dot_q4_1_q8_1, vec_dot_q5_0_q8_0, vec_dot_q5_1_q8_1, vec_dot_q8_0_q8_0,
 };
 pub use lowbit::{
-    vec_dot_int4_g128_q8_1, vec_dot_int8_pc_q8_0, vec_dot_nf4_f32, vec_dot_w8a8_int8_pc,
+    vec_dot_int4_g128_q8_1, vec_dot_int8_pc_q8_0, vec_dot_nf4_f32, vec_dot_w8a16_int16_pc,
+    vec_dot_w8a8_int8_pc,
 };
 pub use mx::{vec_dot_fp8_pc_f32, vec_dot_mxfp4_q8_0, vec_dot_mxfp8_f32};
 

@@ -5,7 +5,9 @@
 //! value `q * d`. fp8_pc: `d = amax / 448`, `q = E4M3(x / d)` (nearest even), value `E4M3(q) * d`.
 //! w8a8: int8_pc's values with an 8-byte header, the scale then `Σ q` as an i32, which the
 //! W8A8 kernels subtract once per row where they add 128 to the activations (`vpdpbusd` takes
-//! unsigned x signed bytes).
+//! unsigned x signed bytes). int16_pc (W8A16's activations): `d = amax / 32767`, then two bytes
+//! per element, `x * 32767 / amax` rounded half to even as int16 (the activation rule of int8_pc
+//! with 258 times finer steps), value `q * d`.
 
 use super::mx::{f32_to_e4m3, E4M3_MAX, E4M3_TO_F32};
 
@@ -14,12 +16,17 @@ pub(crate) const HEADER: usize = 4;
 /// Bytes of w8a8's row header: the f32 scale, then the i32 sum of the row's quants.
 pub(crate) const W8A8_HEADER: usize = 8;
 
-fn split_row_with(header: usize, src_bytes: usize, n: usize) {
+/// Checks that `src_bytes` is one row of `n` elements of `elem` bytes after a `header`.
+fn split_row_of(header: usize, elem: usize, src_bytes: usize, n: usize) {
     assert!(
-        src_bytes == header + n && n.is_multiple_of(crate::QK),
+        src_bytes == header + elem * n && n.is_multiple_of(crate::QK),
         "codec: a per-channel row of {n} elements is {} bytes, found {src_bytes}",
-        header + n
+        header + elem * n
     );
+}
+
+fn split_row_with(header: usize, src_bytes: usize, n: usize) {
+    split_row_of(header, 1, src_bytes, n);
 }
 
 fn split_row(src_bytes: usize, n: usize) {
@@ -94,5 +101,24 @@ pub(crate) fn fp8_pc_from_f32(src: &[f32], dst: &mut [u8]) {
     dst[..HEADER].copy_from_slice(&d.to_le_bytes());
     for (q, &v) in dst[HEADER..].iter_mut().zip(src) {
         *q = if d != 0.0 { f32_to_e4m3(v / d) } else { 0 };
+    }
+}
+
+pub(crate) fn int16_pc_to_f32(src: &[u8], dst: &mut [f32]) {
+    split_row_of(HEADER, 2, src.len(), dst.len());
+    let d = row_scale(src);
+    for (v, q) in dst.iter_mut().zip(src[HEADER..].chunks_exact(2)) {
+        *v = f32::from(i16::from_le_bytes([q[0], q[1]])) * d;
+    }
+}
+
+pub(crate) fn int16_pc_from_f32(src: &[f32], dst: &mut [u8]) {
+    split_row_of(HEADER, 2, dst.len(), src.len());
+    let a = amax(src);
+    let id = if a != 0.0 { 32767.0 / a } else { 0.0 };
+    dst[..HEADER].copy_from_slice(&(a / 32767.0).to_le_bytes());
+    for (q, &v) in dst[HEADER..].chunks_exact_mut(2).zip(src) {
+        let i = (v * id).round_ties_even().clamp(-32767.0, 32767.0) as i16;
+        q.copy_from_slice(&i.to_le_bytes());
     }
 }
