@@ -95,6 +95,31 @@ fn gptq_beats_round_to_nearest_on_the_proxy_loss() {
 }
 
 #[test]
+fn gptq_lowers_the_8_bit_formats_loss_and_w8a16_is_q8_0s_bytes() {
+    // Q8_0 and W8A16 share a codec and have no weighted encoder: GPTQ with the plain one.
+    let (rows, n) = (6, 320);
+    let mut rng = Rng(9);
+    let x = activations(&mut rng, 2 * n, n);
+    let mut hs = Hessian::new(n);
+    hs.add(2 * n, &x, 3);
+    let h = hs.to_f64();
+    let w: Vec<f32> = (0..rows * n).map(|_| 0.05 * rng.normal()).collect();
+    let cfg = GptqConfig { damp: 0.01, act_order: false, weighted: false };
+    let mut outs = Vec::new();
+    for ty in [GgmlType::Q8_0, GgmlType::W8A16] {
+        let bytes = ty.row_bytes(n).unwrap() * rows;
+        let mut rtn = vec![0u8; bytes];
+        ty.from_f32(&w, &mut rtn).unwrap();
+        let mut out = vec![0u8; bytes];
+        Prepared::new("w", &hs, ty, &cfg, 2).unwrap().quantize_rows(&w, &mut out);
+        let (loss, rtn_loss) = (proxy_loss(&w, &out, ty, &h, n), proxy_loss(&w, &rtn, ty, &h, n));
+        assert!(loss < 0.9 * rtn_loss, "{ty}: GPTQ {loss:.4e} vs RTN {rtn_loss:.4e}");
+        outs.push(out);
+    }
+    assert_eq!(outs[0], outs[1]);
+}
+
+#[test]
 fn hessian_sums_match_a_direct_product_on_any_thread_count() {
     let mut rng = Rng(3);
     let (m, n) = (9, 13);
