@@ -1,8 +1,9 @@
 //! matmul throughput for the formats our default models use, at SmolLM2-135M's FFN shape
-//! (576 x 1536), decode (1 token) and prefill (64 tokens), 1 and 2 threads; and prefill of 128
-//! tokens through the tile kernels (`matmul`) against one `vec_dot` per pair (`pairs`, the path
-//! before tiles), both ways round (576 -> 1536 and 1536 -> 576); one 64-row x 16-token task
-//! (`task64x16`, W8A8 and llmopt's own formats against Q8_0); decode streaming weights from memory, packed and plain.
+//! (576 x 1536), decode (1 token) and prefill (64 tokens), 1 and 2 threads (W8A16 beside Q8_0);
+//! and prefill of 128 tokens through the tile kernels (`matmul`) against one `vec_dot` per pair
+//! (`pairs`, the path before tiles), both ways round (576 -> 1536 and 1536 -> 576); one 64-row x
+//! 16-token task (`task64x16`, W8A8, W8A16 and llmopt's own formats against Q8_0); decode streaming
+//! weights from memory, packed and plain.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use llmopt_kernels::huge::HugeBytes;
@@ -35,7 +36,7 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
 fn bench(c: &mut Criterion) {
     let (rows, cols) = (1536usize, 576usize);
     let mut g = c.benchmark_group("matmul_576x1536");
-    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K] {
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::W8A16, GgmlType::Q4_K] {
         // Q4_K needs cols % 256 == 0: use the transposed FFN shape (1536 in, 576 out).
         let (rows, cols) = if ty == GgmlType::Q4_K { (cols, rows) } else { (rows, cols) };
         let data = weights(ty, rows, cols);
@@ -109,7 +110,7 @@ fn bench_prefill(c: &mut Criterion) {
     g.warm_up_time(std::time::Duration::from_millis(500));
     g.measurement_time(std::time::Duration::from_secs(2));
     use GgmlType::*;
-    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K] {
+    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, W8A16, Q4_K, Q6_K] {
         for (rows, cols) in [(1536usize, 576usize), (576, 1536)] {
             if !cols.is_multiple_of(ty.spec().block_len) {
                 continue;
@@ -213,8 +214,8 @@ fn bench_stream(c: &mut Criterion) {
 
 /// One prefill task as the matmul runs it (64 rows x 16 tokens, one thread: quantization, then the
 /// tiles) against one `vec_dot` per pair and, where the format packs (Q8_0, W8A8 on VNNI CPUs), the
-/// packed kernels; W8A8 beside Q8_0 (W8A8's tile shape was chosen on this task), inputs of 576 and 1536, and
-/// llmopt's own formats at 640 and 2048.
+/// packed kernels; W8A8 and W8A16 beside Q8_0 (their tile shapes were chosen on this task), inputs
+/// of 576 and 1536, and llmopt's own formats at 640 and 2048.
 fn bench_task64x16(c: &mut Criterion) {
     let mut g = c.benchmark_group("task64x16");
     g.sample_size(20);
@@ -224,9 +225,10 @@ fn bench_task64x16(c: &mut Criterion) {
     let pool = ThreadPool::new(1);
     use GgmlType::*;
     // llmopt's own formats at the widths their tile shapes were chosen on; Q8_0 at both pairs.
-    let cases: [(GgmlType, &[usize]); 8] = [
+    let cases: [(GgmlType, &[usize]); 9] = [
         (Q8_0, &[576, 1536, 640, 2048]),
         (W8A8, &[576, 1536]),
+        (W8A16, &[576, 1536]),
         (INT8_PC, &[640, 2048]),
         (MXFP4, &[640, 2048]),
         (MXFP8, &[640, 2048]),
@@ -262,15 +264,15 @@ fn bench_task64x16(c: &mut Criterion) {
 }
 
 /// Decode of plain (not packed) rows, as [`bench_stream`]: one token through distinct 1536 x 576
-/// matrices holding 96 MB on huge pages, one `vec_dot` per row; W8A8
-/// beside Q8_0. Throughput is weight bytes per second.
+/// matrices holding 96 MB on huge pages, one `vec_dot` per row; W8A8 and W8A16 beside Q8_0.
+/// Throughput is weight bytes per second.
 fn bench_stream_plain(c: &mut Criterion) {
     let mut g = c.benchmark_group("stream_plain");
     g.sample_size(10);
     g.warm_up_time(std::time::Duration::from_millis(500));
     g.measurement_time(std::time::Duration::from_secs(3));
     let (rows, cols) = (1536usize, 576usize);
-    for ty in [GgmlType::Q8_0, GgmlType::W8A8] {
+    for ty in [GgmlType::Q8_0, GgmlType::W8A8, GgmlType::W8A16] {
         let data = weights(ty, rows, cols);
         let n = (96usize << 20).div_ceil(data.len());
         let mut stack = HugeBytes::cut(&vec![data.len(); n]);

@@ -45,12 +45,12 @@ fn f64_dot(ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> (f64, f64) {
 }
 
 /// ggml's weight formats, then MXFP4 and llmopt's own (MXFP8, INT8_PC, FP8_PC, NF4, INT4_G128,
-/// W8A8).
-const WEIGHT_TYPES: [GgmlType; 20] = {
+/// W8A8, W8A16).
+const WEIGHT_TYPES: [GgmlType; 21] = {
     use GgmlType::*;
     [
         F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4, MXFP8,
-        INT8_PC, FP8_PC, NF4, INT4_G128, W8A8,
+        INT8_PC, FP8_PC, NF4, INT4_G128, W8A8, W8A16,
     ]
 };
 
@@ -114,9 +114,9 @@ fn simd_vec_dot_matches_reference() {
         }
     }
     assert_eq!(
-        n_simd, 17,
+        n_simd, 18,
         "AVX2: F32 F16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q4_K Q5_K Q6_K MXFP4 MXFP8 INT8_PC FP8_PC NF4 \
-         INT4_G128 W8A8"
+         INT4_G128 W8A8 W8A16"
     );
 }
 
@@ -127,7 +127,8 @@ fn simd_quantizers_equal_reference_bytes() {
     }
     let mut rng = StdRng::seed_from_u64(3);
     let (fast, slow) = (Kernels::get(Isa::Avx2).unwrap(), Kernels::get(Isa::Scalar).unwrap());
-    for ty in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K, GgmlType::F16, GgmlType::INT8_PC] {
+    use GgmlType::{F16, INT16_PC, INT8_PC, Q8_0, Q8_1, Q8_K};
+    for ty in [Q8_0, Q8_1, Q8_K, F16, INT8_PC, INT16_PC] {
         assert!(fast.is_simd_quantize(ty), "{ty}");
         let lens: &[usize] =
             if ty == GgmlType::Q8_K { &[256, 768, 1536] } else { &[256, 576, 640, 768, 896, 1536] };
@@ -148,7 +149,7 @@ fn simd_quantizers_equal_reference_bytes() {
             (fast.quantize(ty).unwrap())(&x, &mut a);
             (slow.quantize(ty).unwrap())(&x, &mut b);
             assert_eq!(a, b, "{ty} n={n}");
-            // A row of zeros (INT8_PC: amax 0 for the whole row), and one without ties.
+            // A row of zeros (INT8_PC, INT16_PC: amax 0 for the whole row), and one without ties.
             for x in [vec![0.0; n], random_acts(n, &mut rng)] {
                 (fast.quantize(ty).unwrap())(&x, &mut a);
                 (slow.quantize(ty).unwrap())(&x, &mut b);
@@ -156,6 +157,39 @@ fn simd_quantizers_equal_reference_bytes() {
             }
         }
     }
+}
+
+/// INT16_PC's AVX2 quantizer on rows the random ones miss, byte for byte against the codec: amax
+/// 32767 (multiplier 1, so .5 values are ties), an amax so small that `32767 / amax` overflows
+/// (every product clamped, zeros NaN), subnormals, and rows holding NaN or infinities.
+#[test]
+fn int16_pc_simd_quantizer_equals_codec_on_edge_rows() {
+    if !Isa::Avx2.is_available() {
+        return;
+    }
+    let ty = GgmlType::INT16_PC;
+    let (fast, slow) = (Kernels::get(Isa::Avx2).unwrap(), Kernels::get(Isa::Scalar).unwrap());
+    let mut rng = StdRng::seed_from_u64(207);
+    let ties: Vec<f32> = (0..96).map(|i| (i as f32 - 47.5) * 3.0).chain([32767.0; 32]).collect();
+    let mut rows = vec![ties, vec![1e-39; 64], vec![f32::MIN_POSITIVE * 0.25; 32]];
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut x = random_acts(640, &mut rng);
+        x[37] = bad;
+        rows.push(x);
+    }
+    rows[1][5] = 0.0;
+    rows[1][6] = -1e-39;
+    for x in &rows {
+        let (mut a, mut b) = (vec![0u8; 4 + 2 * x.len()], vec![0u8; 4 + 2 * x.len()]);
+        (fast.quantize(ty).unwrap())(x, &mut a);
+        (slow.quantize(ty).unwrap())(x, &mut b);
+        assert_eq!(a, b, "n={} x[..4]={:?}", x.len(), &x[..4]);
+    }
+    // The scalar path is the tensor codec; ties went to even.
+    let mut c = vec![0u8; 4 + 2 * 128];
+    ty.from_f32(&rows[0], &mut c).unwrap();
+    let q = |i: usize| i16::from_le_bytes([c[4 + 2 * i], c[5 + 2 * i]]);
+    assert_eq!([q(0), q(1), q(47), q(48), q(96)], [-142, -140, -2, 2, 32767]);
 }
 
 #[test]

@@ -10,15 +10,15 @@ use llmopt_tensor::GgmlType;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-const TILED: [GgmlType; 13] = {
+const TILED: [GgmlType; 14] = {
     use GgmlType::*;
-    [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, W8A8, INT8_PC, MXFP4, MXFP8, FP8_PC, NF4, INT4_G128]
+    [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, W8A8, W8A16, INT8_PC, MXFP4, MXFP8, FP8_PC, NF4, INT4_G128]
 };
 
 /// llmopt's own formats with tiles (and MXFP4): `matmul` against the scalar reference.
-const OWN: [GgmlType; 6] = {
+const OWN: [GgmlType; 7] = {
     use GgmlType::*;
-    [INT8_PC, MXFP4, MXFP8, FP8_PC, NF4, INT4_G128]
+    [INT8_PC, MXFP4, MXFP8, FP8_PC, NF4, INT4_G128, W8A16]
 };
 
 fn widths(ty: GgmlType) -> &'static [usize] {

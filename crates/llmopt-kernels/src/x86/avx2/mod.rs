@@ -15,6 +15,7 @@ mod tile_kquants;
 mod tile_legacy;
 mod tile_own;
 mod util;
+mod w8a16;
 mod w8a8;
 
 use llmopt_tensor::GgmlType;
@@ -115,6 +116,8 @@ pub(crate) fn vec_dot(ty: GgmlType) -> Option<VecDotFn> {
         INT4_G128 => safe!(dot mx::vec_dot_int4_g128_q8_1),
         W8A8 if packed_vnni::available() => safe!(vnni dot w8a8::vec_dot_w8a8_int8_pc_vnni),
         W8A8 => safe!(dot w8a8::vec_dot_w8a8_int8_pc),
+        W8A16 if packed_vnni::available() => safe!(vnni dot w8a16::vec_dot_w8a16_int16_pc_vnni),
+        W8A16 => safe!(dot w8a16::vec_dot_w8a16_int16_pc),
         _ => return None,
     })
 }
@@ -127,6 +130,7 @@ pub(crate) fn quantize(ty: GgmlType) -> Option<QuantizeFn> {
         Q8_1 => safe!(quant quantize::quantize_row_q8_1),
         Q8_K => safe!(quant quantize::quantize_row_q8_k),
         INT8_PC => safe!(quant quantize::quantize_row_int8_pc),
+        INT16_PC => safe!(quant quantize::quantize_row_int16_pc),
         F16 => safe!(quant quantize::quantize_row_f16),
         _ => return None,
     })
@@ -135,7 +139,8 @@ pub(crate) fn quantize(ty: GgmlType) -> Option<QuantizeFn> {
 /// The AVX2 multi-row x multi-token kernel for weight type `ty`, if one is written. Shapes are
 /// the fastest of 1x1 .. 4x4 and 2x8 by min-of-200 timings of a 64-row x 16-token task on AVX2
 /// Zen (x 4 tokens throughout, so batches of 4+ tokens already take the tile path); W8A8's of 13
-/// shapes up to 16 pairs at widths 576 and 1536 on Zen 4 (VNNI: 3x4, 1.1x faster than 4x4);
+/// shapes up to 16 pairs at widths 576 and 1536 on Zen 4 (VNNI: 3x4, 1.1x faster than 4x4), W8A16's
+/// of 12 the same way (4x4 in both forms, see `w8a16.rs`);
 /// llmopt's own formats' (`tile_own.rs`, `tile_float.rs`, `tile_int4.rs`) by the same task at widths 640 and
 /// 2048 on Zen 4, the f32-activation ones in a `wide` form (AVX-512 F + VL: 32 registers) where
 /// the CPU has it.
@@ -145,6 +150,7 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
     use tile_kquants::*;
     use tile_legacy::*;
     use tile_own::*;
+    use w8a16::{tile_w8a16_int16_pc, tile_w8a16_int16_pc_vnni};
     use w8a8::{tile_w8a8_int8_pc, tile_w8a8_int8_pc_vnni};
     use GgmlType::*;
     Some(match ty {
@@ -170,6 +176,8 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
             safe!(vnni tile tile_w8a8_int8_pc_vnni, 3, 4)
         }
         W8A8 => safe!(tile tile_w8a8_int8_pc, 4, 4),
+        W8A16 if packed_vnni::available() => safe!(vnni tile tile_w8a16_int16_pc_vnni, 4, 4),
+        W8A16 => safe!(tile tile_w8a16_int16_pc, 4, 4),
         _ => return None,
     })
 }

@@ -1,7 +1,8 @@
 //! AVX2 activation quantizers. They produce exactly the bytes of the scalar references in
 //! `reference`: for Q8_0/Q8_1 ggml's x86 `quantize_row_q8_0/1` (multiplier `127 / amax`, round half
 //! to even — what llama.cpp runs on this CPU, so activations match it), INT8_PC the same over a
-//! whole row, for Q8_K ggml's `_ref` (round half to even), which its x86 build also uses.
+//! whole row, for Q8_K ggml's `_ref` (round half to even), which its x86 build also uses; INT16_PC
+//! the tensor codec's (`32767 / amax` over the row, round half to even, clamped to ±32767).
 
 use std::arch::x86_64::*;
 
@@ -108,6 +109,41 @@ pub(crate) fn quantize_row_int8_pc(x: &[f32], y: &mut [u8]) {
         pack_i8(q, qs);
     }
     y[..4].copy_from_slice(&(amax / 127.0).to_le_bytes());
+}
+
+/// INT16_PC activations (one row: f32 `d = amax / 32767`, then int16 values `x * (32767 / amax)`
+/// rounded half to even and clamped to ±32767, NaN to 0, as the codec's `clamp(..) as i16`);
+/// `x.len()` a multiple of 32, `y.len() == 4 + 2 * x.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn quantize_row_int16_pc(x: &[f32], y: &mut [u8]) {
+    assert!(x.len().is_multiple_of(32) && y.len() == 4 + 2 * x.len());
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = [_mm256_setzero_ps(); 4];
+    for i in (0..x.len()).step_by(32) {
+        for (k, m) in m.iter_mut().enumerate() {
+            // `max` returns its second operand where one is NaN: a NaN `x` is skipped, as the
+            // codec's `f32::max` skips it.
+            *m = _mm256_max_ps(_mm256_andnot_ps(sign, ld(x, i + 8 * k)), *m);
+        }
+    }
+    let amax = max_abs(&m);
+    let id = _mm256_set1_ps(if amax != 0.0 { 32767.0 / amax } else { 0.0 });
+    let (lo, hi) = (_mm256_set1_ps(-32767.0), _mm256_set1_ps(32767.0));
+    for (i, qs) in (0..x.len()).step_by(16).zip(y[4..].chunks_exact_mut(32)) {
+        let q: [__m256i; 2] = std::array::from_fn(|k| {
+            let r = _mm256_round_ps(
+                _mm256_mul_ps(ld(x, i + 8 * k), id),
+                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+            );
+            // Clamped (a NaN passes `max` and `min` as their second operand), then NaN to 0.
+            let r = _mm256_min_ps(hi, _mm256_max_ps(lo, r));
+            _mm256_cvtps_epi32(_mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(r, r)))
+        });
+        let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(q[0], q[1]));
+        // SAFETY: `qs` is 32 writable bytes; `storeu` needs no alignment.
+        unsafe { _mm256_storeu_si256(qs.as_mut_ptr().cast(), p) }
+    }
+    y[..4].copy_from_slice(&(amax / 32767.0).to_le_bytes());
 }
 
 /// Q8_K activations; `x.len()` a multiple of 256, `y.len() == x.len() / 256 * 292`.
