@@ -51,8 +51,8 @@ and token, vpdpbusd on AVX-512 VNNI). int4_g32 is another name for q4_1. The out
 of w8a8 gets q8_0 (its input, the final norm's output, has outlier channels that a tied
 embedding cannot take SmoothQuant's scales for). w8a16 stores Q8_0's bytes, multiplied with
 activations quantized to int16 per token instead of Q8_0's int8 blocks: the same weight bytes
-and decode speed as q8_0, with a quarter of its KL divergence on SmolLM2 (8-bit activations
-are most of Q8_0's loss); with --method gptq, above 98% top-1 agreement.
+as q8_0 with a quarter of its KL divergence on SmolLM2 (8-bit activations are most of Q8_0's
+loss); with --method gptq, a fifth, and 98.3% top-1 agreement with the f32 model.
 
 --keep PATTERN=FORMAT: PATTERN is a regular expression (Rust regex syntax) searched anywhere
 in the tensor name, as llama-quantize's --tensor-type: 'attn_v=q8_0' matches every layer's
