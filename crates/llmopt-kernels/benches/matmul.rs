@@ -138,18 +138,19 @@ fn bench_prefill(c: &mut Criterion) {
 }
 
 /// The 8-row interleaved weights (`packed`) against the plain layout (`plain`: tiles for prefill,
-/// one `vec_dot` per row for decode), both ways round, 1 and 128 tokens, 1 and 2 threads.
+/// one `vec_dot` per row for decode), both ways round, 1 and 128 tokens, 1 and 2 threads; W8A16
+/// beside Q8_0 (the same weight bytes, 16-bit activations).
 fn bench_packed(c: &mut Criterion) {
     let mut g = c.benchmark_group("packed");
     g.sample_size(10);
     g.warm_up_time(std::time::Duration::from_millis(500));
     g.measurement_time(std::time::Duration::from_secs(2));
     use GgmlType::*;
-    for ty in [Q4_0, Q4_1, Q8_0, Q5_0] {
+    for ty in [Q4_0, Q4_1, Q8_0, Q5_0, W8A16] {
         for (rows, cols) in [(1536usize, 576usize), (576, 1536)] {
             let data = weights(ty, rows, cols);
             let plain = WeightView { ty, rows, cols, data: &data, packed: None };
-            let Some(p) = PackedWeight::new(Isa::best(), &plain) else { return };
+            let Some(p) = PackedWeight::new(Isa::best(), &plain) else { continue };
             let packed = WeightView { packed: Some(&p), ..plain };
             for n_tok in [1usize, 128] {
                 let x: Vec<f32> =
@@ -182,7 +183,7 @@ fn bench_stream(c: &mut Criterion) {
     g.measurement_time(std::time::Duration::from_secs(3));
     let (rows, cols) = (1536usize, 576usize);
     use GgmlType::*;
-    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, W8A8] {
+    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, W8A8, W8A16] {
         let data = weights(ty, rows, cols);
         let plain = WeightView { ty, rows, cols, data: &data, packed: None };
         let n = (96usize << 20).div_ceil(data.len());
@@ -191,7 +192,7 @@ fn bench_stream(c: &mut Criterion) {
             .into_iter()
             .collect::<Option<Vec<_>>>()
         else {
-            return;
+            continue;
         };
         let x: Vec<f32> = (0..cols).map(|i| ((i % 17) as f32 - 8.0) * 0.1).collect();
         let mut y = vec![0.0f32; rows];
@@ -213,7 +214,7 @@ fn bench_stream(c: &mut Criterion) {
 }
 
 /// One prefill task as the matmul runs it (64 rows x 16 tokens, one thread: quantization, then the
-/// tiles) against one `vec_dot` per pair and, where the format packs (Q8_0, W8A8 on VNNI CPUs), the
+/// tiles) against one `vec_dot` per pair and, where the format packs (Q8_0, W8A16; W8A8 on VNNI), the
 /// packed kernels; W8A8 and W8A16 beside Q8_0 (their tile shapes were chosen on this task), inputs
 /// of 576 and 1536, and llmopt's own formats at 640 and 2048.
 fn bench_task64x16(c: &mut Criterion) {

@@ -14,6 +14,8 @@
 //!   32 elements a 256-byte record of 8 chunks as Q8_0's (bytes `4c..4c + 4` of the 8 rows), the
 //!   quants made unsigned (`q + 128`, `xor 0x80`), so `vpdpbusd` takes them as they are and the
 //!   signed activations straight from memory (the kernel takes off `128 x` the activation sum).
+//! - W8A16 (Q8_0's blocks, int16 activations): the 8 `d`, then 16 chunks of 16 bytes, chunk `c`
+//!   holding `qs[2c..2c + 2]` of the 8 rows, 272 bytes: widened to int16, one row per i32 lane.
 //!
 //! Records run block by block within a group, groups one after another. A last group with
 //! fewer than 8 rows is padded with zero rows (scale 0: their results are never written out).
@@ -56,6 +58,7 @@ fn record_bytes(ty: GgmlType) -> Option<usize> {
         GgmlType::Q4_K => 32 + 64 + 64 + 1024,
         GgmlType::Q6_K => 16 + 128 + 8 * 192,
         GgmlType::W8A8 => 256,
+        GgmlType::W8A16 => 16 + 256,
         _ => return None,
     })
 }
@@ -187,7 +190,9 @@ impl PackedWeight {
             _ => (&[(0, 0)], 2),
         };
         let q_dst = 16 * scales.len();
-        let chunks = (bb - q_src) / 4;
+        // Bytes per row and chunk: 2 for W8A16 (one int16 pair per row and i32 lane), else 4.
+        let cw = if w.ty == GgmlType::W8A16 { 2 } else { 4 };
+        let chunks = (bb - q_src) / cw;
         for (g, gdata) in data.chunks_exact_mut(group_head(w.ty) + nb * rec).enumerate() {
             for r in 0..PACK_ROWS.min(w.rows - g * PACK_ROWS) {
                 let row = &w.data[(g * PACK_ROWS + r) * w_row..][..w_row];
@@ -221,8 +226,8 @@ impl PackedWeight {
                         continue;
                     }
                     for c in 0..chunks {
-                        let o = q_dst + 32 * c + 4 * r;
-                        dst[o..o + 4].copy_from_slice(&src[q_src + 4 * c..q_src + 4 * c + 4]);
+                        let o = q_dst + PACK_ROWS * cw * c + cw * r;
+                        dst[o..o + cw].copy_from_slice(&src[q_src + cw * c..][..cw]);
                     }
                 }
             }

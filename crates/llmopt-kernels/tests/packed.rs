@@ -12,7 +12,8 @@ use llmopt_tensor::GgmlType;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-const PACKED: [GgmlType; 4] = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q5_0];
+const PACKED: [GgmlType; 5] =
+    [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::W8A16];
 
 /// `y[t * rows + r]` by the scalar reference `vec_dot`, one pair at a time.
 fn reference(w: &WeightView<'_>, x: &[f32], n_tok: usize) -> Vec<f32> {
@@ -48,8 +49,13 @@ fn vnni() -> bool {
 
 /// The packed types this CPU runs, and the widths to test each at (Q4_K's are multiples of 256).
 fn packed_types() -> Vec<(GgmlType, &'static [usize])> {
-    let mut v: Vec<(GgmlType, &'static [usize])> =
-        PACKED.iter().map(|&ty| (ty, &[576usize, 640, 896, 1536][..])).collect();
+    let mut v: Vec<(GgmlType, &'static [usize])> = PACKED
+        .iter()
+        .map(|&ty| match ty {
+            GgmlType::W8A16 => (ty, &[32usize, 576, 640, 896, 1536][..]),
+            _ => (ty, &[576usize, 640, 896, 1536][..]),
+        })
+        .collect();
     if vnni() {
         v.push((GgmlType::Q4_K, &[256, 1536, 2048]));
         v.push((GgmlType::Q6_K, &[256, 1536, 2048]));
@@ -64,6 +70,7 @@ fn supports_only_where_kernels_exist() {
     assert!(!PackedWeight::supports(Isa::Scalar, GgmlType::Q4_K));
     if Isa::Avx2.is_available() {
         assert!(PACKED.iter().all(|&ty| PackedWeight::supports(Isa::Avx2, ty)));
+        assert!(!PackedWeight::supports(Isa::Avx2, GgmlType::INT16_PC));
         assert_eq!(PackedWeight::supports(Isa::Avx2, GgmlType::Q4_K), vnni());
         assert_eq!(PackedWeight::supports(Isa::Avx2, GgmlType::Q6_K), vnni());
         assert_eq!(PackedWeight::supports(Isa::Avx2, GgmlType::W8A8), vnni());
@@ -163,7 +170,7 @@ fn matmul_many_mixes_packed_and_plain() {
     let cols = 768;
     let types = {
         use GgmlType::*;
-        [Q4_0, Q4_K, Q4_1, Q8_0, Q8_0, F32, Q4_0, Q6_K, Q4_1, Q5_0, W8A8, W8A8]
+        [Q4_0, Q4_K, Q4_1, Q8_0, Q8_0, F32, Q4_0, Q6_K, Q4_1, Q5_0, W8A8, W8A8, W8A16, W8A16]
     };
     let datas: Vec<(GgmlType, usize, Vec<u8>)> = types
         .iter()
@@ -260,6 +267,55 @@ fn packed_w8a8_equals_reference_bitwise() {
     }
 }
 
+/// W8A16 packed keeps the reference's arithmetic (exact i32 block sums, times the row scale and
+/// added in block order, times the token scale at the end): equal bits to the scalar reference
+/// for every token count, so a token's result does not depend on its batch; the extremes -128 and
+/// 127 against +-32767 included.
+#[test]
+fn packed_w8a16_equals_reference_bitwise() {
+    if !Isa::Avx2.is_available() {
+        return;
+    }
+    let ty = GgmlType::W8A16;
+    let mut rng = StdRng::seed_from_u64(206);
+    let pools = [ThreadPool::new(1), ThreadPool::new(2)];
+    let mut scratch = Vec::new();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for cols in [32usize, 576, 640, 896, 1536] {
+        for rows in [1usize, 8, 13, 37] {
+            let mut data = random_weights(ty, rows, cols, &mut rng);
+            let w_row = ty.row_bytes(cols).unwrap();
+            // Row 0 all -128, the last row all 127 (where there are two).
+            for (r, v) in [(0usize, 0x80u8), (rows - 1, 127)] {
+                if r > 0 || v == 0x80 {
+                    let row = &mut data[r * w_row..(r + 1) * w_row];
+                    row.chunks_exact_mut(34).for_each(|b| b[2..].fill(v));
+                }
+            }
+            let plain = WeightView::new(ty, rows, cols, &data);
+            let p = PackedWeight::new(Isa::Avx2, &plain).unwrap();
+            let w = WeightView { packed: Some(&p), ..plain };
+            for n_tok in [1usize, 2, 3, 4, 5, 17, 64] {
+                let mut x = random_acts(n_tok * cols, &mut rng);
+                x[..cols].fill(1.0);
+                if n_tok > 1 {
+                    x[cols..2 * cols].fill(-1.0);
+                }
+                let want = bits(&reference(&plain, &x, n_tok));
+                for pool in &pools {
+                    let mut y = vec![f32::NAN; n_tok * rows];
+                    matmul_with(Isa::Avx2, pool, &w, &x, n_tok, &mut scratch, &mut y).unwrap();
+                    assert_eq!(
+                        bits(&y),
+                        want,
+                        "packed vs reference, cols={cols} rows={rows} n_tok={n_tok}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn extreme_quants_do_not_overflow() {
     if !Isa::Avx2.is_available() {
@@ -270,7 +326,13 @@ fn extreme_quants_do_not_overflow() {
     let (rows, cols) = (9, 1792);
     // The largest weight magnitudes (Q4_0: nibble 15, Q5_0: 31, Q8_0: -128; Q4_K: nibble 15 with
     // scale and min 63) against activations quantized to +-127 everywhere: the i16 sums' worst case.
-    let mut cases = vec![(GgmlType::Q4_0, 0xffu8), (GgmlType::Q5_0, 0xff), (GgmlType::Q8_0, 0x80)];
+    // W8A16: -128 against +-32767 (the i32 lane sums' worst case).
+    let mut cases = vec![
+        (GgmlType::Q4_0, 0xffu8),
+        (GgmlType::Q5_0, 0xff),
+        (GgmlType::Q8_0, 0x80),
+        (GgmlType::W8A16, 0x80),
+    ];
     if vnni() {
         cases.push((GgmlType::Q4_K, 0xff));
         cases.push((GgmlType::Q6_K, 0xff));
