@@ -48,28 +48,30 @@ impl std::fmt::Debug for PackedWeight {
     }
 }
 
-/// Bytes of one 8-row block record, for the types with a layout.
-fn record_bytes(ty: GgmlType) -> Option<usize> {
-    Some(match ty {
-        GgmlType::Q4_0 => 16 + 128,
-        GgmlType::Q4_1 => 32 + 128,
-        GgmlType::Q8_0 => 16 + 256,
-        GgmlType::Q5_0 => 16 + 128 + 32,
-        GgmlType::Q4_K => 32 + 64 + 64 + 1024,
-        GgmlType::Q6_K => 16 + 128 + 8 * 192,
-        GgmlType::W8A8 => 256,
-        GgmlType::W8A16 => 16 + 256,
-        _ => return None,
-    })
+/// Sizes of a type's packed layout: an 8-row group is `head` bytes (W8A8: the 8 row scales),
+/// then one `record` per block; the generic fill copies each row's quants `chunk` bytes at a
+/// time (4: one i32 lane of `vpdpbusd`; W8A16 2: one int16 pair of `vpdpwssd`).
+#[derive(Clone, Copy)]
+struct Layout {
+    head: usize,
+    record: usize,
+    chunk: usize,
 }
 
-/// Bytes of an 8-row group's head, before its block records (W8A8: the 8 row scales).
-fn group_head(ty: GgmlType) -> usize {
-    if ty == GgmlType::W8A8 {
-        32
-    } else {
-        0
-    }
+/// The layout of `ty`, for the types that have one.
+fn layout(ty: GgmlType) -> Option<Layout> {
+    let (head, record, chunk) = match ty {
+        GgmlType::Q4_0 => (0, 16 + 128, 4),
+        GgmlType::Q4_1 => (0, 32 + 128, 4),
+        GgmlType::Q8_0 => (0, 16 + 256, 4),
+        GgmlType::Q5_0 => (0, 16 + 128 + 32, 4),
+        GgmlType::Q4_K => (0, 32 + 64 + 64 + 1024, 4),
+        GgmlType::Q6_K => (0, 16 + 128 + 8 * 192, 4),
+        GgmlType::W8A8 => (32, 256, 4),
+        GgmlType::W8A16 => (0, 16 + 256, 2),
+        _ => return None,
+    };
+    Some(Layout { head, record, chunk })
 }
 
 /// Row `r` of a W8A8 group (`src`: f32 scale, i32 Σq, `n` quants) into the group's bytes `dst`.
@@ -128,7 +130,7 @@ impl PackedWeight {
     /// Whether [`PackedWeight::new`] would pack weights of type `ty` for `isa`: the layout exists
     /// and `isa` has kernels for it (false for [`Isa::Scalar`], or an unavailable `isa`).
     pub fn supports(isa: Isa, ty: GgmlType) -> bool {
-        record_bytes(ty).is_some() && Kernels::get(isa).is_ok_and(|k| k.has_packed(ty))
+        layout(ty).is_some() && Kernels::get(isa).is_ok_and(|k| k.has_packed(ty))
     }
 
     /// Repacks `w` for `isa`'s packed kernels; `None` where [`PackedWeight::supports`] says no,
@@ -167,19 +169,19 @@ impl PackedWeight {
         if !Self::supports(isa, w.ty) {
             return None;
         }
-        let rec = record_bytes(w.ty)?;
+        let l = layout(w.ty)?;
         let w_row = w.ty.row_bytes(w.cols).ok()?;
         if w.data.len() != w.rows * w_row {
             return None;
         }
         let nb = w.cols / w.ty.spec().block_len;
-        let len = w.rows.div_ceil(PACK_ROWS) * (group_head(w.ty) + nb * rec);
+        let len = w.rows.div_ceil(PACK_ROWS) * (l.head + nb * l.record);
         (len > 0).then_some(len)
     }
 
     /// Writes `w`'s records into `data` (zeroed, [`PackedWeight::packed_len`] bytes).
     fn fill(w: &WeightView<'_>, data: &mut [u8]) {
-        let Some(rec) = record_bytes(w.ty) else { return };
+        let Some(Layout { head, record: rec, chunk: cw }) = layout(w.ty) else { return };
         let spec = w.ty.spec();
         let (bl, bb) = (spec.block_len, spec.block_bytes);
         let w_row = w.data.len() / w.rows;
@@ -190,10 +192,8 @@ impl PackedWeight {
             _ => (&[(0, 0)], 2),
         };
         let q_dst = 16 * scales.len();
-        // Bytes per row and chunk: 2 for W8A16 (one int16 pair per row and i32 lane), else 4.
-        let cw = if w.ty == GgmlType::W8A16 { 2 } else { 4 };
         let chunks = (bb - q_src) / cw;
-        for (g, gdata) in data.chunks_exact_mut(group_head(w.ty) + nb * rec).enumerate() {
+        for (g, gdata) in data.chunks_exact_mut(head + nb * rec).enumerate() {
             for r in 0..PACK_ROWS.min(w.rows - g * PACK_ROWS) {
                 let row = &w.data[(g * PACK_ROWS + r) * w_row..][..w_row];
                 if w.ty == GgmlType::W8A8 {

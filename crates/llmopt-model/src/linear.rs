@@ -34,10 +34,15 @@ impl Bytes {
         (start.checked_add(len)? <= total).then_some(Self { owner, start, len })
     }
 
+    /// All of an owner's bytes.
+    pub fn whole(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> Self {
+        let len = (*owner).as_ref().len();
+        Self { owner, start: 0, len }
+    }
+
     /// Takes ownership of a vector.
     pub fn from_vec(v: Vec<u8>) -> Self {
-        let len = v.len();
-        Self { owner: Arc::new(v), start: 0, len }
+        Self::whole(Arc::new(v))
     }
 
     /// The bytes.
@@ -114,9 +119,9 @@ impl Weight {
         }
         let plain: Vec<usize> = (0..ws.len()).filter(|&i| !ws[i].is_packed()).collect();
         let lens: Vec<usize> = plain.iter().map(|&i| ws[i].data.as_slice().len()).collect();
-        for ((&i, &len), mut h) in plain.iter().zip(&lens).zip(HugeBytes::cut(&lens)) {
+        for (&i, mut h) in plain.iter().zip(HugeBytes::cut(&lens)) {
             h.as_mut_slice().copy_from_slice(ws[i].data.as_slice());
-            ws[i].data = Bytes::slice_of(Arc::new(h), 0, len).expect("the whole copy");
+            ws[i].data = Bytes::whole(Arc::new(h));
         }
         ws.iter().filter(|w| w.is_packed()).count()
     }
