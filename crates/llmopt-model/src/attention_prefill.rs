@@ -6,7 +6,6 @@
 
 use std::cell::RefCell;
 
-use half::{f16, slice::HalfFloatSliceExt};
 use llmopt_kernels::{attn_tile, Isa, Kernels, ThreadPool, VecDotFn};
 
 use crate::attention::{AttentionBatch, KvLayer, OutPtr};
@@ -134,19 +133,12 @@ fn tile(
     while p0 <= last {
         let n_k = KEY_BLOCK.min(last + 1 - p0);
         let block = &offsets[p0..p0 + n_k];
-        for (j, &off) in block.iter().enumerate() {
-            let base = off + head;
-            let (k, v) = (&kv.k[base..base + row], &kv.v[base..base + row]);
-            let vd = &mut vb[j * hd..(j + 1) * hd];
-            if quant.is_none() {
-                // The key through the value's slot, then into column j of the transposed block.
-                bytemuck::cast_slice::<u8, f16>(k).convert_to_f32_slice(vd);
-                for (d, &x) in vd.iter().enumerate() {
-                    kt[d * KEY_BLOCK + j] = x;
-                }
-                bytemuck::cast_slice::<u8, f16>(v).convert_to_f32_slice(vd);
-            } else {
-                decode(v, vd);
+        if quant.is_none() {
+            // Keys into the columns of the transposed block, values into its rows.
+            attn_tile::load_f16_block(isa, (kv.k, kv.v), block, head, hd, kt, KEY_BLOCK, vb);
+        } else {
+            for (j, &off) in block.iter().enumerate() {
+                decode(&kv.v[off + head..off + head + row], &mut vb[j * hd..(j + 1) * hd]);
             }
         }
         let s = &mut sb[..rows * KEY_BLOCK];

@@ -228,3 +228,94 @@ pub(super) unsafe fn exp_sub_sum(s: &mut [f32], m: f32) -> f32 {
     let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)))
 }
+
+/// The 8 f32s of the 8 f16s at `p`.
+///
+/// # Safety
+/// AVX2 + F16C; 16 bytes readable at `p`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn f16x8(p: *const u8) -> __m256 {
+    // SAFETY: the caller's; `loadu` needs no alignment.
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+}
+
+/// Rows become columns: `r[i][m]` moves to `out[m][i]`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+    let t: [__m256; 8] = std::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[(i & !1) + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // t[0] = r0,r1 lo pairs, t[1] = r0,r1 hi, t[2], t[3] for r2,r3, t[4..8] for r4..r7.
+    let u = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    std::array::from_fn(|m| {
+        if m < 4 {
+            _mm256_permute2f128_ps::<0x20>(u[m], u[m + 4])
+        } else {
+            _mm256_permute2f128_ps::<0x31>(u[m - 4], u[m])
+        }
+    })
+}
+
+/// [`super::load_f16_block`] on AVX2 + F16C: 8 keys at a time, 8 elements each converted by one
+/// `vcvtph2ps` and transposed in registers.
+///
+/// # Safety
+/// AVX2 + F16C; the bounds [`super::load_f16_block`] asserts, and `hd` a multiple of 8.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn load_f16_block(
+    (k, v): (&[u8], &[u8]),
+    rows: &[usize],
+    head: usize,
+    hd: usize,
+    kt: &mut [f32],
+    ld: usize,
+    vb: &mut [f32],
+) {
+    let n_k = rows.len();
+    let (kp, vp, ktp, vbp) = (k.as_ptr(), v.as_ptr(), kt.as_mut_ptr(), vb.as_mut_ptr());
+    let mut j = 0;
+    while j + 8 <= n_k {
+        for d in (0..hd).step_by(8) {
+            // SAFETY: key j + i's elements d..d + 8 lie in its row (caller).
+            let r = std::array::from_fn(|i| unsafe { f16x8(kp.add(rows[j + i] + head + 2 * d)) });
+            for (m, col) in transpose8(r).into_iter().enumerate() {
+                // SAFETY: row d + m < hd of `kt`, columns j..j + 8 <= n_k <= ld (caller).
+                unsafe { _mm256_storeu_ps(ktp.add((d + m) * ld + j), col) };
+            }
+        }
+        j += 8;
+    }
+    for (j, &r) in rows.iter().enumerate().skip(j) {
+        for d in (0..hd).step_by(8) {
+            let mut x = [0f32; 8];
+            // SAFETY: key j's elements d..d + 8 (caller).
+            unsafe { _mm256_storeu_ps(x.as_mut_ptr(), f16x8(kp.add(r + head + 2 * d))) };
+            for (m, &xm) in x.iter().enumerate() {
+                kt[(d + m) * ld + j] = xm;
+            }
+        }
+    }
+    for (j, &r) in rows.iter().enumerate() {
+        for d in (0..hd).step_by(8) {
+            // SAFETY: value j's elements d..d + 8 and row j of `vb` (caller).
+            unsafe { _mm256_storeu_ps(vbp.add(j * hd + d), f16x8(vp.add(r + head + 2 * d))) };
+        }
+    }
+}

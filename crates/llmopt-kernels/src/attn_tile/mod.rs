@@ -11,6 +11,8 @@ mod avx2;
 
 use std::ops::Range;
 
+use half::f16;
+
 use crate::Isa;
 
 /// Whether the AVX2 path takes a call with head size `hd` (whole 8-float vectors).
@@ -121,6 +123,41 @@ pub fn accumulate(
     }
 }
 
+/// Converts a block of f16 cache rows to the tile's f32 layout: key `j` (the `hd` f16s of `k` at
+/// byte `rows[j] + head`) into column `j` of `kt` (element `d` at `kt[d * ld + j]`), and the value
+/// at the same place of `v` into row `j` of `vb`. Exact: every f16 is an f32.
+#[allow(clippy::too_many_arguments)]
+pub fn load_f16_block(
+    isa: Isa,
+    (k, v): (&[u8], &[u8]),
+    rows: &[usize],
+    head: usize,
+    hd: usize,
+    kt: &mut [f32],
+    ld: usize,
+    vb: &mut [f32],
+) {
+    let n_k = rows.len();
+    assert!(n_k <= ld && kt.len() >= hd * ld && vb.len() >= n_k * hd);
+    for &r in rows {
+        assert!(r + head + 2 * hd <= k.len().min(v.len()), "a cache row past the layer");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd(isa, hd) {
+        // SAFETY: AVX2 (checked by `simd`, F16C with it: `Isa::Avx2` requires both); every row is
+        // in bounds and the outputs hold the block (asserted above).
+        return unsafe { avx2::load_f16_block((k, v), rows, head, hd, kt, ld, vb) };
+    }
+    let _ = isa;
+    let f = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+    for (j, &r) in rows.iter().enumerate() {
+        for d in 0..hd {
+            kt[d * ld + j] = f(k, r + head + 2 * d);
+            vb[j * hd + d] = f(v, r + head + 2 * d);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +182,36 @@ mod tests {
             }
         }
         kt
+    }
+
+    #[test]
+    fn f16_blocks_load_exactly_in_both_paths() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for (n_k, hd) in
+            [(1usize, 8usize), (7, 64), (8, 64), (9, 64), (64, 64), (13, 128), (17, 40)]
+        {
+            // Rows of 3 heads; the block reads head 1 of rows in scrambled order.
+            let row = 3 * 2 * hd;
+            let n_rows = n_k + 5;
+            let bytes = |rng: &mut StdRng| -> Vec<u8> {
+                (0..n_rows * row / 2)
+                    .flat_map(|_| f16::from_f32(rng.random_range(-8.0f32..8.0)).to_le_bytes())
+                    .collect()
+            };
+            let (k, v) = (bytes(&mut rng), bytes(&mut rng));
+            let rows: Vec<usize> = (0..n_k).map(|j| ((j * 7 + 3) % n_rows) * row).collect();
+            let ld = n_k.next_multiple_of(8);
+            let mut want = (vec![0f32; hd * ld], vec![0f32; n_k * hd]);
+            let mut got = (vec![0f32; hd * ld], vec![0f32; n_k * hd]);
+            let head = 2 * hd;
+            load_f16_block(Isa::Scalar, (&k, &v), &rows, head, hd, &mut want.0, ld, &mut want.1);
+            load_f16_block(Isa::best(), (&k, &v), &rows, head, hd, &mut got.0, ld, &mut got.1);
+            assert_eq!(got, want, "n_k {n_k}, hd {hd}");
+            let at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+            let (j, d) = (n_k - 1, hd - 1);
+            assert_eq!(want.0[d * ld + j], at(&k, rows[j] + head + 2 * d));
+            assert_eq!(want.1[j * hd + d], at(&v, rows[j] + head + 2 * d));
+        }
     }
 
     #[test]
