@@ -14,7 +14,7 @@ pub use request::{
     logprobs, Event, EventSink, FinishReason, Request, RequestError, RequestId, RequestParams,
     Sink, TokenLogprob, MAX_TOP_LOGPROBS,
 };
-pub use sampling::{SamplerConfig, SamplerError};
+pub use sampling::{PenaltyScope, SamplerConfig, SamplerError};
 
 /// The sizes a generator refuses requests beyond.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,13 +14,27 @@ pub struct SamplerConfig {
     pub min_p: f32,
     /// Divide positive (multiply negative) logits of recently seen tokens by this (1 = off).
     pub repeat_penalty: f32,
-    /// How many recent tokens the penalties look at.
+    /// How many recent tokens the repetition penalty looks at (and, with
+    /// [`PenaltyScope::Recent`], the frequency and presence penalties too).
     pub repeat_last_n: usize,
-    /// Subtracted from a recent token's logit once per occurrence (OpenAI's; 0 = off).
+    /// Subtracted from a token's logit once per occurrence (OpenAI's; 0 = off).
     pub frequency_penalty: f32,
-    /// Subtracted from the logit of every token seen recently (OpenAI's; 0 = off).
+    /// Subtracted once from the logit of every token that occurred (OpenAI's; 0 = off).
     pub presence_penalty: f32,
+    /// Which tokens the frequency and presence penalties count.
+    pub penalty_scope: PenaltyScope,
     pub seed: u64,
+}
+
+/// Which tokens the frequency and presence penalties count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PenaltyScope {
+    /// llama.cpp's: the last `repeat_last_n` tokens, the prompt's included.
+    #[default]
+    Recent,
+    /// OpenAI's: every token generated so far, and none of the prompt's. Its API defines the
+    /// count as how often a token "was sampled prior to the current position".
+    Generated,
 }
 
 impl Default for SamplerConfig {
@@ -34,6 +48,7 @@ impl Default for SamplerConfig {
             repeat_last_n: 64,
             frequency_penalty: 0.0,
             presence_penalty: 0.0,
+            penalty_scope: PenaltyScope::Recent,
             seed: 0,
         }
     }

@@ -161,11 +161,13 @@ impl<'m> Generator<'m> {
         let t0 = Instant::now();
         self.feed(prompt)?;
         let prompt_time = t0.elapsed();
+        // The reply starts here: OpenAI-scoped penalties count its tokens, not the conversation's.
+        let reply_start = self.history.len();
         let t1 = Instant::now();
         let mut generated = 0;
         let mut stop = StopReason::MaxTokens;
         while generated < max_tokens {
-            let tok = sampler.sample(self.last_logits(), &self.history);
+            let tok = sampler.sample_after_prompt(self.last_logits(), &self.history, reply_start);
             generated += 1;
             self.history.push(tok);
             if is_eog(tok) {

@@ -20,4 +20,4 @@ pub use request::{
     Event, EventSink, FinishReason, Request, RequestError, RequestId, RequestParams, Sink,
     TokenLogprob, MAX_TOP_LOGPROBS,
 };
-pub use sampler::{Sampler, SamplerConfig, SamplerError};
+pub use sampler::{PenaltyScope, Sampler, SamplerConfig, SamplerError};

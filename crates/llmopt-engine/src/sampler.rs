@@ -4,7 +4,7 @@
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-pub use llmopt_api::{SamplerConfig, SamplerError};
+pub use llmopt_api::{PenaltyScope, SamplerConfig, SamplerError};
 
 /// Draws tokens from logits.
 #[derive(Debug)]
@@ -13,6 +13,8 @@ pub struct Sampler {
     rng: StdRng,
     logits: Vec<f32>,
     cand: Vec<(f32, u32)>,
+    /// Scratch for counting the penalised tokens.
+    seen: Vec<u32>,
 }
 
 impl Sampler {
@@ -20,7 +22,7 @@ impl Sampler {
     pub fn new(cfg: SamplerConfig) -> Result<Self, SamplerError> {
         cfg.validate()?;
         let rng = StdRng::seed_from_u64(cfg.seed);
-        Ok(Self { cfg, rng, logits: Vec::new(), cand: Vec::new() })
+        Ok(Self { cfg, rng, logits: Vec::new(), cand: Vec::new(), seen: Vec::new() })
     }
 
     /// The settings.
@@ -28,26 +30,52 @@ impl Sampler {
         &self.cfg
     }
 
-    /// Picks the next token from `logits`, given the tokens so far (`history`) for the penalty.
+    /// Picks the next token from `logits`, given the tokens so far (`history`, all of them counted
+    /// as generated: see [`Sampler::sample_after_prompt`]).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        self.sample_after_prompt(logits, history, 0)
+    }
+
+    /// Picks the next token from `logits`, given the tokens so far: `history` is the prompt's
+    /// first `prompt_len` tokens, then the generated ones. The repetition penalty looks at the last
+    /// `repeat_last_n` of them; the frequency and presence penalties at those tokens or at the
+    /// generated ones, as [`SamplerConfig::penalty_scope`] says.
+    pub fn sample_after_prompt(
+        &mut self,
+        logits: &[f32],
+        history: &[u32],
+        prompt_len: usize,
+    ) -> u32 {
+        let c = &self.cfg;
+        let counted = c.frequency_penalty != 0.0 || c.presence_penalty != 0.0;
+        if c.temperature == 0.0 && c.repeat_penalty == 1.0 && !counted {
+            return argmax(logits);
+        }
         self.logits.clear();
         self.logits.extend_from_slice(logits);
-        let c = &self.cfg;
-        if c.repeat_penalty != 1.0 || c.frequency_penalty != 0.0 || c.presence_penalty != 0.0 {
-            let recent = &history[history.len().saturating_sub(c.repeat_last_n)..];
-            // Each distinct token is penalised once, with its count, as in llama.cpp.
-            for (i, &t) in recent.iter().enumerate() {
-                if recent[..i].contains(&t) {
-                    continue;
-                }
-                let count = recent[i..].iter().filter(|&&u| u == t).count() as f32;
+        let recent = &history[history.len().saturating_sub(c.repeat_last_n)..];
+        // Each distinct token is penalised once, with its count, as in llama.cpp: repetition first,
+        // then frequency and presence.
+        if c.repeat_penalty != 1.0 {
+            let p = c.repeat_penalty;
+            for_each_count(recent, &mut self.seen, |t, _| {
                 if let Some(l) = self.logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / c.repeat_penalty } else { *l * c.repeat_penalty };
-                    *l -= count * c.frequency_penalty + c.presence_penalty;
+                    *l = if *l > 0.0 { *l / p } else { *l * p };
                 }
-            }
+            });
         }
-        if self.cfg.temperature == 0.0 {
+        if counted {
+            let tokens = match c.penalty_scope {
+                PenaltyScope::Recent => recent,
+                PenaltyScope::Generated => &history[prompt_len.min(history.len())..],
+            };
+            for_each_count(tokens, &mut self.seen, |t, n| {
+                if let Some(l) = self.logits.get_mut(t as usize) {
+                    *l -= n as f32 * c.frequency_penalty + c.presence_penalty;
+                }
+            });
+        }
+        if c.temperature == 0.0 {
             return argmax(&self.logits);
         }
         self.cand.clear();
@@ -90,6 +118,17 @@ impl Sampler {
     }
 }
 
+/// Calls `f` once per distinct token of `tokens`, in token order, with how often it occurs (sorting
+/// a copy in `scratch`: O(n log n), where a pairwise scan would be quadratic in a long answer).
+fn for_each_count(tokens: &[u32], scratch: &mut Vec<u32>, mut f: impl FnMut(u32, usize)) {
+    scratch.clear();
+    scratch.extend_from_slice(tokens);
+    scratch.sort_unstable();
+    for run in scratch.chunk_by(|a, b| a == b) {
+        f(run[0], run.len());
+    }
+}
+
 /// Index of the largest value (the first one on ties).
 pub fn argmax(v: &[f32]) -> u32 {
     let mut best = 0;
@@ -115,6 +154,7 @@ mod tests {
             repeat_last_n: 64,
             frequency_penalty: 0.0,
             presence_penalty: 0.0,
+            penalty_scope: PenaltyScope::Recent,
             seed: 7,
         }
     }
@@ -135,6 +175,55 @@ mod tests {
         assert_eq!(s.sample(&logits, &[1, 1, 1, 1]), 1, "2.0 - 0.05 still wins");
         let mut s = Sampler::new(SamplerConfig { presence_penalty: -2.0, ..cfg(0.0) }).unwrap();
         assert_eq!(s.sample(&logits, &[0]), 0, "0.1 + 2.0 wins");
+    }
+
+    #[test]
+    fn openais_penalties_count_generated_tokens_only() {
+        let logits = [0.1, 2.0, 1.9, -3.0];
+        // The prompt (3 tokens) repeats token 1; nothing is generated yet.
+        let history = [1, 1, 1];
+        let openai =
+            |c: SamplerConfig| SamplerConfig { penalty_scope: PenaltyScope::Generated, ..c };
+        for c in [
+            SamplerConfig { presence_penalty: 0.5, ..cfg(0.0) },
+            SamplerConfig { frequency_penalty: 0.1, ..cfg(0.0) },
+        ] {
+            let mut llama = Sampler::new(c.clone()).unwrap();
+            assert_eq!(
+                llama.sample_after_prompt(&logits, &history, 3),
+                2,
+                "llama.cpp counts the prompt"
+            );
+            let mut s = Sampler::new(openai(c)).unwrap();
+            assert_eq!(s.sample_after_prompt(&logits, &history, 3), 1, "the prompt is not counted");
+            // Token 1 generated twice: 2.0 - 0.5 (presence) or - 2 × 0.1 (frequency) < 1.9.
+            assert_eq!(s.sample_after_prompt(&logits, &[1, 1, 1, 1, 1], 3), 2);
+        }
+        // No window: a token generated 100 tokens ago still counts.
+        let mut s =
+            Sampler::new(openai(SamplerConfig { presence_penalty: 0.5, ..cfg(0.0) })).unwrap();
+        let mut long = vec![1u32];
+        long.extend(std::iter::repeat_n(0, 100));
+        assert_eq!(s.sample_after_prompt(&logits, &long, 0), 2);
+        // The repetition penalty keeps its window over prompt and answer alike.
+        let mut s =
+            Sampler::new(openai(SamplerConfig { repeat_penalty: 1.2, ..cfg(0.0) })).unwrap();
+        assert_eq!(s.sample_after_prompt(&logits, &history, 3), 2);
+    }
+
+    #[test]
+    fn counting_equals_a_pairwise_count() {
+        let tokens: Vec<u32> = (0..300u32).map(|i| (i * 7919) % 23).collect();
+        let mut got = Vec::new();
+        for_each_count(&tokens, &mut Vec::new(), |t, n| got.push((t, n)));
+        let mut want: Vec<(u32, usize)> = Vec::new();
+        for &t in &tokens {
+            if !want.iter().any(|w| w.0 == t) {
+                want.push((t, tokens.iter().filter(|&&u| u == t).count()));
+            }
+        }
+        want.sort_unstable();
+        assert_eq!(got, want);
     }
 
     #[test]

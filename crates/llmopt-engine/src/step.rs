@@ -143,7 +143,7 @@ impl Engine {
             }
             let sink = req.sink.clone();
             for seq in std::iter::once(&mut *s).chain(forks[fork_start..].iter_mut()) {
-                let token = seq.sampler.sample(l, &seq.tokens);
+                let token = seq.sampler.sample_after_prompt(l, &seq.tokens, seq.prompt_len);
                 let lp = r.params.logprobs.map(|k| logprobs(l, token, k));
                 let stop = r.params.stop_tokens.contains(&token);
                 if !stop {

@@ -7,8 +7,8 @@
 use std::sync::{mpsc, Arc};
 
 use llmopt_engine::{
-    Engine, EngineConfig, EngineHandle, Event, FinishReason, Request, RequestError, RequestParams,
-    SamplerConfig, Sink,
+    Engine, EngineConfig, EngineHandle, Event, FinishReason, PenaltyScope, Request, RequestError,
+    RequestParams, SamplerConfig, Sink,
 };
 use llmopt_formats::gguf::GgufFile;
 use llmopt_kernels::ThreadPool;
@@ -133,6 +133,32 @@ fn sixteen_together(m: Arc<Model>) {
     assert_eq!(mx.running, 0);
     e.clear_prefix_cache();
     assert_eq!(e.metrics().kv_blocks_used, 0, "every block returned");
+}
+
+#[test]
+fn openai_penalties_count_the_answer_not_the_prompt() {
+    let m = model();
+    // A sequence, again, then its start: the model copies it on, so its first greedy token is one
+    // the prompt holds.
+    let s = prompt(3, 20);
+    let p: Vec<u32> = s.iter().chain(&s).chain(&s[..5]).copied().collect();
+    let with = |presence_penalty, penalty_scope| Request {
+        params: RequestParams {
+            sampling: SamplerConfig { presence_penalty, penalty_scope, ..greedy() },
+            ..request(p.clone(), 8).params
+        },
+        ..request(p.clone(), 8)
+    };
+    let plain = alone(&m, &request(p.clone(), 8));
+    assert_eq!(plain[0], s[5], "the model copies the sequence: {plain:?}");
+    let openai = alone(&m, &with(2.0, PenaltyScope::Generated));
+    let llama = alone(&m, &with(2.0, PenaltyScope::Recent));
+    assert_ne!(llama[0], plain[0], "llama.cpp's scope counts the prompt");
+    // The copy repeats none of its own tokens, so OpenAI's penalty (on generated tokens) changes
+    // nothing, though every one of them is in the prompt.
+    let distinct: std::collections::BTreeSet<u32> = plain.iter().copied().collect();
+    assert_eq!(distinct.len(), plain.len(), "{plain:?}");
+    assert_eq!(openai, plain);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::ApiError;
-use crate::SamplerConfig;
+use crate::{PenaltyScope, SamplerConfig};
 
 /// Most `stop` strings a request may give.
 pub const MAX_STOP: usize = 16;
@@ -181,6 +181,7 @@ impl Common {
             repeat_last_n: 64,
             frequency_penalty: ranged("frequency_penalty", self.frequency_penalty, 0.0, penalty)?,
             presence_penalty: ranged("presence_penalty", self.presence_penalty, 0.0, penalty)?,
+            penalty_scope: PenaltyScope::Generated,
             seed: self.seed.map_or_else(seed, |s| s as u64),
         };
         let n = count("n", self.n.unwrap_or(1), 1, MAX_N)?;
@@ -252,6 +253,7 @@ mod tests {
         assert_eq!(s.sampling.temperature, 1.0);
         assert_eq!((s.sampling.top_k, s.sampling.top_p, s.sampling.min_p), (0, 1.0, 0.0));
         assert_eq!((s.n, s.max_tokens, s.stream, s.sampling.seed), (1, None, false, 42));
+        assert_eq!(s.sampling.penalty_scope, PenaltyScope::Generated, "OpenAI's penalties");
         let s = settings(r#"{"model":"m","stop":"\n","seed":7,"top_k":-1,"max_tokens":null}"#);
         let s = s.unwrap();
         assert_eq!((s.stop, s.sampling.seed, s.sampling.top_k), (vec!["\n".to_string()], 7, 0));
