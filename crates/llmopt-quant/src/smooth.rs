@@ -119,22 +119,7 @@ pub fn capture(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Imatrix, ActStats), QuantError> {
     let total = (tokens.len() / cfg.ctx.max(1)).min(cfg.max_tokens / cfg.ctx.max(1)) * cfg.ctx;
-    let mut imatrix = Imatrix::default();
-    imatrix.chunk_size = cfg.ctx as u32;
-    let mut both = Both(imatrix, ActStats::new(total, max_rows));
-    let chunks = imatrix::run_chunks(model, pool, tokens, cfg, &mut both, progress)?;
-    both.0.chunks = chunks as u32;
-    Ok((both.0, both.1))
-}
-
-/// Two observers of one pass.
-struct Both(Imatrix, ActStats);
-
-impl Observer for Both {
-    fn on_linear(&mut self, name: &str, n_tok: usize, input: &[f32], output: &[f32]) {
-        self.0.on_linear(name, n_tok, input, output);
-        self.1.on_linear(name, n_tok, input, output);
-    }
+    imatrix::calibrate_with(model, pool, tokens, cfg, ActStats::new(total, max_rows), progress)
 }
 
 /// How α is chosen.

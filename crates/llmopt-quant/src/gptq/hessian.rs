@@ -202,20 +202,5 @@ pub fn capture_hessians(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Imatrix, Hessians), QuantError> {
     let hessians = Hessians { layers, threads: pool.n_threads().max(1), ..Hessians::default() };
-    let mut imatrix = Imatrix::default();
-    imatrix.chunk_size = cfg.ctx as u32;
-    let mut both = Both(imatrix, hessians);
-    let chunks = imatrix::run_chunks(model, pool, tokens, cfg, &mut both, progress)?;
-    both.0.chunks = chunks as u32;
-    Ok((both.0, both.1))
-}
-
-/// Two observers of one pass.
-struct Both(Imatrix, Hessians);
-
-impl Observer for Both {
-    fn on_linear(&mut self, name: &str, n_tok: usize, input: &[f32], output: &[f32]) {
-        self.0.on_linear(name, n_tok, input, output);
-        self.1.on_linear(name, n_tok, input, output);
-    }
+    imatrix::calibrate_with(model, pool, tokens, cfg, hessians, progress)
 }

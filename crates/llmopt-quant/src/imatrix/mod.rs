@@ -161,6 +161,22 @@ pub fn calibrate(
     Ok(imatrix)
 }
 
+/// [`calibrate`] with `other` watching the same pass: the importance matrix, and `other` with what
+/// it gathered.
+pub(crate) fn calibrate_with<O: Observer>(
+    model: &Model,
+    pool: &ThreadPool,
+    tokens: &[u32],
+    cfg: &CalibConfig,
+    other: O,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Imatrix, O), QuantError> {
+    let imatrix = Imatrix { chunk_size: cfg.ctx as u32, ..Imatrix::default() };
+    let mut both = (imatrix, other);
+    both.0.chunks = run_chunks(model, pool, tokens, cfg, &mut both, progress)? as u32;
+    Ok(both)
+}
+
 /// Runs whole chunks of `cfg.ctx` tokens (at most `cfg.max_tokens`) through `model`, each from an
 /// empty cache, with `observer` watching; returns the number of chunks.
 pub(crate) fn run_chunks(

@@ -21,7 +21,8 @@ use llmopt_quant::{
     encode::weighted_encoder,
     output_metadata,
     smooth::{self, SmoothConfig},
-    write_quantized, FallbackReason, GptqConfig, Job, Plan, PlanConfig, Provenance, Written,
+    write_quantized, FallbackReason, GptqConfig, Job, Plan, PlanConfig, Provenance, QuantError,
+    Written,
 };
 
 use crate::{
@@ -37,6 +38,8 @@ use validate::Validation;
 
 /// Progress over tensors; the message names the tensor and its formats.
 const TENSORS: &str = "{bar:30} {pos}/{len} tensors, {msg} [{elapsed} < {eta}]";
+const AWQ_BAR: &str = "{bar:30} {pos}/{len} layers, AWQ scale search [{elapsed} < {eta}]";
+const SMOOTH_BAR: &str = "{bar:30} {pos}/{len} layers, SmoothQuant scales [{elapsed} < {eta}]";
 
 /// Quantizes; the exit code is 3 when `--validate` finds `--budget` broken.
 #[allow(clippy::print_stdout)]
@@ -100,7 +103,9 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
             .as_ref()
             .map(|h| {
                 let cfg = AwqConfig { grid: args.awq_grid, ..AwqConfig::default() };
-                awq_search(&src, &plan, h, Some(imp), cfg, threads)
+                scale_search("AWQ", AWQ_BAR, |p| {
+                    awq::search(&src, &plan, h, Some(&imp.imatrix), cfg, threads, p)
+                })
             })
             .transpose()?,
         (Method::SmoothQuant, Some(imp)) => imp
@@ -112,7 +117,9 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
                     rotate: may_rotate(args, &src, &plan),
                     ..SmoothConfig::default()
                 };
-                smooth_search(&src, &plan, a, cfg, threads)
+                scale_search("SmoothQuant", SMOOTH_BAR, |p| {
+                    smooth::search(&src, &plan, a, cfg, threads, p)
+                })
             })
             .transpose()?,
         _ => None,
@@ -208,37 +215,6 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     Ok(validation.map_or(ExitCode::SUCCESS, |v| v.exit_code()))
 }
 
-/// AWQ's search over every layer, with a progress bar and a one-line summary.
-#[allow(clippy::print_stderr)]
-fn awq_search(
-    src: &GgufFile,
-    plan: &Plan,
-    hessians: &llmopt_quant::Hessians,
-    importance: Option<&Importance>,
-    cfg: AwqConfig,
-    threads: usize,
-) -> Result<AwqScales> {
-    let bar = progress::bar(0, "{bar:30} {pos}/{len} layers, AWQ scale search [{elapsed} < {eta}]");
-    let imatrix = importance.map(|i| &i.imatrix);
-    let scales = awq::search(src, plan, hessians, imatrix, cfg, threads, &mut |d, t| {
-        bar.set_length(t as u64);
-        bar.set_position(d as u64);
-    })
-    .context("the AWQ search failed")?;
-    bar.finish_and_clear();
-    let scaled = scales.groups.iter().filter(|g| g.alpha > 0.0).count();
-    let (before, after) =
-        scales.groups.iter().fold((0.0, 0.0), |(b, a), g| (b + g.error_before, a + g.error_after));
-    eprintln!(
-        "AWQ: {scaled} of {} groups scaled; sampled output error {:.4e} -> {:.4e} ({:+.1}%)",
-        scales.groups.len(),
-        before,
-        after,
-        100.0 * (after / before.max(f64::MIN_POSITIVE) - 1.0)
-    );
-    Ok(scales)
-}
-
 /// Whether SmoothQuant may rotate inputs: not with `--no-rotate`, not where the source is
 /// rotated already (its model rotates those inputs; the new weights stay in the same basis), and
 /// not where the output has no llmopt format (llama.cpp would run the file without rotating).
@@ -262,28 +238,26 @@ fn refuse_rotated_ggml(src: &GgufFile, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
-/// SmoothQuant's choice of alpha over every layer, with a progress bar and a one-line summary.
+/// Runs a per-layer scale search (AWQ's or SmoothQuant's) under a progress bar drawn with
+/// `template`, then prints how many groups `method` scaled and the sampled output error.
 #[allow(clippy::print_stderr)]
-fn smooth_search(
-    src: &GgufFile,
-    plan: &Plan,
-    acts: &llmopt_quant::smooth::ActStats,
-    cfg: SmoothConfig,
-    threads: usize,
+fn scale_search(
+    method: &str,
+    template: &'static str,
+    search: impl FnOnce(&mut dyn FnMut(usize, usize)) -> Result<AwqScales, QuantError>,
 ) -> Result<AwqScales> {
-    let bar =
-        progress::bar(0, "{bar:30} {pos}/{len} layers, SmoothQuant scales [{elapsed} < {eta}]");
-    let scales = smooth::search(src, plan, acts, cfg, threads, &mut |d, t| {
+    let bar = progress::bar(0, template);
+    let scales = search(&mut |d, t| {
         bar.set_length(t as u64);
         bar.set_position(d as u64);
     })
-    .context("the SmoothQuant search failed")?;
+    .with_context(|| format!("the {method} search failed"))?;
     bar.finish_and_clear();
     let scaled: Vec<f32> = scales.groups.iter().map(|g| g.alpha).filter(|&a| a > 0.0).collect();
     let (before, after) =
         scales.groups.iter().fold((0.0, 0.0), |(b, a), g| (b + g.error_before, a + g.error_after));
     eprintln!(
-        "SmoothQuant: {} of {} groups scaled (mean alpha {:.2}); sampled output error {:.4e} -> \
+        "{method}: {} of {} groups scaled (mean alpha {:.2}); sampled output error {:.4e} -> \
          {:.4e} ({:+.1}%)",
         scaled.len(),
         scales.groups.len(),

@@ -15,7 +15,7 @@
 
 use std::arch::x86_64::*;
 
-use super::util::f16_at;
+use super::util::{assert_rows, f16_at};
 use crate::dispatch::BLOCK_INFO;
 
 /// Bytes of one 8-row block record: Q4_0 (8 d + 4 x 32 nibble bytes).
@@ -41,9 +41,9 @@ pub(super) fn check<const T: usize>(
     sums: Option<&[u8]>,
     out: &[f32],
 ) {
-    assert!(T > 0 && out.len() >= 8 * T);
-    assert!(w.len() >= nb * rec);
-    assert!(a_row >= nb * ab && a.len() >= (T - 1) * a_row + nb * ab);
+    assert!(T > 0 && out.len() >= 8 * T, "{T} tokens x 8 rows into {} results", out.len());
+    assert_rows(w, 1, nb * rec, nb * rec);
+    assert_rows(a, T, a_row, nb * ab);
     if let Some(s) = sums {
         assert!(s.len() >= T * nb * BLOCK_INFO);
     }

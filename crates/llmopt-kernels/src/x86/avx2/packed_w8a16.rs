@@ -48,7 +48,7 @@ unsafe fn pair_vnni(acc: __m256i, w: __m256i, p: *const u8) -> __m256i {
 macro_rules! kernel {
     ($nb:ident, $w:ident, $a:ident, $a_row:ident, $out:ident, $pair:ident) => {{
         check::<T>($nb, $w, REC_W8A16, $a, $a_row, 0, None, $out);
-        assert!($a_row >= A_HEAD + $nb * AB && $a.len() >= (T - 1) * $a_row + A_HEAD + $nb * AB);
+        super::util::assert_rows($a, T, $a_row, A_HEAD + $nb * AB);
         // One token's 16 dots per block in 4 chains, more tokens' in 2 (each token adds its own).
         const fn chains(t: usize) -> usize {
             if t == 1 {

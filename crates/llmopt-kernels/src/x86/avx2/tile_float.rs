@@ -14,25 +14,11 @@ pub(crate) fn wide_available() -> bool {
     is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
 }
 
-/// Checks that `w` holds `R` rows (`head` bytes, then `nb` blocks of `wb` bytes) and `a` holds
-/// `T` token rows of `n` f32s, and `out` R x T results.
-fn check<const R: usize, const T: usize>(
-    n: usize,
-    nb: usize,
-    (w, w_row, head, wb): (&[u8], usize, usize, usize),
-    (a, a_row): (&[u8], usize),
-    out: &[f32],
-) {
-    assert!(R > 0 && T > 0 && out.len() >= R * T);
-    assert!(w_row >= head + nb * wb && w.len() >= (R - 1) * w_row + head + nb * wb);
-    assert!(a_row >= 4 * n && a.len() >= (T - 1) * a_row + 4 * n);
-}
-
 /// The 8 f32s at `p + off`, without a bounds check.
 ///
 /// # Safety
 /// `p + off .. p + off + 32` must be readable: the tiles read only inside the token rows that
-/// `check` asserted lie in the slice.
+/// `check_tile` asserted lie in the slice.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 unsafe fn ld8f(p: *const u8, off: usize) -> __m256 {
@@ -84,7 +70,7 @@ macro_rules! float_tile {
     ($how:ident, $n:ident, $w:ident, $w_row:ident, $a:ident, $a_row:ident, $out:ident,
      ($head:expr, $wb:expr, $bl:expr, $k:literal, $offs:expr), $decode:ident, $fin:ident) => {{
         let nb = $n / $bl;
-        check::<R, T>($n, nb, ($w, $w_row, $head, $wb), ($a, $a_row), $out);
+        check_tile::<R, T>(($w, $w_row, $head + nb * $wb), ($a, $a_row, 4 * $n), $out);
         let ap = $a.as_ptr();
         let mut acc = [[_mm256_setzero_ps(); R]; T];
         for b in 0..nb {
@@ -95,7 +81,7 @@ macro_rules! float_tile {
                 *x = $decode(block(r));
             }
             float_tile!(@pairs $how, acc, xs, $k, |t, k| {
-                // SAFETY: token t's block b (`check`).
+                // SAFETY: token t's block b (`check_tile`).
                 unsafe { ld8f(ap, t * $a_row + b * 4 * $bl + $offs[k]) }
             });
         }

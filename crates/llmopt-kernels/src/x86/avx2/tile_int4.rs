@@ -10,18 +10,6 @@ use super::util::*;
 const GROUP: usize = 68;
 const Q8_1: usize = 36;
 
-/// Checks that `w` holds `R` rows and `a` holds `T` token rows of `ng` groups, `out` R x T.
-fn check<const R: usize, const T: usize>(
-    ng: usize,
-    (w, w_row): (&[u8], usize),
-    (a, a_row): (&[u8], usize),
-    out: &[f32],
-) {
-    assert!(R > 0 && T > 0 && T <= 8 && out.len() >= R * T);
-    assert!(w_row >= ng * GROUP && w.len() >= (R - 1) * w_row + ng * GROUP);
-    assert!(a_row >= ng * 4 * Q8_1 && a.len() >= (T - 1) * a_row + ng * 4 * Q8_1);
-}
-
 /// AVX2: the 8 lane sums of unsigned nibbles `q` times signed `y` (`maddubs` + `madd`).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -44,7 +32,8 @@ fn vnni_pair(q: __m256i, y: __m256i) -> __m256 {
 macro_rules! int4_tile {
     ($pair:ident, $n:ident, $w:ident, $w_row:ident, $a:ident, $a_row:ident, $out:ident) => {{
         let ng = $n / 128;
-        check::<R, T>(ng, ($w, $w_row), ($a, $a_row), $out);
+        assert!(T <= 8, "Q4_1 tiles take at most 8 tokens");
+        check_tile::<R, T>(($w, $w_row, ng * GROUP), ($a, $a_row, ng * 4 * Q8_1), $out);
         let ap = $a.as_ptr();
         let m4 = _mm256_set1_epi8(0x0f);
         let mut acc = [[_mm256_setzero_ps(); R]; T];
@@ -53,13 +42,13 @@ macro_rules! int4_tile {
             let mut xs = [(_mm256_setzero_si256(), _mm256_setzero_si256(), 0.0f32, 0.0f32); R];
             for (r, x) in xs.iter_mut().enumerate() {
                 let p = &$w[r * $w_row + g * GROUP..][..GROUP];
-                // SAFETY: row r's group g (`check`).
+                // SAFETY: row r's group g (`check_tile`).
                 let (b0, b1) = unsafe { (ld32(p.as_ptr(), 4), ld32(p.as_ptr(), 36)) };
                 *x = (b0, b1, f16_at(p, 0), f16_at(p, 2));
             }
             for k in 0..4 {
                 let y0 = (4 * g + k) * Q8_1;
-                // SAFETY: the tokens' block k of group g (`check`).
+                // SAFETY: the tokens' block k of group g (`check_tile`).
                 let (dy, sy) = unsafe {
                     (f16_lanes::<T>(ap.add(y0), $a_row), f16_lanes::<T>(ap.add(y0 + 2), $a_row))
                 };

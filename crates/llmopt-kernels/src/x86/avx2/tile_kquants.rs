@@ -11,18 +11,6 @@ fn q8k_d(y: &[u8]) -> f32 {
     f32::from_le_bytes([y[0], y[1], y[2], y[3]])
 }
 
-/// Checks that `w` holds `R` rows and `a` holds `T` token rows of `nb` super-blocks.
-fn check<const R: usize, const T: usize>(
-    nb: usize,
-    (w, w_row, wb): (&[u8], usize, usize),
-    (a, a_row): (&[u8], usize),
-    out: &[f32],
-) {
-    assert!(R > 0 && T > 0 && out.len() >= R * T);
-    assert!(w_row >= nb * wb && w.len() >= (R - 1) * w_row + nb * wb);
-    assert!(a_row >= nb * Q8K && a.len() >= (T - 1) * a_row + nb * Q8K);
-}
-
 /// Q8_K's 16 block sums as 16 i16 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 fn bsums(y: &[u8]) -> __m256i {
@@ -42,7 +30,7 @@ pub(crate) fn tile_q4_k_q8_k<const R: usize, const T: usize>(
     out: &mut [f32],
 ) {
     let nb = n / 256;
-    check::<R, T>(nb, (w, w_row, 144), (a, a_row), out);
+    check_tile::<R, T>((w, w_row, nb * 144), (a, a_row, nb * Q8K), out);
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [[_mm256_setzero_ps(); R]; T];
     let mut acc_m = [[0.0f32; R]; T];
@@ -110,7 +98,7 @@ pub(crate) fn tile_q6_k_q8_k<const R: usize, const T: usize>(
     out: &mut [f32],
 ) {
     let nb = n / 256;
-    check::<R, T>(nb, (w, w_row, 210), (a, a_row), out);
+    check_tile::<R, T>((w, w_row, nb * 210), (a, a_row, nb * Q8K), out);
     let m3 = _mm256_set1_epi8(3);
     let m15 = _mm256_set1_epi8(15);
     let mut acc = [[_mm256_setzero_ps(); R]; T];

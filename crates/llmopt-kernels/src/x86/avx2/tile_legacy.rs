@@ -5,23 +5,6 @@ use std::arch::x86_64::*;
 
 use super::util::*;
 
-/// Checks that `w` holds `R` rows and `a` holds `T` token rows of `nb` blocks, and `out` R x T.
-#[allow(clippy::too_many_arguments)]
-fn check<const R: usize, const T: usize>(
-    nb: usize,
-    w: &[u8],
-    w_row: usize,
-    wb: usize,
-    a: &[u8],
-    a_row: usize,
-    ab: usize,
-    out: &[f32],
-) {
-    assert!(R > 0 && T > 0 && out.len() >= R * T);
-    assert!(w_row >= nb * wb && w.len() >= (R - 1) * w_row + nb * wb);
-    assert!(a_row >= nb * ab && a.len() >= (T - 1) * a_row + nb * ab);
-}
-
 /// The shared loop of the signed formats with Q8_0 activations: `$unpack(x)` turns a weight
 /// block into 32 signed bytes; per pair `fma(dx * dy, mul_sum_i8_pairs(qx, qy), acc)` as
 /// `legacy.rs` does, with `sign(qx, qx)` computed once per row.
@@ -29,7 +12,7 @@ macro_rules! signed_tile {
     ($n:ident, $w:ident, $w_row:ident, $a:ident, $a_row:ident, $out:ident, $wb:literal,
      |$x:ident| $unpack:expr) => {{
         let nb = $n / 32;
-        check::<R, T>(nb, $w, $w_row, $wb, $a, $a_row, 34, $out);
+        check_tile::<R, T>(($w, $w_row, nb * $wb), ($a, $a_row, nb * 34), $out);
         let mut acc = [[_mm256_setzero_ps(); R]; T];
         for b in 0..nb {
             let mut dx = [0.0f32; R];
@@ -117,7 +100,7 @@ pub(crate) fn tile_q4_1_q8_1<const R: usize, const T: usize>(
     out: &mut [f32],
 ) {
     let nb = n / 32;
-    check::<R, T>(nb, w, w_row, 20, a, a_row, 36, out);
+    check_tile::<R, T>((w, w_row, nb * 20), (a, a_row, nb * 36), out);
     let mut acc = [[_mm256_setzero_ps(); R]; T];
     let mut summs = [[0.0f32; R]; T];
     for b in 0..nb {

@@ -7,19 +7,6 @@ use llmopt_tensor::{e8m0_half_to_f32, E2M1_VALUES};
 
 use super::util::*;
 
-/// Checks that `w` holds `R` rows (`head` bytes, then `nb` blocks of `wb` bytes) and `a` holds
-/// `T` token rows of `nb` blocks of `ab` bytes, and `out` R x T results.
-fn check<const R: usize, const T: usize>(
-    nb: usize,
-    (w, w_row, head, wb): (&[u8], usize, usize, usize),
-    (a, a_row, ab): (&[u8], usize, usize),
-    out: &[f32],
-) {
-    assert!(R > 0 && T > 0 && out.len() >= R * T);
-    assert!(w_row >= head + nb * wb && w.len() >= (R - 1) * w_row + head + nb * wb);
-    assert!(a_row >= nb * ab && a.len() >= (T - 1) * a_row + nb * ab);
-}
-
 // Two forms of the exact per-lane integer sums (4 products per i32 lane, as `maddubs` + `madd`):
 // ggml's sign trick (`|w|` once per row and block, `sign(a, w)` per pair), and with AVX-512 VNNI
 // and VL one `vpdpbusd` per pair of the activations made unsigned (`a xor 0x80`, that is a + 128,
@@ -73,7 +60,7 @@ fn vnni_pair(off: __m256i, q: __m256i, ua: __m256i) -> __m256 {
 ///
 /// # Safety
 /// `p + off .. p + off + 32` must be readable: the tiles read only inside the blocks that
-/// `check` asserted lie in their slices.
+/// `check_tile` asserted lie in their slices.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) unsafe fn ld32(p: *const u8, off: usize) -> __m256i {
@@ -232,22 +219,22 @@ macro_rules! q8_0_tile {
     ($form:ident $fmt:ident: $n:ident, $w:ident, $w_row:ident, $a:ident, $a_row:ident, $out:ident) => {{
         let (head, wb, unpack, (table, tok, pair), fin) = q8_0_tile!(@fmt $fmt);
         let nb = $n / 32;
-        check::<R, T>(nb, ($w, $w_row, head, wb), ($a, $a_row, 34), $out);
+        check_tile::<R, T>(($w, $w_row, head + nb * wb), ($a, $a_row, nb * 34), $out);
         let (row_op, tok_op, pair_op) = q8_0_tile!(@form $form);
         let (wp, ap) = ($w.as_ptr(), $a.as_ptr());
         let mut acc = [[_mm256_setzero_ps(); R]; T];
         for b in 0..nb {
             let xs: [_; R] = std::array::from_fn(|r| {
-                // SAFETY: row r's block b (`check`).
+                // SAFETY: row r's block b (`check_tile`).
                 unsafe { unpack(wp.add(r * $w_row + head + b * wb)) }
             });
             let qx = xs.map(|x| x.0);
-            // SAFETY: the tokens' block b (`check`).
+            // SAFETY: the tokens' block b (`check_tile`).
             let tab = unsafe { table(xs.map(|x| x.1), ap.add(b * 34), $a_row) };
             let px = qx.map(|q| row_op(q));
             for (t, acc_t) in acc.iter_mut().enumerate() {
                 let y = t * $a_row + b * 34;
-                // SAFETY: token t's block b (`check`).
+                // SAFETY: token t's block b (`check_tile`).
                 let (dy, qy) = unsafe { (tok(ap.add(y)), ld32(ap, y + 2)) };
                 let qy = tok_op(qy);
                 for r in 0..R {

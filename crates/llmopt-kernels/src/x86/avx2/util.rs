@@ -89,6 +89,33 @@ pub(super) fn scales_mins_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     (sc.to_le_bytes(), mn.to_le_bytes())
 }
 
+/// Asserts that `buf` holds `rows` rows `stride` bytes apart, each using its first `used` bytes:
+/// the bound a kernel checks once before it reads those rows without bounds checks.
+#[track_caller]
+#[inline]
+pub(super) fn assert_rows(buf: &[u8], rows: usize, stride: usize, used: usize) {
+    assert!(
+        rows > 0 && stride >= used && buf.len() >= (rows - 1) * stride + used,
+        "{rows} rows of {used} bytes, {stride} apart, do not fit in {} bytes",
+        buf.len()
+    );
+}
+
+/// Asserts what a tile of `R` weight rows by `T` token rows reads and writes: `w` holds R rows
+/// (`w_row` bytes apart, `w_used` bytes each), `a` T rows (`a_row` apart, `a_used` each), and
+/// `out` R x T results.
+#[track_caller]
+#[inline]
+pub(super) fn check_tile<const R: usize, const T: usize>(
+    (w, w_row, w_used): (&[u8], usize, usize),
+    (a, a_row, a_used): (&[u8], usize, usize),
+    out: &[f32],
+) {
+    assert!(R > 0 && T > 0 && out.len() >= R * T, "a {R} x {T} tile into {} results", out.len());
+    assert_rows(w, R, w_row, w_used);
+    assert_rows(a, T, a_row, a_used);
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -131,9 +131,8 @@ fn check_tile<const R: usize, const T: usize>(
     out: &[f32],
 ) -> usize {
     let nb = n / 32;
-    assert!(n.is_multiple_of(32) && R > 0 && T > 0 && R * T <= 16 && out.len() >= R * T);
-    assert!(w_row >= nb * WB && w.len() >= (R - 1) * w_row + nb * WB);
-    assert!(a_row >= A_HEAD + 2 * n && a.len() >= (T - 1) * a_row + A_HEAD + 2 * n);
+    assert!(n.is_multiple_of(32) && R * T <= 16, "a {R} x {T} W8A16 tile of {n} elements");
+    super::util::check_tile::<R, T>((w, w_row, nb * WB), (a, a_row, A_HEAD + 2 * n), out);
     nb
 }
 

@@ -95,9 +95,8 @@ fn check_tile<const R: usize, const T: usize>(
     (a, a_row): (&[u8], usize),
     out: &[f32],
 ) {
-    assert!(n.is_multiple_of(32) && R > 0 && T > 0 && R * T <= 16 && out.len() >= R * T);
-    assert!(w_row >= W_HEAD + n && w.len() >= (R - 1) * w_row + W_HEAD + n);
-    assert!(a_row >= A_HEAD + n && a.len() >= (T - 1) * a_row + A_HEAD + n);
+    assert!(n.is_multiple_of(32) && R * T <= 16, "a {R} x {T} W8A8 tile of {n} elements");
+    super::util::check_tile::<R, T>((w, w_row, W_HEAD + n), (a, a_row, A_HEAD + n), out);
 }
 
 /// The 32 bytes at `p + off`, without a bounds check (the tiles ran 1.2-1.3x faster without).
