@@ -184,6 +184,12 @@ fn bad_input_fails_before_any_work_and_leaves_nothing() {
     );
     let o = run(&[&auto[..], &["--bpw", "5", "-f", "q4_0"]].concat());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    // GPTQ cannot write a format with one scale per row: refused before calibration.
+    let gptq = ["--method", "gptq", "--calib", &calib];
+    let per_row = ["cannot write INT8_PC", "one scale per row"];
+    assert_fails(&run(&[&gptq[..], &["-f", "int8_pc"]].concat()), &per_row);
+    let auto_gptq = ["--plan", "auto", "--bpw", "6", "--plan-formats", "q4_0,int8_pc"];
+    assert_fails(&run(&[&gptq[..], &auto_gptq[..]].concat()), &per_row);
     std::fs::remove_file(&calib).unwrap();
     let missing = dir.path().join("missing.gguf").display().to_string();
     let o = quantize(&["-m", &missing, "-o", &out, "-f", "q4_0"]);

@@ -68,6 +68,7 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     };
     let auto_budget = auto::budget(args)?;
     let space = auto_budget.map(|b| auto::space(&src, args, b)).transpose()?;
+    refuse_gptq_per_row(args, fixed_plan.as_ref())?;
     let threads = match args.threads {
         Some(0) => anyhow::bail!("invalid --threads 0: must be at least 1"),
         Some(n) => n,
@@ -213,6 +214,24 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     }
     draft.record(&args.store, metrics, &json);
     Ok(validation.map_or(ExitCode::SUCCESS, |v| v.exit_code()))
+}
+
+/// GPTQ encodes block by block, so it cannot write a format with one scale per row: refused here,
+/// before calibration (minutes), not when the first layer is written. A fixed plan is checked for
+/// the layers' weights (GPTQ's), `--plan auto` for its candidate formats.
+fn refuse_gptq_per_row(args: &QuantizeArgs, plan: Option<&Plan>) -> Result<()> {
+    if args.method != Method::Gptq {
+        return Ok(());
+    }
+    let layers = plan.into_iter().flat_map(|p| &p.tensors).filter(|t| t.name.starts_with("blk."));
+    let mut formats = layers.map(|t| t.target).chain(args.auto.plan_formats.iter().copied());
+    if let Some(ty) = formats.find(|ty| ty.spec().row_header > 0) {
+        anyhow::bail!(
+            "--method gptq cannot write {ty}: it keeps one scale per row, and GPTQ encodes block \
+             by block (use --method rtn or imatrix for {ty}, or leave it out of --plan-formats)"
+        );
+    }
+    Ok(())
 }
 
 /// Whether SmoothQuant may rotate inputs: not with `--no-rotate`, not where the source is
