@@ -128,6 +128,7 @@ mod tests {
     //! Both forms (`madd`; VNNI where the CPU has it), every `T`, against the scalar reference bit
     //! for bit: the dispatcher hands out one form per CPU, so tests/packed.rs sees only one.
 
+    use super::super::util::assert_bitwise;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -177,13 +178,8 @@ mod tests {
         for f in forms::<T>() {
             let mut out = [f32::NAN; 32];
             f(n / 32, p.data(), &a, ar, &[], &mut out);
-            for t in 0..T {
-                for r in 0..rows {
-                    let want = reference(n, &w[r * wr..], &a[t * ar..]);
-                    let got = out[t * 8 + r];
-                    assert_eq!(got.to_bits(), want.to_bits(), "T={T} n={n} r={r} t={t}");
-                }
-            }
+            let want = |r: usize, t: usize| reference(n, &w[r * wr..], &a[t * ar..]);
+            assert_bitwise(&out, 8, (rows, T), want, &format!("T={T} n={n}"));
         }
     }
 

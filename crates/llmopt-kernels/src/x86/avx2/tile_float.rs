@@ -220,6 +220,7 @@ mod tests {
     //! against the AVX2 `vec_dot` per pair, bit for bit, on raw blocks (every finite E4M3 code,
     //! every NF4 index) and activations with zeros of both signs and large values.
 
+    use super::super::util::assert_bitwise;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -296,13 +297,9 @@ mod tests {
             let (w_row, a_row) = (w.len() / R, a.len() / T);
             let mut out = [f32::NAN; 16];
             f(n, &w, w_row, &a, a_row, &mut out);
-            for t in 0..T {
-                for r in 0..R {
-                    let want = dot(n, &w[r * w_row..][..w_row], &a[t * a_row..][..a_row]);
-                    let got = out[t * R + r];
-                    assert_eq!(got.to_bits(), want.to_bits(), "{what} {R}x{T} n={n} r={r} t={t}");
-                }
-            }
+            let want =
+                |r: usize, t: usize| dot(n, &w[r * w_row..][..w_row], &a[t * a_row..][..a_row]);
+            assert_bitwise(&out, R, (R, T), want, &format!("{what} {R}x{T} n={n}"));
         }
     }
 

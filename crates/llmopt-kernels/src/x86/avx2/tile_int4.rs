@@ -124,6 +124,7 @@ mod tests {
     //! `vec_dot` per pair, bit for bit, on raw groups (nibbles at 15, negative mins) and Q8_1
     //! blocks with quants at ±127.
 
+    use super::super::util::assert_bitwise;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -171,15 +172,12 @@ mod tests {
             let (w_row, a_row) = (w.len() / R, a.len() / T);
             let mut out = [f32::NAN; 16];
             f(n, &w, w_row, &a, a_row, &mut out);
-            for t in 0..T {
-                for r in 0..R {
-                    let (wr, at) = (&w[r * w_row..][..w_row], &a[t * a_row..][..a_row]);
-                    // SAFETY: called only after `available()`.
-                    let want = unsafe { mx::vec_dot_int4_g128_q8_1(n, wr, at) };
-                    let got = out[t * R + r];
-                    assert_eq!(got.to_bits(), want.to_bits(), "{what} {R}x{T} n={n} r={r} t={t}");
-                }
-            }
+            let want = |r: usize, t: usize| {
+                let (wr, at) = (&w[r * w_row..][..w_row], &a[t * a_row..][..a_row]);
+                // SAFETY: called only after `available()`.
+                unsafe { mx::vec_dot_int4_g128_q8_1(n, wr, at) }
+            };
+            assert_bitwise(&out, R, (R, T), want, &format!("{what} {R}x{T} n={n}"));
         }
     }
 

@@ -330,6 +330,7 @@ mod tests {
     //! AVX2 `vec_dot` per pair, bit for bit, on raw blocks that reach the formats' extremes (the
     //! dispatch table hands out one form per CPU, so `tests/tiles.rs` sees only that one).
 
+    use super::super::util::assert_bitwise;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -409,13 +410,9 @@ mod tests {
             let (w_row, a_row) = (w.len() / R, a.len() / T);
             let mut out = [f32::NAN; 16];
             f(n, &w, w_row, &a, a_row, &mut out);
-            for t in 0..T {
-                for r in 0..R {
-                    let want = dot(n, &w[r * w_row..][..w_row], &a[t * a_row..][..a_row]);
-                    let got = out[t * R + r];
-                    assert_eq!(got.to_bits(), want.to_bits(), "{what} {R}x{T} n={n} r={r} t={t}");
-                }
-            }
+            let want =
+                |r: usize, t: usize| dot(n, &w[r * w_row..][..w_row], &a[t * a_row..][..a_row]);
+            assert_bitwise(&out, R, (R, T), want, &format!("{what} {R}x{T} n={n}"));
         }
     }
 

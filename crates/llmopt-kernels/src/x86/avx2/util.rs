@@ -116,6 +116,25 @@ pub(super) fn check_tile<const R: usize, const T: usize>(
     assert_rows(a, T, a_row, a_used);
 }
 
+/// Asserts that a kernel's results `out[t * stride + r]` equal `want(r, t)` bit for bit, for
+/// `rows` rows and `toks` tokens; `what` names the case in a failure.
+#[cfg(test)]
+#[track_caller]
+pub(super) fn assert_bitwise(
+    out: &[f32],
+    stride: usize,
+    (rows, toks): (usize, usize),
+    want: impl Fn(usize, usize) -> f32,
+    what: &str,
+) {
+    for t in 0..toks {
+        for r in 0..rows {
+            let (got, want) = (out[t * stride + r], want(r, t));
+            assert_eq!(got.to_bits(), want.to_bits(), "{what} r={r} t={t}: {got} vs {want}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -219,6 +219,7 @@ mod tests {
     //! tests' tolerance and against each other bit for bit, and every tile shape against its own
     //! form's dot bit for bit: the dispatch table hands out only one form on a given CPU.
 
+    use super::super::util::assert_bitwise;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -324,13 +325,8 @@ mod tests {
                 let (wr, ar) = (n / 32 * 34, 4 + 2 * n);
                 let mut out = [f32::NAN; 16];
                 tile(n, &w, wr, &a, ar, &mut out);
-                for t in 0..T {
-                    for r in 0..R {
-                        let want = dot(n, &w[r * wr..], &a[t * ar..]);
-                        let got = out[t * R + r];
-                        assert_eq!(got.to_bits(), want.to_bits(), "{R}x{T} vnni={is_vnni} n={n}");
-                    }
-                }
+                let want = |r: usize, t: usize| dot(n, &w[r * wr..], &a[t * ar..]);
+                assert_bitwise(&out, R, (R, T), want, &format!("{R}x{T} vnni={is_vnni} n={n}"));
             }
         }
     }

@@ -219,6 +219,7 @@ mod tests {
     //! Both forms (sign trick, VNNI where the CPU has it) against the reference, bit for bit: the
     //! dispatch table hands out only one of them on a given CPU.
 
+    use super::super::util::assert_bitwise;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -286,13 +287,8 @@ mod tests {
             let a = rows(n, T, -127, 4, rng);
             let mut out = [f32::NAN; 16];
             f(n, &w, 8 + n, &a, 4 + n, &mut out);
-            for t in 0..T {
-                for r in 0..R {
-                    let want = reference(n, &w[r * (8 + n)..], &a[t * (4 + n)..]);
-                    let got = out[t * R + r];
-                    assert_eq!(got.to_bits(), want.to_bits(), "{R}x{T} vnni={vnni} n={n}");
-                }
-            }
+            let want = |r: usize, t: usize| reference(n, &w[r * (8 + n)..], &a[t * (4 + n)..]);
+            assert_bitwise(&out, R, (R, T), want, &format!("{R}x{T} vnni={vnni} n={n}"));
         }
     }
 
