@@ -11,6 +11,7 @@ use std::{borrow::Cow, collections::BTreeMap, ops::Range};
 use llmopt_kernels::ThreadPool;
 use llmopt_model::{Model, Observer};
 
+use crate::awq::layer_of;
 use crate::{imatrix, CalibConfig, Imatrix, QuantError};
 
 /// `Σ x xᵀ` over the input rows of one Linear (upper triangle, f32) and the token count.
@@ -136,9 +137,9 @@ pub fn hessian_key(name: &str) -> Cow<'_, str> {
     Cow::Borrowed(name)
 }
 
-/// The layer of a `blk.N.*` name.
-fn layer_of(name: &str) -> Option<usize> {
-    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+/// Whether GPTQ sees the weight `name`: the layers' (`blk.N.*`), whose inputs it captures.
+pub fn sees(name: &str) -> bool {
+    layer_of(name).is_some()
 }
 
 /// The Hessians of every layer Linear's input (or of a range of layers), by [`hessian_key`].

@@ -12,7 +12,7 @@ pub mod linalg;
 
 use llmopt_tensor::{EncodeFn, EncodeWeightedFn, GgmlType};
 
-pub use hessian::{capture_hessians, hessian_key, Hessian, Hessians};
+pub use hessian::{capture_hessians, hessian_key, sees, Hessian, Hessians};
 
 use crate::QuantError;
 
@@ -38,6 +38,17 @@ impl Default for GptqConfig {
 const LAZY_BATCH: usize = 128;
 /// Rows processed together, so each row of the factor is read once per group.
 const ROW_GROUP: usize = 8;
+
+/// Why GPTQ cannot write `ty`, where it cannot: a format with one scale per row (GPTQ here encodes
+/// block by block). Callers check a plan's formats with it before calibrating.
+pub fn refusal(ty: GgmlType) -> Option<String> {
+    (ty.spec().row_header > 0).then(|| {
+        format!(
+            "{ty} keeps one scale per row, and GPTQ here encodes block by block (use --method rtn \
+             or imatrix)"
+        )
+    })
+}
 
 /// Everything GPTQ needs for the weights of one Hessian in one format: the factor `U` (upper,
 /// `UᵀU = H⁻¹`, in encoding order, f32), the block order and the importances.
@@ -70,14 +81,8 @@ impl Prepared {
         let encode = spec
             .from_f32
             .ok_or(QuantError::NoEncoder { ty, available: crate::ftype::encodable_names() })?;
-        if spec.row_header > 0 {
-            return Err(QuantError::Gptq {
-                tensor: name.to_string(),
-                reason: format!(
-                    "{ty} keeps one scale per row, and GPTQ here encodes block by block (use \
-                     --method rtn or imatrix)"
-                ),
-            });
+        if let Some(reason) = refusal(ty) {
+            return Err(QuantError::Gptq { tensor: name.to_string(), reason });
         }
         let block_len = spec.block_len;
         ty.row_bytes(n)?;

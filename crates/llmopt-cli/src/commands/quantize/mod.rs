@@ -19,7 +19,7 @@ use llmopt_model::{RotationSite, Rotations};
 use llmopt_quant::{
     awq::{self, AwqConfig, AwqScales},
     encode::weighted_encoder,
-    output_metadata,
+    gptq, output_metadata,
     smooth::{self, SmoothConfig},
     write_quantized, FallbackReason, GptqConfig, Job, Plan, PlanConfig, Provenance, QuantError,
     Written,
@@ -216,20 +216,22 @@ pub fn run(args: &QuantizeArgs) -> Result<ExitCode> {
     Ok(validation.map_or(ExitCode::SUCCESS, |v| v.exit_code()))
 }
 
-/// GPTQ encodes block by block, so it cannot write a format with one scale per row: refused here,
-/// before calibration (minutes), not when the first layer is written. A fixed plan is checked for
-/// the layers' weights (GPTQ's), `--plan auto` for its candidate formats.
+/// Formats GPTQ cannot write ([`gptq::refusal`]) are refused here, before calibration (minutes),
+/// not when the first layer is written: a fixed plan's for the weights GPTQ sees, `--plan auto`'s
+/// candidates.
 fn refuse_gptq_per_row(args: &QuantizeArgs, plan: Option<&Plan>) -> Result<()> {
     if args.method != Method::Gptq {
         return Ok(());
     }
-    let layers = plan.into_iter().flat_map(|p| &p.tensors).filter(|t| t.name.starts_with("blk."));
-    let mut formats = layers.map(|t| t.target).chain(args.auto.plan_formats.iter().copied());
-    if let Some(ty) = formats.find(|ty| ty.spec().row_header > 0) {
-        anyhow::bail!(
-            "--method gptq cannot write {ty}: it keeps one scale per row, and GPTQ encodes block \
-             by block (use --method rtn or imatrix for {ty}, or leave it out of --plan-formats)"
-        );
+    let seen = plan.into_iter().flat_map(|p| &p.tensors).filter(|t| gptq::sees(&t.name));
+    let mut formats = seen.map(|t| t.target).chain(args.auto.plan_formats.iter().copied());
+    if let Some((ty, why)) = formats.find_map(|ty| Some((ty, gptq::refusal(ty)?))) {
+        let hint = if args.auto.plan_formats.contains(&ty) {
+            "; or leave it out of --plan-formats"
+        } else {
+            ""
+        };
+        anyhow::bail!("--method gptq cannot write {ty}: {why}{hint}");
     }
     Ok(())
 }
