@@ -8,6 +8,7 @@
 //! fn pointers ([`Kernels`]) built once. Nothing is read from the environment: pass an [`Isa`]
 //! explicitly (e.g. [`Isa::Scalar`] in tests) or let [`matmul`] use [`Isa::best`].
 
+pub mod act;
 pub mod attn_tile;
 mod dispatch;
 pub mod f16ops;

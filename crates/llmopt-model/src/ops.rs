@@ -1,8 +1,9 @@
 //! Element-wise and row-wise steps of the decoder (norms, rope, gated activations), written to follow
 //! ggml's arithmetic (f64 sum in RMSNorm, rope angles advanced by repeated multiplication) so that
-//! results track llama.cpp's closely; the kernels crate may later replace them with SIMD versions.
+//! results track llama.cpp's closely; SwiGLU is the kernels crate's ([`act::swiglu`], vectorized).
 
 use half::f16;
+use llmopt_kernels::{act, Isa};
 
 use crate::arch::{Activation, RopeStyle};
 
@@ -78,19 +79,12 @@ pub fn rope_apply(row: &mut [f32], head_dim: usize, style: RopeStyle, cos: &[f32
     }
 }
 
-/// `gate[i] = act(gate[i]) * up[i]`, with ggml's arithmetic: SiLU through [`expf_poly`], GELU
+/// `gate[i] = act(gate[i]) * up[i]`, with ggml's arithmetic: SiLU through [`act::swiglu`], GELU
 /// evaluated on the f16-rounded input and rounded to f16 (ggml looks it up in an f16 table, and
 /// so do we: [`gelu_table`]).
 pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
     match act {
-        Activation::Silu => {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU has FMA (checked just above).
-                return unsafe { swiglu_fma(gate, up) };
-            }
-            swiglu(gate, up);
-        }
+        Activation::Silu => act::swiglu(Isa::best(), gate, up),
         Activation::GeluTanh => {
             let table = gelu_table();
             for (g, &u) in gate.iter_mut().zip(up) {
@@ -106,21 +100,6 @@ pub fn gated_activation(gate: &mut [f32], up: &[f32], act: Activation) {
             }
         }
     }
-}
-
-#[inline(always)]
-fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = silu(*g) * u;
-    }
-}
-
-/// [`swiglu`] compiled with FMA, so `mul_add` is one instruction instead of a libm call (the
-/// results are the same: a fused multiply-add is exact either way).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "fma")]
-fn swiglu_fma(gate: &mut [f32], up: &[f32]) {
-    swiglu(gate, up);
 }
 
 /// `gelu_tanh_f16` of every f16 value, indexed by its bits (built once, 128 KiB), as ggml's
@@ -145,42 +124,6 @@ pub fn gelu_tanh_f16(x: f32) -> f32 {
     }
 }
 
-/// SiLU: x / (1 + e^-x), with e^x from [`expf_poly`] (ggml's vector SiLU).
-#[inline(always)]
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + expf_poly(0.0 - x))
-}
-
-/// e^x in f32 by the range reduction and degree-5 polynomial of ggml's `ggml_v_expf` (ARM's
-/// optimized-routines algorithm, error under 1.5 ulp); same operations and fused multiply-adds, so
-/// results are bit-identical to ggml's vector code.
-#[inline(always)]
-pub fn expf_poly(x: f32) -> f32 {
-    let f = f32::from_bits;
-    let r = f(0x4b40_0000); // 0x1.8p23
-    let z = x.mul_add(f(0x3fb8_aa3b), r); // log2(e)
-    let n = z - r;
-    let b = (-n).mul_add(f(0x35bf_be8e), (-n).mul_add(f(0x3f31_7200), x)); // ln2 lo, hi
-    let e = z.to_bits() << 23;
-    let k = f(e.wrapping_add(1f32.to_bits()));
-    let u = b * b;
-    let j = f(0x3c07_2010)
-        .mul_add(b, f(0x3d2b_9f17))
-        .mul_add(u, f(0x3e2a_af33).mul_add(b, f(0x3eff_fedb)))
-        .mul_add(u, f(0x3f7f_fff6) * b);
-    if n.abs() <= 126.0 {
-        return j.mul_add(k, k);
-    }
-    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
-    let s1 = f(g.wrapping_add(0x7f00_0000));
-    let s2 = f(e.wrapping_sub(g));
-    if n.abs() > 192.0 {
-        s1 * s1
-    } else {
-        s2.mul_add(j, s2) * s1
-    }
-}
-
 /// GELU, tanh approximation (as `gelu_pytorch_tanh`).
 pub fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6; // the f32 nearest sqrt(2/pi), as ggml's constant
@@ -198,6 +141,7 @@ pub fn add_assign(dst: &mut [f32], src: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use llmopt_kernels::act::silu;
 
     #[test]
     fn rms_norm_gives_unit_rms() {
@@ -245,19 +189,6 @@ mod tests {
             a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>()
         };
         assert!((dot_at(10, 3) - dot_at(107, 100)).abs() < 1e-3);
-    }
-
-    #[test]
-    fn polynomial_exp_is_within_two_ulp_of_libm() {
-        for i in -2000..2000 {
-            let x = i as f32 * 0.0437;
-            let (a, b) = (expf_poly(x), x.exp());
-            let ulp = (a.to_bits() as i64 - b.to_bits() as i64).abs();
-            assert!(ulp <= 2, "x={x}: {a} vs {b} ({ulp} ulp)");
-        }
-        assert_eq!(expf_poly(-200.0), 0.0);
-        assert_eq!(expf_poly(100.0), f32::INFINITY);
-        assert!((expf_poly(-100.0) - (-100f32).exp()).abs() <= f32::MIN_POSITIVE);
     }
 
     #[test]
