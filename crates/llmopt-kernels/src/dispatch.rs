@@ -19,14 +19,14 @@ pub type TileFn = fn(n: usize, w: &[u8], w_row: usize, a: &[u8], a_row: usize, o
 /// `packed(nb, w, a, a_row, sums, out)`: the dots of one 8-row group of a [`crate::PackedWeight`]
 /// (`nb` block records at `w`) with `T` activation rows (token `t` at `a[t * a_row..]`) into
 /// `out[t * 8 + r]`; `sums` holds `nb` records of [`BLOCK_INFO`] bytes per token where the kernel
-/// needs them (Q4_0, Q5_0; Q8_0 on VNNI), else is ignored.
+/// needs them (Q4_0, Q4_1, Q5_0; Q8_0 on VNNI), else is ignored.
 pub(crate) type PackedFn =
     fn(nb: usize, w: &[u8], a: &[u8], a_row: usize, sums: &[u8], out: &mut [f32]);
 
-/// Bytes per token and Q8_0 activation block in a packed kernel's `sums`: minus the sum of the
-/// block's 32 quants (i32, little-endian), then the block's scale `d` as f32 (little-endian).
-/// Kernels add `k x` the first to their unsigned-weight integer dot (so no subtraction) and read
-/// the scale without an f16 conversion per block and row group.
+/// Bytes per token and activation block in a packed kernel's `sums`, little-endian: for a Q8_0
+/// block minus the sum of its 32 quants (i32), then its scale `d` as f32; for Q8_1, its `d` and
+/// `s` as f32. Kernels add `k x` the Q8_0 sum to their unsigned-weight integer dot (so no
+/// subtraction), and read the scales without an f16 conversion per block and row group.
 pub(crate) const BLOCK_INFO: usize = 8;
 
 /// The packed kernels of one weight type, `f[T - 1]` for `T` = 1..=4 tokens per call.

@@ -139,14 +139,55 @@ fn act_offset(
     Ok((off.expect("weight k's own type is among ws"), total))
 }
 
-/// The packed kernels' [`BLOCK_INFO`] record of each Q8_0 block in `acts` (34 bytes each), in
-/// order: minus the block's quant sum (i32), then its scale as f32.
-pub(crate) fn block_records(acts: &[u8], recs: &mut [u8]) {
-    for (blk, rec) in acts.chunks_exact(34).zip(recs.chunks_exact_mut(BLOCK_INFO)) {
-        let sum: i32 = blk[2..].iter().map(|&q| i32::from(q as i8)).sum();
-        let d = llmopt_tensor::f16_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
-        rec[..4].copy_from_slice(&(-sum).to_le_bytes());
-        rec[4..].copy_from_slice(&d.to_le_bytes());
+/// Byte offset of weight `idx`'s activation block records (see [`BLOCK_INFO`]) within the records
+/// area, where its type's packed kernels read them, and the area's total bytes: one region per
+/// distinct `vec_dot_type` that some weight's packed kernel reads records of, in order of first
+/// appearance.
+fn records_offset(
+    k: &Kernels,
+    ws: &[WeightView<'_>],
+    idx: usize,
+    n_tok: usize,
+) -> (Option<usize>, usize) {
+    let vdt_of = |w: &WeightView<'_>| w.ty.spec().vec_dot_type;
+    let reads = |w: &WeightView<'_>| w.packed_with(k).is_some_and(|(_, pk)| pk.needs_sums);
+    let (mut off, mut total) = (None, 0);
+    for (j, w) in ws.iter().enumerate() {
+        let vdt = vdt_of(w);
+        if ws[..j].iter().any(|p| vdt_of(p) == vdt)
+            || !ws.iter().any(|p| vdt_of(p) == vdt && reads(p))
+        {
+            continue;
+        }
+        if vdt == vdt_of(&ws[idx]) {
+            off = Some(total);
+        }
+        total += n_tok * (w.cols / 32) * BLOCK_INFO;
+    }
+    (off, total)
+}
+
+/// The packed kernels' [`BLOCK_INFO`] record of each activation block in `acts`, in order: for
+/// Q8_0 (34-byte blocks) minus the block's quant sum (i32), then its scale `d`; for Q8_1 (36
+/// bytes) its `d` and its `s` (`d x` the quant sum); scales as f32.
+pub(crate) fn block_records(vdt: GgmlType, acts: &[u8], recs: &mut [u8]) {
+    let f16_at =
+        |b: &[u8], i: usize| llmopt_tensor::f16_to_f32(u16::from_le_bytes([b[i], b[i + 1]]));
+    match vdt {
+        GgmlType::Q8_0 => {
+            for (blk, rec) in acts.chunks_exact(34).zip(recs.chunks_exact_mut(BLOCK_INFO)) {
+                let sum: i32 = blk[2..].iter().map(|&q| i32::from(q as i8)).sum();
+                rec[..4].copy_from_slice(&(-sum).to_le_bytes());
+                rec[4..].copy_from_slice(&f16_at(blk, 0).to_le_bytes());
+            }
+        }
+        GgmlType::Q8_1 => {
+            for (blk, rec) in acts.chunks_exact(36).zip(recs.chunks_exact_mut(BLOCK_INFO)) {
+                rec[..4].copy_from_slice(&f16_at(blk, 0).to_le_bytes());
+                rec[4..].copy_from_slice(&f16_at(blk, 2).to_le_bytes());
+            }
+        }
+        _ => unreachable!("packed kernels read records of Q8_0 and Q8_1 activations only"),
     }
 }
 
@@ -175,12 +216,10 @@ pub fn matmul_many_with(
     }
     let Some(cols) = ws.first().map(|w| w.cols) else { return Ok(()) };
     let (_, total) = act_offset(ws, 0, n_tok)?;
-    // Packed Q4_0 and Q5_0 (and Q8_0 on VNNI) read a record per token and Q8_0 activation block
-    // (`BLOCK_INFO` bytes: minus the block's quant sum, its scale as f32), after the activation
-    // regions. `sums_of` is a weight that needs them.
-    let sums_of = ws.iter().position(|w| w.packed_with(k).is_some_and(|(_, pk)| pk.needs_sums));
+    // Packed Q4_0, Q4_1 and Q5_0 (and Q8_0 on VNNI) read a record per token and activation
+    // block (`BLOCK_INFO` bytes), in an area after the activation regions.
+    let (_, sums_len) = records_offset(k, ws, 0, n_tok);
     let n_blocks = cols / 32;
-    let sums_len = if sums_of.is_some() { n_tok * n_blocks * BLOCK_INFO } else { 0 };
     if scratch.len() < total + sums_len {
         scratch.resize(total + sums_len, 0);
     }
@@ -200,19 +239,23 @@ pub fn matmul_many_with(
             }
         });
     }
-    if let Some(i) = sums_of {
-        debug_assert_eq!(ws[i].ty.spec().vec_dot_type, GgmlType::Q8_0, "sums of Q8_0 blocks");
+    for (i, w) in ws.iter().enumerate() {
+        let vdt = w.ty.spec().vec_dot_type;
+        let (Some(r_off), _) = records_offset(k, ws, i, n_tok) else { continue };
+        if ws[..i].iter().any(|p| p.ty.spec().vec_dot_type == vdt) {
+            continue; // Not the first weight with this type: its records are written.
+        }
         let (off, _) = act_offset(ws, i, n_tok)?;
-        let a_row = GgmlType::Q8_0.row_bytes(cols)?;
+        let a_row = vdt.row_bytes(cols)?;
         let (acts, sums) = scratch.split_at_mut(total);
         let acts = &acts[off..off + n_tok * a_row];
         let rec_row = n_blocks * BLOCK_INFO;
         pool.for_rows_mut(
-            &mut sums[..n_tok * rec_row],
+            &mut sums[r_off..r_off + n_tok * rec_row],
             rec_row.max(1),
             PAR_MIN_TOKENS,
             &|t0, recs| {
-                block_records(&acts[t0 * a_row..], recs);
+                block_records(vdt, &acts[t0 * a_row..], recs);
             },
         );
     }
@@ -232,7 +275,9 @@ pub fn matmul_many_with(
             };
             let out = Out(y.as_mut_ptr());
             let mut job = Job::new(k, w, acts, a_row, n_tok, pool.n_threads(), out)?;
-            job.sums = sums;
+            if let (Some(r_off), _) = records_offset(k, ws, bi * MAX_JOBS + i, n_tok) {
+                job.sums = &sums[r_off..r_off + n_tok * n_blocks * BLOCK_INFO];
+            }
             n_tasks += job.n_tasks();
             jobs[i] = Some(job);
         }

@@ -212,9 +212,9 @@ pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
         }
         Q4_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_0) },
         Q4_1 if vnni => {
-            PackedKernel { needs_sums: false, f: safe!(packed4 packed_vnni packed_q4_1) }
+            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q4_1) }
         }
-        Q4_1 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q4_1) },
+        Q4_1 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_1) },
         Q8_0 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q8_0) },
         Q5_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q5_0) },
         W8A8 if vnni => {

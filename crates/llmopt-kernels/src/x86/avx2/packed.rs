@@ -105,6 +105,23 @@ pub(super) unsafe fn block_scale(sums: &[u8], nb: usize, t: usize, b: usize) -> 
     _mm256_set1_ps(d)
 }
 
+/// Token `t`'s Q8_1 `d` and `s` of block `b` from its record in `sums`, each in all 8 lanes.
+///
+/// # Safety
+/// As [`block_offset`].
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(super) unsafe fn block_d_s(sums: &[u8], nb: usize, t: usize, b: usize) -> (__m256, __m256) {
+    // SAFETY: the record's 8 bytes are in `sums` (caller); unaligned reads.
+    unsafe {
+        let p = sums.as_ptr().add((t * nb + b) * BLOCK_INFO);
+        (
+            _mm256_set1_ps(std::ptr::read_unaligned(p.cast::<f32>())),
+            _mm256_set1_ps(std::ptr::read_unaligned(p.add(4).cast::<f32>())),
+        )
+    }
+}
+
 /// 8 f16 at `p` as 8 f32.
 ///
 /// # Safety
@@ -180,17 +197,17 @@ pub(crate) fn packed_q4_0<const T: usize>(
 }
 
 /// Q4_1 x Q8_1: 8 packed rows x `T` tokens; the min term is `m_r * s_t` (`s` = d * sum of the
-/// activation block, carried by Q8_1).
+/// activation block, carried by Q8_1), `d` and `s` read as f32 from the block records.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) fn packed_q4_1<const T: usize>(
     nb: usize,
     w: &[u8],
     a: &[u8],
     a_row: usize,
-    _sums: &[u8],
+    sums: &[u8],
     out: &mut [f32],
 ) {
-    check::<T>(nb, w, REC_Q4_1, a, a_row, 36, None, out);
+    check::<T>(nb, w, REC_Q4_1, a, a_row, 36, Some(sums), out);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
@@ -204,14 +221,11 @@ pub(crate) fn packed_q4_1<const T: usize>(
             )
         };
         for (t, acc_t) in acc.iter_mut().enumerate() {
-            let (dy, sy) = (f16_at(a, t * a_row + b * 36), f16_at(a, t * a_row + b * 36 + 2));
+            // SAFETY: `check` asserted `sums` holds `T * nb` records.
+            let (dy, sy) = unsafe { block_d_s(sums, nb, t, b) };
             let s32 = _mm256_madd_epi16(s16[t], ones);
-            let v = _mm256_fmadd_ps(
-                _mm256_mul_ps(d, _mm256_set1_ps(dy)),
-                _mm256_cvtepi32_ps(s32),
-                *acc_t,
-            );
-            *acc_t = _mm256_fmadd_ps(m, _mm256_set1_ps(sy), v);
+            let v = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(s32), *acc_t);
+            *acc_t = _mm256_fmadd_ps(m, sy, v);
         }
     }
     store(&acc, out);

@@ -12,7 +12,7 @@
 use std::arch::x86_64::*;
 
 use super::packed::{
-    block_offset, block_scale, check, store, REC_Q4_0, REC_Q4_1, REC_Q5_0, REC_Q8_0,
+    block_d_s, block_offset, block_scale, check, store, REC_Q4_0, REC_Q4_1, REC_Q5_0, REC_Q8_0,
 };
 
 /// Whether this CPU runs these kernels (on top of AVX2 + FMA + F16C).
@@ -106,17 +106,18 @@ pub(crate) fn packed_q4_0<const T: usize>(
 }
 
 /// Q4_1 x Q8_1 as [`super::packed::packed_q4_1`]: nibbles straight into two i32 chains (no
-/// offset: Q4_1's min is the float term `m_r * s_t`, `s` = Q8_1's `d x` block sum).
+/// offset: Q4_1's min is the float term `m_r * s_t`, `s` = Q8_1's `d x` block sum; `d` and `s`
+/// as f32 from the block records).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 pub(crate) fn packed_q4_1<const T: usize>(
     nb: usize,
     w: &[u8],
     a: &[u8],
     a_row: usize,
-    _sums: &[u8],
+    sums: &[u8],
     out: &mut [f32],
 ) {
-    check::<T>(nb, w, REC_Q4_1, a, a_row, 36, None, out);
+    check::<T>(nb, w, REC_Q4_1, a, a_row, 36, Some(sums), out);
     let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
@@ -146,12 +147,8 @@ pub(crate) fn packed_q4_1<const T: usize>(
             }
         }
         for t in 0..T {
-            // SAFETY: token t's block starts with its f16 `d` and `s` (`check`).
-            let ds = unsafe {
-                let p = a.as_ptr().add(t * a_row + b * 36);
-                _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p.cast::<i32>())))
-            };
-            let (dy, sy) = (_mm256_broadcastss_ps(ds), _mm256_broadcastss_ps(_mm_movehdup_ps(ds)));
+            // SAFETY: `check` asserted `sums` holds `T * nb` records.
+            let (dy, sy) = unsafe { block_d_s(sums, nb, t, b) };
             let s32 = _mm256_add_epi32(s_lo[t], s_hi[t]);
             let v = _mm256_fmadd_ps(_mm256_mul_ps(d, dy), _mm256_cvtepi32_ps(s32), acc[t]);
             acc[t] = _mm256_fmadd_ps(m, sy, v);
@@ -352,10 +349,8 @@ mod tests {
                 for (xt, at) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_row)) {
                     quantize(xt, at);
                 }
-                let mut sums = vec![0u8; a.len() / 34 * crate::dispatch::BLOCK_INFO];
-                if vdt == GgmlType::Q8_0 {
-                    crate::matmul::block_records(&a, &mut sums);
-                }
+                let mut sums = vec![0u8; 4 * nb * crate::dispatch::BLOCK_INFO];
+                crate::matmul::block_records(vdt, &a, &mut sums);
                 let (mut old, mut new) = ([0f32; 32], [0f32; 32]);
                 let d = packed.data();
                 // SAFETY: `available()` and `Isa::Avx2.is_available()` were checked above; the
