@@ -29,6 +29,12 @@ pub(crate) type PackedFn =
 /// subtraction), and read the scales without an f16 conversion per block and row group.
 pub(crate) const BLOCK_INFO: usize = 8;
 
+/// `packed2(nb, (w, gb), a, a_row, sums, out)`: as [`PackedFn`] for two consecutive 8-row groups
+/// at once (the second at `w[gb..]`, `gb` the bytes of a group), into `out[t * 16 + r]`; each
+/// result the same bits as the one-group kernel's.
+pub(crate) type PackedPairFn =
+    fn(nb: usize, w: (&[u8], usize), a: &[u8], a_row: usize, sums: &[u8], out: &mut [f32]);
+
 /// The packed kernels of one weight type, `f[T - 1]` for `T` = 1..=4 tokens per call.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PackedKernel {
@@ -36,6 +42,8 @@ pub(crate) struct PackedKernel {
     pub(crate) needs_sums: bool,
     /// By tokens per call.
     pub(crate) f: [PackedFn; 4],
+    /// Two groups per call (16 rows on 512-bit registers), by tokens per call, where written.
+    pub(crate) f2: Option<[PackedPairFn; 4]>,
 }
 
 /// A [`TileFn`] and its fixed tile shape: weight blocks are unpacked once per tile and reused

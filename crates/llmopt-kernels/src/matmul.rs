@@ -383,7 +383,8 @@ impl<'a> Job<'a> {
     }
 
     /// Rows `r0..r1` (`r0` a multiple of 8) x tokens `ts` through the packed kernels: per 8-row
-    /// group, 4 tokens per call, then the 1..3 left.
+    /// group (two at once where the type has a pair kernel and the chunk two groups), 4 tokens
+    /// per call, then the 1..3 left.
     fn packed_task(
         &self,
         (p, pk): (&PackedWeight, PackedKernel),
@@ -395,10 +396,13 @@ impl<'a> Job<'a> {
         let (rows, a_row) = (self.w.rows, self.a_row);
         let nb = self.w.cols / self.w.ty.spec().block_len;
         let gb = p.group_bytes();
-        let mut buf = [0.0f32; 4 * PACK_ROWS];
-        for g0 in (r0..r1).step_by(PACK_ROWS) {
-            let w = &p.data()[g0 / PACK_ROWS * gb..][..gb];
-            let n_r = (r1 - g0).min(PACK_ROWS);
+        let mut buf = [0.0f32; 4 * 2 * PACK_ROWS];
+        let mut g0 = r0;
+        while g0 < r1 {
+            let pair = pk.f2.filter(|_| g0 + PACK_ROWS < r1);
+            let width = if pair.is_some() { 2 * PACK_ROWS } else { PACK_ROWS };
+            let w = &p.data()[g0 / PACK_ROWS * gb..][..width / PACK_ROWS * gb];
+            let n_r = (r1 - g0).min(width);
             let mut t = t0;
             while t < t1 {
                 let n_t = (t1 - t).min(4);
@@ -408,18 +412,20 @@ impl<'a> Job<'a> {
                 } else {
                     &[]
                 };
-                (pk.f[n_t - 1])(nb, w, a, a_row, sums, &mut buf);
+                match pair {
+                    Some(f2) => (f2[n_t - 1])(nb, (w, gb), a, a_row, sums, &mut buf),
+                    None => (pk.f[n_t - 1])(nb, w, a, a_row, sums, &mut buf),
+                }
                 for dt in 0..n_t {
                     for dr in 0..n_r {
                         // SAFETY: as in `pairs`: (g0 + dr, t + dt) is in this task's rows x
                         // tokens, and `g0 + dr < r1 <= rows`.
-                        unsafe {
-                            *self.out.at((t + dt) * rows + g0 + dr) = buf[dt * PACK_ROWS + dr]
-                        };
+                        unsafe { *self.out.at((t + dt) * rows + g0 + dr) = buf[dt * width + dr] };
                     }
                 }
                 t += n_t;
             }
+            g0 += width;
         }
     }
 

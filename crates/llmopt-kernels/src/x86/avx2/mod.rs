@@ -7,6 +7,7 @@ mod legacy;
 mod mx;
 mod packed;
 mod packed_vnni;
+mod packed_vnni512;
 mod packed_vnni_k;
 mod packed_w8a16;
 mod quantize;
@@ -21,7 +22,9 @@ mod w8a8;
 
 use llmopt_tensor::GgmlType;
 
-use crate::dispatch::{PackedFn, PackedKernel, QuantizeFn, TileFn, TileKernel, VecDotFn};
+use crate::dispatch::{
+    PackedFn, PackedKernel, PackedPairFn, QuantizeFn, TileFn, TileKernel, VecDotFn,
+};
 
 /// Whether this CPU runs these kernels.
 pub(crate) fn available() -> bool {
@@ -82,6 +85,23 @@ macro_rules! safe {
         }
         wrapped as PackedFn
     }};
+    (pair $f:ident, $t:literal) => {{
+        fn wrapped(
+            nb: usize,
+            w: (&[u8], usize),
+            a: &[u8],
+            a_row: usize,
+            sums: &[u8],
+            out: &mut [f32],
+        ) {
+            // SAFETY: only handed out by `packed` after `packed_vnni512::available()` said yes.
+            unsafe { packed_vnni512::$f::<$t>(nb, w, a, a_row, sums, out) }
+        }
+        wrapped as PackedPairFn
+    }};
+    (pair4 $f:ident) => {
+        [safe!(pair $f, 1), safe!(pair $f, 2), safe!(pair $f, 3), safe!(pair $f, 4)]
+    };
     (packed4 $f:ident) => {
         safe!(packed4 packed $f)
     };
@@ -196,34 +216,46 @@ pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
     let vnni = packed_vnni::available();
     Some(match ty {
         Q4_0 if vnni => {
-            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q4_0) }
+            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q4_0), f2: None }
         }
         Q8_0 if vnni => {
-            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q8_0) }
+            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q8_0), f2: None }
         }
-        Q4_K if vnni => {
-            PackedKernel { needs_sums: false, f: safe!(packed4 packed_vnni_k packed_q4_k) }
-        }
-        Q6_K if vnni => {
-            PackedKernel { needs_sums: false, f: safe!(packed4 packed_vnni_k packed_q6_k) }
-        }
+        Q4_K if vnni => PackedKernel {
+            needs_sums: false,
+            f: safe!(packed4 packed_vnni_k packed_q4_k),
+            f2: None,
+        },
+        Q6_K if vnni => PackedKernel {
+            needs_sums: false,
+            f: safe!(packed4 packed_vnni_k packed_q6_k),
+            f2: None,
+        },
         Q5_0 if vnni => {
-            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q5_0) }
+            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q5_0), f2: None }
         }
-        Q4_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_0) },
-        Q4_1 if vnni => {
-            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q4_1) }
-        }
-        Q4_1 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_1) },
-        Q8_0 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q8_0) },
-        Q5_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q5_0) },
+        Q4_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_0), f2: None },
+        Q4_1 if vnni => PackedKernel {
+            needs_sums: true,
+            f: safe!(packed4 packed_vnni packed_q4_1),
+            f2: packed_vnni512::available().then(|| safe!(pair4 packed_q4_1_x2)),
+        },
+        Q4_1 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_1), f2: None },
+        Q8_0 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q8_0), f2: None },
+        Q5_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q5_0), f2: None },
         W8A8 if vnni => {
-            PackedKernel { needs_sums: false, f: safe!(packed4 packed_vnni packed_w8a8) }
+            PackedKernel { needs_sums: false, f: safe!(packed4 packed_vnni packed_w8a8), f2: None }
         }
-        W8A16 if vnni => {
-            PackedKernel { needs_sums: false, f: safe!(packed4 packed_w8a16 packed_w8a16_vnni) }
-        }
-        W8A16 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_w8a16 packed_w8a16) },
+        W8A16 if vnni => PackedKernel {
+            needs_sums: false,
+            f: safe!(packed4 packed_w8a16 packed_w8a16_vnni),
+            f2: None,
+        },
+        W8A16 => PackedKernel {
+            needs_sums: false,
+            f: safe!(packed4 packed_w8a16 packed_w8a16),
+            f2: None,
+        },
         _ => return None,
     })
 }

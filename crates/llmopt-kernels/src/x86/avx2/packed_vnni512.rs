@@ -1,0 +1,178 @@
+//! Packed Q4_1 on 512-bit registers: two consecutive 8-row groups at once, group `g` in the low
+//! 8 lanes and group `g + 1` in the high 8, so each `vpdpbusd` multiplies 16 rows by a token's 4
+//! activation bytes. Per lane the operations are those of [`super::packed_vnni::packed_q4_1`], so
+//! the results are the same bits (tested); CPUs with two 512-bit FMA ports (Intel server parts)
+//! run twice the products per instruction, others (Zen 4) at least issue half the instructions.
+
+use std::arch::x86_64::*;
+
+use super::packed::{check, REC_Q4_1};
+use crate::dispatch::BLOCK_INFO;
+
+/// Whether this CPU runs these kernels: AVX-512 F, BW (byte-wise shifts and masks), VL and VNNI.
+pub(crate) fn available() -> bool {
+    super::packed_vnni::available() && is_x86_feature_detected!("avx512bw")
+}
+
+/// The 16 bytes at `lo` in lanes 0..4 and those at `hi` in lanes 4..8 (as 32-bit lanes: 16 f16
+/// or bytes), for the two groups' records.
+///
+/// # Safety
+/// 16 bytes readable at each pointer; AVX-512 F.
+#[target_feature(enable = "avx2,avx512f")]
+#[inline]
+unsafe fn pair16(lo: *const u8, hi: *const u8) -> __m256i {
+    // SAFETY: the caller's; unaligned loads.
+    unsafe { _mm256_loadu2_m128i(hi.cast(), lo.cast()) }
+}
+
+/// The 32 bytes at `lo` in the low half and those at `hi` in the high half.
+///
+/// # Safety
+/// 32 bytes readable at each pointer; AVX-512 F.
+#[target_feature(enable = "avx2,avx512f")]
+#[inline]
+unsafe fn pair32(lo: *const u8, hi: *const u8) -> __m512i {
+    // SAFETY: the caller's; unaligned loads.
+    unsafe {
+        let l = _mm512_castsi256_si512(_mm256_loadu_si256(lo.cast()));
+        _mm512_inserti64x4::<1>(l, _mm256_loadu_si256(hi.cast()))
+    }
+}
+
+/// Q4_1 x Q8_1 for 16 rows (the two 8-row groups at `w` and `w[gb..]`, `nb` records each) and
+/// `T` tokens into `out[t * 16 + r]` (rows `0..8` the first group's, `8..16` the second's).
+/// `sums` as [`super::packed_vnni::packed_q4_1`]'s.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) fn packed_q4_1_x2<const T: usize>(
+    nb: usize,
+    (w, gb): (&[u8], usize),
+    a: &[u8],
+    a_row: usize,
+    sums: &[u8],
+    out: &mut [f32],
+) {
+    assert!(gb >= nb * REC_Q4_1 && w.len() >= gb + nb * REC_Q4_1 && out.len() >= 16 * T);
+    check::<T>(nb, &w[..nb * REC_Q4_1], REC_Q4_1, a, a_row, 36, Some(sums), &out[..8 * T]);
+    let m4 = _mm512_set1_epi8(0x0f);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        let (r0, r1) = (w[b * REC_Q4_1..].as_ptr(), w[gb + b * REC_Q4_1..].as_ptr());
+        // SAFETY: each record holds 16 bytes of `d`, 16 of `m`, then 128 nibble bytes (asserted
+        // above: both groups' `nb` records lie in `w`).
+        let (d, m) = unsafe {
+            (_mm512_cvtph_ps(pair16(r0, r1)), _mm512_cvtph_ps(pair16(r0.add(16), r1.add(16))))
+        };
+        let mut s_lo = [_mm512_setzero_si512(); T];
+        let mut s_hi = [_mm512_setzero_si512(); T];
+        for c in 0..4 {
+            // SAFETY: chunk c of both records' nibble bytes.
+            let v = unsafe { pair32(r0.add(32 + 32 * c), r1.add(32 + 32 * c)) };
+            let lo = _mm512_and_si512(v, m4);
+            let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+            for t in 0..T {
+                // SAFETY: bytes 4c..4c+4 and 16+4c..20+4c of token t's block quants (`check`).
+                unsafe {
+                    let yt = a.as_ptr().add(t * a_row + b * 36 + 4);
+                    let y_lo = std::ptr::read_unaligned(yt.add(4 * c).cast::<i32>());
+                    let y_hi = std::ptr::read_unaligned(yt.add(16 + 4 * c).cast::<i32>());
+                    s_lo[t] = _mm512_dpbusd_epi32(s_lo[t], lo, _mm512_set1_epi32(y_lo));
+                    s_hi[t] = _mm512_dpbusd_epi32(s_hi[t], hi, _mm512_set1_epi32(y_hi));
+                }
+            }
+        }
+        for t in 0..T {
+            // SAFETY: `check` asserted `sums` holds `T * nb` records of (d, s) as f32.
+            let (dy, sy) = unsafe {
+                let p = sums.as_ptr().add((t * nb + b) * BLOCK_INFO);
+                (
+                    _mm512_set1_ps(std::ptr::read_unaligned(p.cast::<f32>())),
+                    _mm512_set1_ps(std::ptr::read_unaligned(p.add(4).cast::<f32>())),
+                )
+            };
+            let s32 = _mm512_add_epi32(s_lo[t], s_hi[t]);
+            let v = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(s32), acc[t]);
+            acc[t] = _mm512_fmadd_ps(m, sy, v);
+        }
+    }
+    for (o, a) in out.chunks_exact_mut(16).zip(&acc) {
+        // SAFETY: `o` is 16 writable floats; `storeu` has no alignment requirement.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use llmopt_tensor::GgmlType;
+
+    use crate::{Isa, Kernels, PackedWeight, WeightView};
+
+    /// Deterministic values in [-2, 2), not zeros.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    /// The 16-row kernel equals the 8-row kernel on each of its groups, bit for bit, for 1..=4
+    /// tokens and a second group that is padding past the last row (13 rows).
+    #[test]
+    fn pair_kernel_equals_two_group_calls() {
+        if !super::available() {
+            return; // Not handed out on this CPU: the 8-row kernels run alone.
+        }
+        let ty = GgmlType::Q4_1;
+        for (rows, cols) in [(16usize, 576usize), (13, 640), (16, 32)] {
+            let nb = cols / 32;
+            let mut w = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
+            ty.from_f32(&values(rows * cols, cols as u64), &mut w).unwrap();
+            let packed =
+                PackedWeight::new(Isa::Avx2, &WeightView::new(ty, rows, cols, &w)).unwrap();
+            let (d, gb) = (packed.data(), packed.group_bytes());
+            let a_row = GgmlType::Q8_1.row_bytes(cols).unwrap();
+            let x = values(4 * cols, 11 + rows as u64);
+            let mut a = vec![0u8; 4 * a_row];
+            let quantize = Kernels::get(Isa::Scalar).unwrap().quantize(GgmlType::Q8_1).unwrap();
+            for (xt, at) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_row)) {
+                quantize(xt, at);
+            }
+            let mut sums = vec![0u8; 4 * nb * crate::dispatch::BLOCK_INFO];
+            crate::matmul::block_records(GgmlType::Q8_1, &a, &mut sums);
+            macro_rules! check_t {
+                ($t:literal) => {{
+                    let (mut one, mut pair) = ([0f32; 8 * $t], [0f32; 16 * $t]);
+                    let mut want = [0f32; 16 * $t];
+                    for g in 0..2 {
+                        // SAFETY: `available()` checked above; the kernels check the lengths.
+                        unsafe {
+                            let wg = &d[g * gb..(g + 1) * gb];
+                            super::super::packed_vnni::packed_q4_1::<$t>(
+                                nb, wg, &a, a_row, &sums, &mut one,
+                            );
+                        }
+                        for t in 0..$t {
+                            want[16 * t + 8 * g..][..8].copy_from_slice(&one[8 * t..][..8]);
+                        }
+                    }
+                    // SAFETY: as above.
+                    unsafe {
+                        super::packed_q4_1_x2::<$t>(nb, (d, gb), &a, a_row, &sums, &mut pair)
+                    };
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&pair), bits(&want), "{rows}x{cols}, {} tokens", $t);
+                    assert!(pair.iter().any(|v| *v != 0.0));
+                }};
+            }
+            check_t!(1);
+            check_t!(2);
+            check_t!(3);
+            check_t!(4);
+        }
+    }
+}
