@@ -218,9 +218,11 @@ pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
         Q4_0 if vnni => {
             PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q4_0), f2: None }
         }
-        Q8_0 if vnni => {
-            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q8_0), f2: None }
-        }
+        Q8_0 if vnni => PackedKernel {
+            needs_sums: true,
+            f: safe!(packed4 packed_vnni packed_q8_0),
+            f2: packed_vnni512::available().then(|| safe!(pair4 packed_q8_0_x2)),
+        },
         Q4_K if vnni => PackedKernel {
             needs_sums: false,
             f: safe!(packed4 packed_vnni_k packed_q4_k),

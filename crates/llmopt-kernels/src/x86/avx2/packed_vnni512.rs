@@ -1,12 +1,13 @@
-//! Packed Q4_1 on 512-bit registers: two consecutive 8-row groups at once, group `g` in the low
-//! 8 lanes and group `g + 1` in the high 8, so each `vpdpbusd` multiplies 16 rows by a token's 4
-//! activation bytes. Per lane the operations are those of [`super::packed_vnni::packed_q4_1`], so
-//! the results are the same bits (tested); CPUs with two 512-bit FMA ports (Intel server parts)
-//! run twice the products per instruction, others (Zen 4) at least issue half the instructions.
+//! Packed Q4_1 and Q8_0 on 512-bit registers: two consecutive 8-row groups at once, group `g` in
+//! the low 8 lanes and group `g + 1` in the high 8, so each `vpdpbusd` multiplies 16 rows by a
+//! token's 4 activation bytes. Per lane the operations are those of the 8-row kernels
+//! ([`super::packed_vnni`]), so the results are the same bits (tested); CPUs with two 512-bit FMA
+//! ports (Intel server parts) run twice the products per instruction, others (Zen 4) at least
+//! issue half the instructions.
 
 use std::arch::x86_64::*;
 
-use super::packed::{check, REC_Q4_1};
+use super::packed::{check, REC_Q4_1, REC_Q8_0};
 use crate::dispatch::BLOCK_INFO;
 
 /// Whether this CPU runs these kernels: AVX-512 F, BW (byte-wise shifts and masks), VL and VNNI.
@@ -101,10 +102,69 @@ pub(crate) fn packed_q4_1_x2<const T: usize>(
     }
 }
 
+/// Q8_0 x Q8_0 for 16 rows as [`packed_q4_1_x2`]: weights offset to unsigned (`xor 0x80`), the
+/// even and odd chunks in two i32 chains, the first starting at `128 x` minus the block sum
+/// (from the block records), as [`super::packed_vnni::packed_q8_0`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) fn packed_q8_0_x2<const T: usize>(
+    nb: usize,
+    (w, gb): (&[u8], usize),
+    a: &[u8],
+    a_row: usize,
+    sums: &[u8],
+    out: &mut [f32],
+) {
+    assert!(gb >= nb * REC_Q8_0 && w.len() >= gb + nb * REC_Q8_0 && out.len() >= 16 * T);
+    check::<T>(nb, &w[..nb * REC_Q8_0], REC_Q8_0, a, a_row, 34, Some(sums), &out[..8 * T]);
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let mut acc = [_mm512_setzero_ps(); T];
+    for b in 0..nb {
+        let (r0, r1) = (w[b * REC_Q8_0..].as_ptr(), w[gb + b * REC_Q8_0..].as_ptr());
+        // SAFETY: each record holds 16 bytes of `d`, then 256 quant bytes (asserted above).
+        let d = unsafe { _mm512_cvtph_ps(pair16(r0, r1)) };
+        let mut s = [[_mm512_setzero_si512(); T]; 2];
+        for (t, c) in s[0].iter_mut().enumerate() {
+            // SAFETY: `check` asserted `sums` holds `T * nb` records (minus the quant sum first).
+            let neg = unsafe {
+                std::ptr::read_unaligned(sums.as_ptr().add((t * nb + b) * BLOCK_INFO).cast::<i32>())
+            };
+            *c = _mm512_slli_epi32::<7>(_mm512_set1_epi32(neg));
+        }
+        for c in 0..8 {
+            // SAFETY: chunk c of both records' quant bytes.
+            let u =
+                _mm512_xor_si512(unsafe { pair32(r0.add(16 + 32 * c), r1.add(16 + 32 * c)) }, flip);
+            for (t, s) in s[c & 1].iter_mut().enumerate() {
+                // SAFETY: bytes 4c..4c+4 of token t's block quants (`check`).
+                let y = unsafe {
+                    std::ptr::read_unaligned(
+                        a.as_ptr().add(t * a_row + b * 34 + 2 + 4 * c).cast::<i32>(),
+                    )
+                };
+                *s = _mm512_dpbusd_epi32(*s, u, _mm512_set1_epi32(y));
+            }
+        }
+        for t in 0..T {
+            // SAFETY: as above; the record's f32 scale.
+            let dy = unsafe {
+                let p = sums.as_ptr().add((t * nb + b) * BLOCK_INFO + 4);
+                _mm512_set1_ps(std::ptr::read_unaligned(p.cast::<f32>()))
+            };
+            let s32 = _mm512_add_epi32(s[0][t], s[1][t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(s32), acc[t]);
+        }
+    }
+    for (o, a) in out.chunks_exact_mut(16).zip(&acc) {
+        // SAFETY: `o` is 16 writable floats; `storeu` has no alignment requirement.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use llmopt_tensor::GgmlType;
 
+    use super::super::packed_vnni as vnni;
     use crate::{Isa, Kernels, PackedWeight, WeightView};
 
     /// Deterministic values in [-2, 2), not zeros.
@@ -120,59 +180,70 @@ mod tests {
             .collect()
     }
 
-    /// The 16-row kernel equals the 8-row kernel on each of its groups, bit for bit, for 1..=4
-    /// tokens and a second group that is padding past the last row (13 rows).
+    /// The 16-row kernels equal the 8-row kernels on each of their groups, bit for bit, for
+    /// 1..=4 tokens and a second group that is padding past the last row (13 rows).
     #[test]
-    fn pair_kernel_equals_two_group_calls() {
+    fn pair_kernels_equal_two_group_calls() {
         if !super::available() {
             return; // Not handed out on this CPU: the 8-row kernels run alone.
         }
-        let ty = GgmlType::Q4_1;
-        for (rows, cols) in [(16usize, 576usize), (13, 640), (16, 32)] {
-            let nb = cols / 32;
-            let mut w = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
-            ty.from_f32(&values(rows * cols, cols as u64), &mut w).unwrap();
-            let packed =
-                PackedWeight::new(Isa::Avx2, &WeightView::new(ty, rows, cols, &w)).unwrap();
-            let (d, gb) = (packed.data(), packed.group_bytes());
-            let a_row = GgmlType::Q8_1.row_bytes(cols).unwrap();
-            let x = values(4 * cols, 11 + rows as u64);
-            let mut a = vec![0u8; 4 * a_row];
-            let quantize = Kernels::get(Isa::Scalar).unwrap().quantize(GgmlType::Q8_1).unwrap();
-            for (xt, at) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_row)) {
-                quantize(xt, at);
+        for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+            for (rows, cols) in [(16usize, 576usize), (13, 640), (16, 32)] {
+                check_pair(ty, rows, cols);
             }
-            let mut sums = vec![0u8; 4 * nb * crate::dispatch::BLOCK_INFO];
-            crate::matmul::block_records(GgmlType::Q8_1, &a, &mut sums);
-            macro_rules! check_t {
-                ($t:literal) => {{
-                    let (mut one, mut pair) = ([0f32; 8 * $t], [0f32; 16 * $t]);
-                    let mut want = [0f32; 16 * $t];
-                    for g in 0..2 {
-                        // SAFETY: `available()` checked above; the kernels check the lengths.
-                        unsafe {
-                            let wg = &d[g * gb..(g + 1) * gb];
-                            super::super::packed_vnni::packed_q4_1::<$t>(
-                                nb, wg, &a, a_row, &sums, &mut one,
-                            );
-                        }
-                        for t in 0..$t {
-                            want[16 * t + 8 * g..][..8].copy_from_slice(&one[8 * t..][..8]);
+        }
+    }
+
+    fn check_pair(ty: GgmlType, rows: usize, cols: usize) {
+        let nb = cols / 32;
+        let mut w = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
+        ty.from_f32(&values(rows * cols, cols as u64), &mut w).unwrap();
+        let packed = PackedWeight::new(Isa::Avx2, &WeightView::new(ty, rows, cols, &w)).unwrap();
+        let (d, gb) = (packed.data(), packed.group_bytes());
+        let vdt = ty.spec().vec_dot_type;
+        let a_row = vdt.row_bytes(cols).unwrap();
+        let x = values(4 * cols, 11 + rows as u64);
+        let mut a = vec![0u8; 4 * a_row];
+        let quantize = Kernels::get(Isa::Scalar).unwrap().quantize(vdt).unwrap();
+        for (xt, at) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_row)) {
+            quantize(xt, at);
+        }
+        let mut sums = vec![0u8; 4 * nb * crate::dispatch::BLOCK_INFO];
+        crate::matmul::block_records(vdt, &a, &mut sums);
+        macro_rules! check_t {
+            ($t:literal) => {{
+                let (mut one, mut pair) = ([0f32; 8 * $t], [0f32; 16 * $t]);
+                let mut want = [0f32; 16 * $t];
+                for g in 0..2 {
+                    let wg = &d[g * gb..(g + 1) * gb];
+                    // SAFETY: `available()` checked by the caller; the kernels check lengths.
+                    unsafe {
+                        if ty == GgmlType::Q4_1 {
+                            vnni::packed_q4_1::<$t>(nb, wg, &a, a_row, &sums, &mut one);
+                        } else {
+                            vnni::packed_q8_0::<$t>(nb, wg, &a, a_row, &sums, &mut one);
                         }
                     }
-                    // SAFETY: as above.
-                    unsafe {
-                        super::packed_q4_1_x2::<$t>(nb, (d, gb), &a, a_row, &sums, &mut pair)
-                    };
-                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&pair), bits(&want), "{rows}x{cols}, {} tokens", $t);
-                    assert!(pair.iter().any(|v| *v != 0.0));
-                }};
-            }
-            check_t!(1);
-            check_t!(2);
-            check_t!(3);
-            check_t!(4);
+                    for t in 0..$t {
+                        want[16 * t + 8 * g..][..8].copy_from_slice(&one[8 * t..][..8]);
+                    }
+                }
+                // SAFETY: as above.
+                unsafe {
+                    if ty == GgmlType::Q4_1 {
+                        super::packed_q4_1_x2::<$t>(nb, (d, gb), &a, a_row, &sums, &mut pair);
+                    } else {
+                        super::packed_q8_0_x2::<$t>(nb, (d, gb), &a, a_row, &sums, &mut pair);
+                    }
+                }
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&pair), bits(&want), "{ty} {rows}x{cols}, {} tokens", $t);
+                assert!(pair.iter().any(|v| *v != 0.0));
+            }};
         }
+        check_t!(1);
+        check_t!(2);
+        check_t!(3);
+        check_t!(4);
     }
 }
