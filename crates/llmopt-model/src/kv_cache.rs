@@ -4,7 +4,7 @@
 //! A sequence can be forked: the child shares the parent's blocks (reference counted), and a shared
 //! block is copied the first time either side writes into it (copy-on-write).
 
-use llmopt_kernels::{Isa, Kernels, QuantizeFn};
+use llmopt_kernels::{huge::HugeBytes, Isa, Kernels, QuantizeFn};
 
 use crate::{attention::KvLayer, config::ModelConfig, KvType, ModelError};
 
@@ -29,9 +29,11 @@ pub struct KvCache {
     /// Encodes a row into `kv_type`, as llama.cpp's CPU `set_rows` does (its `from_float`).
     quantize: QuantizeFn,
     n_blocks: usize,
-    /// Per layer: `n_blocks * block_size * row` bytes, held as u16 so f16 rows are aligned.
-    k: Vec<Vec<u16>>,
-    v: Vec<Vec<u16>>,
+    /// Per layer: `n_blocks * block_size * row` bytes (64-byte aligned), all layers in one
+    /// mapping on 2 MiB pages: attention reads a sequence's blocks wherever they lie, and on
+    /// 4 KiB pages that was a TLB walk and a prefetcher restart at every page.
+    k: Vec<HugeBytes>,
+    v: Vec<HugeBytes>,
     free: Vec<u32>,
     /// Block tables holding each block; a block is free when this is 0.
     refs: Vec<u32>,
@@ -60,7 +62,9 @@ impl KvCache {
             "{kv_type} KV rows need whole blocks"
         );
         let row = kv_type.row_bytes(kv_dim);
-        let per_layer = (n_blocks * block_size * row).div_ceil(2);
+        let per_layer = n_blocks * block_size * row;
+        let mut layers = HugeBytes::cut(&vec![per_layer; 2 * cfg.n_layer]);
+        let v = layers.split_off(cfg.n_layer);
         let kernels = Kernels::get(Isa::best()).expect("the best ISA is available");
         Self {
             block_size,
@@ -69,8 +73,8 @@ impl KvCache {
             row,
             quantize: kernels.quantize(kv_type.ggml()).expect("every KV type has an encoder"),
             n_blocks,
-            k: (0..cfg.n_layer).map(|_| vec![0u16; per_layer]).collect(),
-            v: (0..cfg.n_layer).map(|_| vec![0u16; per_layer]).collect(),
+            k: layers,
+            v,
             free: (0..n_blocks as u32).rev().collect(),
             refs: vec![0; n_blocks],
             seqs: Vec::new(),
@@ -297,7 +301,7 @@ impl KvCache {
         let n = self.block_size * self.row;
         let (from, to) = (from as usize * n, to as usize * n);
         for layer in self.k.iter_mut().chain(self.v.iter_mut()) {
-            bytemuck::cast_slice_mut::<u16, u8>(layer).copy_within(from..from + n, to);
+            layer.as_mut_slice().copy_within(from..from + n, to);
         }
     }
 
@@ -318,19 +322,15 @@ impl KvCache {
     /// encoded into the cache's type.
     pub(crate) fn write(&mut self, il: usize, offset: usize, k: &[f32], v: &[f32]) {
         let (kd, row) = (self.kv_dim, self.row);
-        let dst_k = &mut bytemuck::cast_slice_mut::<u16, u8>(&mut self.k[il])[offset..offset + row];
+        let dst_k = &mut self.k[il].as_mut_slice()[offset..offset + row];
         (self.quantize)(&k[..kd], dst_k);
-        let dst_v = &mut bytemuck::cast_slice_mut::<u16, u8>(&mut self.v[il])[offset..offset + row];
+        let dst_v = &mut self.v[il].as_mut_slice()[offset..offset + row];
         (self.quantize)(&v[..kd], dst_v);
     }
 
     /// Key and value storage of layer `il`.
     pub(crate) fn layer(&self, il: usize) -> KvLayer<'_> {
-        KvLayer {
-            ty: self.kv_type,
-            k: bytemuck::cast_slice(&self.k[il]),
-            v: bytemuck::cast_slice(&self.v[il]),
-        }
+        KvLayer { ty: self.kv_type, k: self.k[il].as_slice(), v: self.v[il].as_slice() }
     }
 }
 
