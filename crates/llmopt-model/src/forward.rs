@@ -2,7 +2,7 @@
 //! positions that follow what the paged KV cache holds for it. Buffers live in a [`Workspace`] that
 //! grows to the largest batch seen and is then reused, so the decode loop allocates nothing.
 
-use llmopt_kernels::{kv as kv_kernels, Isa, ThreadPool};
+use llmopt_kernels::{huge::HugeBytes, kv as kv_kernels, Isa, ThreadPool};
 
 use crate::{
     attention::{attend, AttentionBatch, AttnPrecision, F32_MIN_TOKENS},
@@ -49,7 +49,7 @@ pub struct Workspace {
     up: Vec<f32>,
     scratch: Vec<u8>,
     logits_in: Vec<f32>,
-    logits: Vec<f32>,
+    logits: HugeF32,
     positions: Vec<usize>,
     tok_seq: Vec<(usize, usize)>,
     /// Per token: attention in f32 (its sequence has at least `f32_min_tokens` in the call).
@@ -63,6 +63,34 @@ pub struct Workspace {
     /// Per token, the rotary angles of its position: `rope_dim / 2` cosines, then as many sines.
     angles: Vec<f32>,
     starts: Vec<usize>,
+}
+
+/// An f32 buffer on 2 MiB pages, for the logits: a batch's rows are `vocab` floats apart (196 KB
+/// for a 49k vocabulary), and the matmul writes each row group of every token, so on 4 KiB
+/// pages nearly every write of the vocabulary projection is a TLB miss.
+#[derive(Debug, Default)]
+struct HugeF32(Option<HugeBytes>);
+
+impl HugeF32 {
+    /// At least `n` floats; growing drops the old contents (the forward overwrites them).
+    fn grow(&mut self, n: usize) {
+        if self.len() < n {
+            self.0 = HugeBytes::cut(&[n * 4]).pop();
+        }
+    }
+}
+
+impl std::ops::Deref for HugeF32 {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        self.0.as_ref().map_or(&[], |b| bytemuck::cast_slice(b.as_slice()))
+    }
+}
+
+impl std::ops::DerefMut for HugeF32 {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        self.0.as_mut().map_or(&mut [], |b| bytemuck::cast_slice_mut(b.as_mut_slice()))
+    }
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -105,7 +133,7 @@ impl Workspace {
         grow(&mut self.gate, n_tok * c.ffn_dim);
         grow(&mut self.up, n_tok * c.ffn_dim);
         grow(&mut self.logits_in, n_logits * c.d_model);
-        grow(&mut self.logits, n_logits * c.vocab_size);
+        self.logits.grow(n_logits * c.vocab_size);
         grow(&mut self.angles, n_tok * c.rope_dim);
     }
 }
