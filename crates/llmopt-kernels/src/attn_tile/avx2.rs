@@ -300,6 +300,15 @@ pub(super) unsafe fn load_f16_block(
                 unsafe { _mm256_storeu_ps(ktp.add((d + m) * ld + j), col) };
             }
         }
+        // The same 8 keys' values, so their rows load alongside the keys' (more misses in flight).
+        for (i, &r) in rows[j..j + 8].iter().enumerate() {
+            for d in (0..hd).step_by(8) {
+                // SAFETY: value j + i's elements d..d + 8 and row j + i of `vb` (caller).
+                unsafe {
+                    _mm256_storeu_ps(vbp.add((j + i) * hd + d), f16x8(vp.add(r + head + 2 * d)))
+                };
+            }
+        }
         j += 8;
     }
     for (j, &r) in rows.iter().enumerate().skip(j) {
@@ -312,7 +321,7 @@ pub(super) unsafe fn load_f16_block(
             }
         }
     }
-    for (j, &r) in rows.iter().enumerate() {
+    for (j, &r) in rows.iter().enumerate().skip(n_k / 8 * 8) {
         for d in (0..hd).step_by(8) {
             // SAFETY: value j's elements d..d + 8 and row j of `vb` (caller).
             unsafe { _mm256_storeu_ps(vbp.add(j * hd + d), f16x8(vp.add(r + head + 2 * d))) };
