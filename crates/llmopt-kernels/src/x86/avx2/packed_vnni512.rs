@@ -43,6 +43,8 @@ unsafe fn pair32(lo: *const u8, hi: *const u8) -> __m512i {
 
 /// Q4_1 x Q8_1 for 16 rows (the two 8-row groups at `w` and `w[gb..]`, `nb` records each) and
 /// `T` tokens into `out[t * 16 + r]` (rows `0..8` the first group's, `8..16` the second's).
+/// Low and high nibbles go into one i32 chain per token (the 8-row kernel keeps two and adds
+/// them: the same exact sum, and 1.075x here at 128 tokens without the add).
 /// `sums` as [`super::packed_vnni::packed_q4_1`]'s.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) fn packed_q4_1_x2<const T: usize>(
@@ -64,21 +66,20 @@ pub(crate) fn packed_q4_1_x2<const T: usize>(
         let (d, m) = unsafe {
             (_mm512_cvtph_ps(pair16(r0, r1)), _mm512_cvtph_ps(pair16(r0.add(16), r1.add(16))))
         };
-        let mut s_lo = [_mm512_setzero_si512(); T];
-        let mut s_hi = [_mm512_setzero_si512(); T];
+        let mut sum = [_mm512_setzero_si512(); T];
         for c in 0..4 {
             // SAFETY: chunk c of both records' nibble bytes.
             let v = unsafe { pair32(r0.add(32 + 32 * c), r1.add(32 + 32 * c)) };
             let lo = _mm512_and_si512(v, m4);
             let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
-            for t in 0..T {
+            for (t, s) in sum.iter_mut().enumerate() {
                 // SAFETY: bytes 4c..4c+4 and 16+4c..20+4c of token t's block quants (`check`).
                 unsafe {
                     let yt = a.as_ptr().add(t * a_row + b * 36 + 4);
                     let y_lo = std::ptr::read_unaligned(yt.add(4 * c).cast::<i32>());
                     let y_hi = std::ptr::read_unaligned(yt.add(16 + 4 * c).cast::<i32>());
-                    s_lo[t] = _mm512_dpbusd_epi32(s_lo[t], lo, _mm512_set1_epi32(y_lo));
-                    s_hi[t] = _mm512_dpbusd_epi32(s_hi[t], hi, _mm512_set1_epi32(y_hi));
+                    *s = _mm512_dpbusd_epi32(*s, lo, _mm512_set1_epi32(y_lo));
+                    *s = _mm512_dpbusd_epi32(*s, hi, _mm512_set1_epi32(y_hi));
                 }
             }
         }
@@ -91,8 +92,7 @@ pub(crate) fn packed_q4_1_x2<const T: usize>(
                     _mm512_set1_ps(std::ptr::read_unaligned(p.add(4).cast::<f32>())),
                 )
             };
-            let s32 = _mm512_add_epi32(s_lo[t], s_hi[t]);
-            let v = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(s32), acc[t]);
+            let v = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(sum[t]), acc[t]);
             acc[t] = _mm512_fmadd_ps(m, sy, v);
         }
     }
