@@ -42,8 +42,9 @@ pub(crate) struct PackedKernel {
     pub(crate) needs_sums: bool,
     /// By tokens per call.
     pub(crate) f: [PackedFn; 4],
-    /// Two groups per call (16 rows on 512-bit registers), by tokens per call, where written.
-    pub(crate) f2: Option<[PackedPairFn; 4]>,
+    /// Two groups per call (16 rows on 512-bit registers), `f2[T - 1]` for `T` = 1..=8 tokens
+    /// per call, where written.
+    pub(crate) f2: Option<[PackedPairFn; 8]>,
 }
 
 /// A [`TileFn`] and its fixed tile shape: weight blocks are unpacked once per tile and reused

@@ -384,7 +384,7 @@ impl<'a> Job<'a> {
 
     /// Rows `r0..r1` (`r0` a multiple of 8) x tokens `ts` through the packed kernels: per 8-row
     /// group (two at once where the type has a pair kernel and the chunk two groups), 4 tokens
-    /// per call, then the 1..3 left.
+    /// per call (8 for a pair), then the rest.
     fn packed_task(
         &self,
         (p, pk): (&PackedWeight, PackedKernel),
@@ -396,7 +396,7 @@ impl<'a> Job<'a> {
         let (rows, a_row) = (self.w.rows, self.a_row);
         let nb = self.w.cols / self.w.ty.spec().block_len;
         let gb = p.group_bytes();
-        let mut buf = [0.0f32; 4 * 2 * PACK_ROWS];
+        let mut buf = [0.0f32; 8 * 2 * PACK_ROWS];
         let mut g0 = r0;
         while g0 < r1 {
             let pair = pk.f2.filter(|_| g0 + PACK_ROWS < r1);
@@ -405,7 +405,9 @@ impl<'a> Job<'a> {
             let n_r = (r1 - g0).min(width);
             let mut t = t0;
             while t < t1 {
-                let n_t = (t1 - t).min(4);
+                // Pair kernels take up to 8 tokens (the 16 rows' weights unpacked once for more
+                // tokens: 1.1x at 128 tokens), one-group kernels 4.
+                let n_t = (t1 - t).min(if pair.is_some() { 8 } else { 4 });
                 let a = &self.acts[t * a_row..(t + n_t) * a_row];
                 let sums = if pk.needs_sums {
                     &self.sums[t * nb * BLOCK_INFO..(t + n_t) * nb * BLOCK_INFO]

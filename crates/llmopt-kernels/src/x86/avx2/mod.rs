@@ -99,8 +99,17 @@ macro_rules! safe {
         }
         wrapped as PackedPairFn
     }};
-    (pair4 $f:ident) => {
-        [safe!(pair $f, 1), safe!(pair $f, 2), safe!(pair $f, 3), safe!(pair $f, 4)]
+    (pair8 $f:ident) => {
+        [
+            safe!(pair $f, 1),
+            safe!(pair $f, 2),
+            safe!(pair $f, 3),
+            safe!(pair $f, 4),
+            safe!(pair $f, 5),
+            safe!(pair $f, 6),
+            safe!(pair $f, 7),
+            safe!(pair $f, 8),
+        ]
     };
     (packed4 $f:ident) => {
         safe!(packed4 packed $f)
@@ -221,7 +230,7 @@ pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
         Q8_0 if vnni => PackedKernel {
             needs_sums: true,
             f: safe!(packed4 packed_vnni packed_q8_0),
-            f2: packed_vnni512::available().then(|| safe!(pair4 packed_q8_0_x2)),
+            f2: packed_vnni512::available().then(|| safe!(pair8 packed_q8_0_x2)),
         },
         Q4_K if vnni => PackedKernel {
             needs_sums: false,
@@ -240,7 +249,7 @@ pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
         Q4_1 if vnni => PackedKernel {
             needs_sums: true,
             f: safe!(packed4 packed_vnni packed_q4_1),
-            f2: packed_vnni512::available().then(|| safe!(pair4 packed_q4_1_x2)),
+            f2: packed_vnni512::available().then(|| safe!(pair8 packed_q4_1_x2)),
         },
         Q4_1 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_1), f2: None },
         Q8_0 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q8_0), f2: None },

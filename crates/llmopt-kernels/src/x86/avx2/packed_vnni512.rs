@@ -181,7 +181,7 @@ mod tests {
     }
 
     /// The 16-row kernels equal the 8-row kernels on each of their groups, bit for bit, for
-    /// 1..=4 tokens and a second group that is padding past the last row (13 rows).
+    /// 1..=5 and 8 tokens and a second group that is padding past the last row (13 rows).
     #[test]
     fn pair_kernels_equal_two_group_calls() {
         if !super::available() {
@@ -202,13 +202,13 @@ mod tests {
         let (d, gb) = (packed.data(), packed.group_bytes());
         let vdt = ty.spec().vec_dot_type;
         let a_row = vdt.row_bytes(cols).unwrap();
-        let x = values(4 * cols, 11 + rows as u64);
-        let mut a = vec![0u8; 4 * a_row];
+        let x = values(8 * cols, 11 + rows as u64);
+        let mut a = vec![0u8; 8 * a_row];
         let quantize = Kernels::get(Isa::Scalar).unwrap().quantize(vdt).unwrap();
         for (xt, at) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_row)) {
             quantize(xt, at);
         }
-        let mut sums = vec![0u8; 4 * nb * crate::dispatch::BLOCK_INFO];
+        let mut sums = vec![0u8; 8 * nb * crate::dispatch::BLOCK_INFO];
         crate::matmul::block_records(vdt, &a, &mut sums);
         macro_rules! check_t {
             ($t:literal) => {{
@@ -245,5 +245,7 @@ mod tests {
         check_t!(2);
         check_t!(3);
         check_t!(4);
+        check_t!(5);
+        check_t!(8);
     }
 }
