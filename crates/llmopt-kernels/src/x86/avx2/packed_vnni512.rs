@@ -41,6 +41,34 @@ unsafe fn pair32(lo: *const u8, hi: *const u8) -> __m512i {
     }
 }
 
+/// The shapes the pair kernels rely on: both groups' `nb` records of `rec` bytes (the second
+/// `gb` bytes on), and as the 8-row kernels' [`check`] for `T` tokens (activation blocks of `ab`
+/// bytes, `T x nb` records in `sums`), `16 T` results.
+#[allow(clippy::too_many_arguments)]
+fn check_groups<const T: usize>(
+    nb: usize,
+    (w, gb): (&[u8], usize),
+    rec: usize,
+    a: &[u8],
+    a_row: usize,
+    ab: usize,
+    sums: &[u8],
+    out: &[f32],
+) {
+    assert!(gb >= nb * rec && w.len() >= gb + nb * rec && out.len() >= 16 * T);
+    check::<T>(nb, &w[..nb * rec], rec, a, a_row, ab, Some(sums), &out[..8 * T]);
+}
+
+/// Writes the `T` tokens' 16-row results: `out[t * 16 + r]`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn store16<const T: usize>(acc: &[__m512; T], out: &mut [f32]) {
+    for (o, a) in out.chunks_exact_mut(16).zip(acc) {
+        // SAFETY: `o` is 16 writable floats; `storeu` has no alignment requirement.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
+    }
+}
+
 /// Q4_1 x Q8_1 for 16 rows (the two 8-row groups at `w` and `w[gb..]`, `nb` records each) and
 /// `T` tokens into `out[t * 16 + r]` (rows `0..8` the first group's, `8..16` the second's).
 /// Low and high nibbles go into one i32 chain per token (the 8-row kernel keeps two and adds
@@ -55,8 +83,7 @@ pub(crate) fn packed_q4_1_x2<const T: usize>(
     sums: &[u8],
     out: &mut [f32],
 ) {
-    assert!(gb >= nb * REC_Q4_1 && w.len() >= gb + nb * REC_Q4_1 && out.len() >= 16 * T);
-    check::<T>(nb, &w[..nb * REC_Q4_1], REC_Q4_1, a, a_row, 36, Some(sums), &out[..8 * T]);
+    check_groups::<T>(nb, (w, gb), REC_Q4_1, a, a_row, 36, sums, out);
     let m4 = _mm512_set1_epi8(0x0f);
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
@@ -96,10 +123,7 @@ pub(crate) fn packed_q4_1_x2<const T: usize>(
             acc[t] = _mm512_fmadd_ps(m, sy, v);
         }
     }
-    for (o, a) in out.chunks_exact_mut(16).zip(&acc) {
-        // SAFETY: `o` is 16 writable floats; `storeu` has no alignment requirement.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
-    }
+    store16(&acc, out);
 }
 
 /// Q8_0 x Q8_0 for 16 rows as [`packed_q4_1_x2`]: weights offset to unsigned (`xor 0x80`), the
@@ -114,8 +138,7 @@ pub(crate) fn packed_q8_0_x2<const T: usize>(
     sums: &[u8],
     out: &mut [f32],
 ) {
-    assert!(gb >= nb * REC_Q8_0 && w.len() >= gb + nb * REC_Q8_0 && out.len() >= 16 * T);
-    check::<T>(nb, &w[..nb * REC_Q8_0], REC_Q8_0, a, a_row, 34, Some(sums), &out[..8 * T]);
+    check_groups::<T>(nb, (w, gb), REC_Q8_0, a, a_row, 34, sums, out);
     let flip = _mm512_set1_epi8(i8::MIN);
     let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
@@ -154,10 +177,7 @@ pub(crate) fn packed_q8_0_x2<const T: usize>(
             acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(s32), acc[t]);
         }
     }
-    for (o, a) in out.chunks_exact_mut(16).zip(&acc) {
-        // SAFETY: `o` is 16 writable floats; `storeu` has no alignment requirement.
-        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
-    }
+    store16(&acc, out);
 }
 
 #[cfg(test)]
