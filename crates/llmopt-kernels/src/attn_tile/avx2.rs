@@ -322,20 +322,18 @@ pub(super) unsafe fn load_f16_block(
         }
         j += 8;
     }
+    // The last 1..7 keys one at a time, each with its value.
     for (j, &r) in rows.iter().enumerate().skip(j) {
         for d in (0..hd).step_by(8) {
             let mut x = [0f32; 8];
-            // SAFETY: key j's elements d..d + 8 (caller).
-            unsafe { _mm256_storeu_ps(x.as_mut_ptr(), f16x8(kp.add(r + head + 2 * d))) };
+            // SAFETY: key and value j's elements d..d + 8, and row j of `vb` (caller).
+            unsafe {
+                _mm256_storeu_ps(x.as_mut_ptr(), f16x8(kp.add(r + head + 2 * d)));
+                _mm256_storeu_ps(vbp.add(j * hd + d), f16x8(vp.add(r + head + 2 * d)));
+            }
             for (m, &xm) in x.iter().enumerate() {
                 kt[(d + m) * ld + j] = xm;
             }
-        }
-    }
-    for (j, &r) in rows.iter().enumerate().skip(n_k / 8 * 8) {
-        for d in (0..hd).step_by(8) {
-            // SAFETY: value j's elements d..d + 8 and row j of `vb` (caller).
-            unsafe { _mm256_storeu_ps(vbp.add(j * hd + d), f16x8(vp.add(r + head + 2 * d))) };
         }
     }
 }

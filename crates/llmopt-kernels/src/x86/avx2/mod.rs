@@ -213,7 +213,8 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
 }
 
 /// The AVX2 kernels over 8-row interleaved weights (`crate::PackedWeight`) for weight type `ty`;
-/// Q4_0, Q5_0 and Q8_0 take the VNNI forms where the CPU has AVX-512 VNNI + VL. W8A8 packs on
+/// Q4_0, Q4_1, Q5_0 and Q8_0 take the VNNI forms where the CPU has AVX-512 VNNI + VL, and Q4_1
+/// and Q8_0 also the 16-row forms (`packed_vnni512`) where it has AVX-512 BW too. W8A8 packs on
 /// VNNI CPUs only: a 64-row x 16-token task (`task64x16`, one run, Zen 4) took 6.2 / 13.5 µs at
 /// widths 576 / 1536 packed against 8.3 / 15.2 µs for the 3x4 VNNI tiles. W8A16 packs in both
 /// forms (`packed_w8a16.rs`); on Zen 4, VNNI: decode from memory as fast as packed Q8_0 (25-27
@@ -223,50 +224,30 @@ pub(crate) fn tile(ty: GgmlType) -> Option<TileKernel> {
 pub(crate) fn packed(ty: GgmlType) -> Option<PackedKernel> {
     use GgmlType::*;
     let vnni = packed_vnni::available();
+    // 8-row kernels only; `pairs` adds the 16-row ones where the CPU runs them.
+    let one = |needs_sums, f| PackedKernel { needs_sums, f, f2: None };
+    let pairs = |k: PackedKernel, f2: fn() -> [PackedPairFn; 8]| PackedKernel {
+        f2: packed_vnni512::available().then(f2),
+        ..k
+    };
     Some(match ty {
-        Q4_0 if vnni => {
-            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q4_0), f2: None }
+        Q4_0 if vnni => one(true, safe!(packed4 packed_vnni packed_q4_0)),
+        Q8_0 if vnni => {
+            pairs(one(true, safe!(packed4 packed_vnni packed_q8_0)), || safe!(pair8 packed_q8_0_x2))
         }
-        Q8_0 if vnni => PackedKernel {
-            needs_sums: true,
-            f: safe!(packed4 packed_vnni packed_q8_0),
-            f2: packed_vnni512::available().then(|| safe!(pair8 packed_q8_0_x2)),
-        },
-        Q4_K if vnni => PackedKernel {
-            needs_sums: false,
-            f: safe!(packed4 packed_vnni_k packed_q4_k),
-            f2: None,
-        },
-        Q6_K if vnni => PackedKernel {
-            needs_sums: false,
-            f: safe!(packed4 packed_vnni_k packed_q6_k),
-            f2: None,
-        },
-        Q5_0 if vnni => {
-            PackedKernel { needs_sums: true, f: safe!(packed4 packed_vnni packed_q5_0), f2: None }
+        Q4_K if vnni => one(false, safe!(packed4 packed_vnni_k packed_q4_k)),
+        Q6_K if vnni => one(false, safe!(packed4 packed_vnni_k packed_q6_k)),
+        Q5_0 if vnni => one(true, safe!(packed4 packed_vnni packed_q5_0)),
+        Q4_0 => one(true, safe!(packed4 packed_q4_0)),
+        Q4_1 if vnni => {
+            pairs(one(true, safe!(packed4 packed_vnni packed_q4_1)), || safe!(pair8 packed_q4_1_x2))
         }
-        Q4_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_0), f2: None },
-        Q4_1 if vnni => PackedKernel {
-            needs_sums: true,
-            f: safe!(packed4 packed_vnni packed_q4_1),
-            f2: packed_vnni512::available().then(|| safe!(pair8 packed_q4_1_x2)),
-        },
-        Q4_1 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q4_1), f2: None },
-        Q8_0 => PackedKernel { needs_sums: false, f: safe!(packed4 packed_q8_0), f2: None },
-        Q5_0 => PackedKernel { needs_sums: true, f: safe!(packed4 packed_q5_0), f2: None },
-        W8A8 if vnni => {
-            PackedKernel { needs_sums: false, f: safe!(packed4 packed_vnni packed_w8a8), f2: None }
-        }
-        W8A16 if vnni => PackedKernel {
-            needs_sums: false,
-            f: safe!(packed4 packed_w8a16 packed_w8a16_vnni),
-            f2: None,
-        },
-        W8A16 => PackedKernel {
-            needs_sums: false,
-            f: safe!(packed4 packed_w8a16 packed_w8a16),
-            f2: None,
-        },
+        Q4_1 => one(true, safe!(packed4 packed_q4_1)),
+        Q8_0 => one(false, safe!(packed4 packed_q8_0)),
+        Q5_0 => one(true, safe!(packed4 packed_q5_0)),
+        W8A8 if vnni => one(false, safe!(packed4 packed_vnni packed_w8a8)),
+        W8A16 if vnni => one(false, safe!(packed4 packed_w8a16 packed_w8a16_vnni)),
+        W8A16 => one(false, safe!(packed4 packed_w8a16 packed_w8a16)),
         _ => return None,
     })
 }

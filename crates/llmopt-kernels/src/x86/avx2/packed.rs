@@ -70,12 +70,27 @@ pub(super) unsafe fn bcast4(p: *const u8) -> __m256i {
     _mm256_set1_epi32(unsafe { std::ptr::read_unaligned(p.cast::<i32>()) })
 }
 
+/// The two 4-byte words of token `t`'s record of block `b` in `sums` ([`BLOCK_INFO`]), as raw
+/// bits: Q8_0 minus the quant sum (i32) and `d` (f32), Q8_1 `d` and `s` (f32). The one place the
+/// kernels (8 and 16 rows) find a record.
+///
+/// # Safety
+/// `sums` holds at least `(t * nb + b + 1) * BLOCK_INFO` bytes (the kernels' `check`).
+#[inline(always)]
+pub(super) unsafe fn record(sums: &[u8], nb: usize, t: usize, b: usize) -> [u32; 2] {
+    // SAFETY: the record's 8 bytes are in `sums` (caller); unaligned reads.
+    unsafe {
+        let p = sums.as_ptr().add((t * nb + b) * BLOCK_INFO);
+        [std::ptr::read_unaligned(p.cast::<u32>()), std::ptr::read_unaligned(p.add(4).cast())]
+    }
+}
+
 /// Token `t`'s record of block `b` in `sums` ([`BLOCK_INFO`]): `2^SHIFT x` minus the block's
 /// quant sum in all 8 lanes. Added to an unsigned-weight dot with an offset of `2^SHIFT`, it
 /// gives the signed dot.
 ///
 /// # Safety
-/// `sums` holds at least `(t * nb + b + 1) * BLOCK_INFO` bytes (the kernels' `check`).
+/// As [`record`].
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) unsafe fn block_offset<const SHIFT: i32>(
@@ -84,42 +99,33 @@ pub(super) unsafe fn block_offset<const SHIFT: i32>(
     t: usize,
     b: usize,
 ) -> __m256i {
-    // SAFETY: the record's first 4 bytes are in `sums` (caller); unaligned read.
-    let neg = unsafe {
-        std::ptr::read_unaligned(sums.as_ptr().add((t * nb + b) * BLOCK_INFO).cast::<i32>())
-    };
-    _mm256_slli_epi32::<SHIFT>(_mm256_set1_epi32(neg))
+    // SAFETY: the caller's.
+    let [neg, _] = unsafe { record(sums, nb, t, b) };
+    _mm256_slli_epi32::<SHIFT>(_mm256_set1_epi32(neg as i32))
 }
 
 /// Token `t`'s scale of block `b` from its record in `sums`, in all 8 lanes.
 ///
 /// # Safety
-/// As [`block_offset`].
+/// As [`record`].
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) unsafe fn block_scale(sums: &[u8], nb: usize, t: usize, b: usize) -> __m256 {
-    // SAFETY: the record's last 4 bytes are in `sums` (caller); unaligned read.
-    let d = unsafe {
-        std::ptr::read_unaligned(sums.as_ptr().add((t * nb + b) * BLOCK_INFO + 4).cast::<f32>())
-    };
-    _mm256_set1_ps(d)
+    // SAFETY: the caller's.
+    let [_, d] = unsafe { record(sums, nb, t, b) };
+    _mm256_set1_ps(f32::from_bits(d))
 }
 
 /// Token `t`'s Q8_1 `d` and `s` of block `b` from its record in `sums`, each in all 8 lanes.
 ///
 /// # Safety
-/// As [`block_offset`].
+/// As [`record`].
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(super) unsafe fn block_d_s(sums: &[u8], nb: usize, t: usize, b: usize) -> (__m256, __m256) {
-    // SAFETY: the record's 8 bytes are in `sums` (caller); unaligned reads.
-    unsafe {
-        let p = sums.as_ptr().add((t * nb + b) * BLOCK_INFO);
-        (
-            _mm256_set1_ps(std::ptr::read_unaligned(p.cast::<f32>())),
-            _mm256_set1_ps(std::ptr::read_unaligned(p.add(4).cast::<f32>())),
-        )
-    }
+    // SAFETY: the caller's.
+    let [d, s] = unsafe { record(sums, nb, t, b) };
+    (_mm256_set1_ps(f32::from_bits(d)), _mm256_set1_ps(f32::from_bits(s)))
 }
 
 /// 8 f16 at `p` as 8 f32.

@@ -309,7 +309,7 @@ pub(crate) fn packed_w8a8<const T: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use llmopt_tensor::GgmlType;
 
     use crate::{Isa, Kernels, PackedWeight, WeightView};
@@ -327,6 +327,33 @@ mod tests {
             .collect()
     }
 
+    /// A packed kernel's inputs: `rows x cols` random `ty` weights packed, and `n_tok` random
+    /// activation rows in `ty`'s `vec_dot_type` (`a_row` bytes each) with their block records.
+    pub(in crate::x86::avx2) struct Case {
+        pub packed: PackedWeight,
+        pub a: Vec<u8>,
+        pub a_row: usize,
+        pub sums: Vec<u8>,
+    }
+
+    pub(in crate::x86::avx2) fn case(ty: GgmlType, rows: usize, cols: usize, n_tok: usize) -> Case {
+        let mut w = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
+        ty.from_f32(&values(rows * cols, cols as u64), &mut w).unwrap();
+        let packed =
+            PackedWeight::new(Isa::Avx2, &WeightView::new(ty, rows, cols, &w)).expect("packable");
+        let vdt = ty.spec().vec_dot_type; // Q8_1 for Q4_1, else Q8_0
+        let a_row = vdt.row_bytes(cols).unwrap();
+        let x = values(n_tok * cols, 7 + cols as u64);
+        let mut a = vec![0u8; n_tok * a_row];
+        let quantize = Kernels::get(Isa::Scalar).unwrap().quantize(vdt).unwrap();
+        for (xt, at) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_row)) {
+            quantize(xt, at);
+        }
+        let mut sums = vec![0u8; n_tok * (cols / 32) * crate::dispatch::BLOCK_INFO];
+        crate::matmul::block_records(vdt, &a, &mut sums);
+        Case { packed, a, a_row, sums }
+    }
+
     /// On a VNNI machine the dispatcher hands out these kernels only, so the AVX2 packed kernels
     /// they replace are compared here: both must give the same bits.
     #[test]
@@ -336,21 +363,8 @@ mod tests {
         }
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q8_0] {
             for cols in [576usize, 640, 896] {
-                let (rows, nb) = (8, cols / 32);
-                let mut w = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
-                ty.from_f32(&values(rows * cols, cols as u64), &mut w).unwrap();
-                let view = WeightView::new(ty, rows, cols, &w);
-                let packed = PackedWeight::new(Isa::Avx2, &view).expect("packable");
-                let vdt = ty.spec().vec_dot_type; // Q8_1 for Q4_1, else Q8_0
-                let a_row = vdt.row_bytes(cols).unwrap();
-                let x = values(4 * cols, 7 + cols as u64);
-                let mut a = vec![0u8; 4 * a_row];
-                let quantize = Kernels::get(Isa::Scalar).unwrap().quantize(vdt).unwrap();
-                for (xt, at) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_row)) {
-                    quantize(xt, at);
-                }
-                let mut sums = vec![0u8; 4 * nb * crate::dispatch::BLOCK_INFO];
-                crate::matmul::block_records(vdt, &a, &mut sums);
+                let nb = cols / 32;
+                let Case { packed, a, a_row, sums } = case(ty, 8, cols, 4);
                 let (mut old, mut new) = ([0f32; 32], [0f32; 32]);
                 let d = packed.data();
                 // SAFETY: `available()` and `Isa::Avx2.is_available()` were checked above; the

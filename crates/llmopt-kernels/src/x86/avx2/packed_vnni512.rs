@@ -7,19 +7,18 @@
 
 use std::arch::x86_64::*;
 
-use super::packed::{check, REC_Q4_1, REC_Q8_0};
-use crate::dispatch::BLOCK_INFO;
+use super::packed::{check, record, REC_Q4_1, REC_Q8_0};
 
 /// Whether this CPU runs these kernels: AVX-512 F, BW (byte-wise shifts and masks), VL and VNNI.
 pub(crate) fn available() -> bool {
     super::packed_vnni::available() && is_x86_feature_detected!("avx512bw")
 }
 
-/// The 16 bytes at `lo` in lanes 0..4 and those at `hi` in lanes 4..8 (as 32-bit lanes: 16 f16
-/// or bytes), for the two groups' records.
+/// The 16 bytes at `lo` in the low half and those at `hi` in the high half: the two groups' 8
+/// f16 scales, for one `vcvtph2ps` to 16 f32.
 ///
 /// # Safety
-/// 16 bytes readable at each pointer; AVX-512 F.
+/// 16 bytes readable at each pointer.
 #[target_feature(enable = "avx2,avx512f")]
 #[inline]
 unsafe fn pair16(lo: *const u8, hi: *const u8) -> __m256i {
@@ -30,7 +29,7 @@ unsafe fn pair16(lo: *const u8, hi: *const u8) -> __m256i {
 /// The 32 bytes at `lo` in the low half and those at `hi` in the high half.
 ///
 /// # Safety
-/// 32 bytes readable at each pointer; AVX-512 F.
+/// 32 bytes readable at each pointer; AVX-512 F (the caller's target features).
 #[target_feature(enable = "avx2,avx512f")]
 #[inline]
 unsafe fn pair32(lo: *const u8, hi: *const u8) -> __m512i {
@@ -112,13 +111,8 @@ pub(crate) fn packed_q4_1_x2<const T: usize>(
         }
         for t in 0..T {
             // SAFETY: `check` asserted `sums` holds `T * nb` records of (d, s) as f32.
-            let (dy, sy) = unsafe {
-                let p = sums.as_ptr().add((t * nb + b) * BLOCK_INFO);
-                (
-                    _mm512_set1_ps(std::ptr::read_unaligned(p.cast::<f32>())),
-                    _mm512_set1_ps(std::ptr::read_unaligned(p.add(4).cast::<f32>())),
-                )
-            };
+            let [dy, sy] =
+                unsafe { record(sums, nb, t, b) }.map(|x| _mm512_set1_ps(f32::from_bits(x)));
             let v = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(sum[t]), acc[t]);
             acc[t] = _mm512_fmadd_ps(m, sy, v);
         }
@@ -148,10 +142,8 @@ pub(crate) fn packed_q8_0_x2<const T: usize>(
         let mut s = [[_mm512_setzero_si512(); T]; 2];
         for (t, c) in s[0].iter_mut().enumerate() {
             // SAFETY: `check` asserted `sums` holds `T * nb` records (minus the quant sum first).
-            let neg = unsafe {
-                std::ptr::read_unaligned(sums.as_ptr().add((t * nb + b) * BLOCK_INFO).cast::<i32>())
-            };
-            *c = _mm512_slli_epi32::<7>(_mm512_set1_epi32(neg));
+            let [neg, _] = unsafe { record(sums, nb, t, b) };
+            *c = _mm512_slli_epi32::<7>(_mm512_set1_epi32(neg as i32));
         }
         for c in 0..8 {
             // SAFETY: chunk c of both records' quant bytes.
@@ -169,10 +161,8 @@ pub(crate) fn packed_q8_0_x2<const T: usize>(
         }
         for t in 0..T {
             // SAFETY: as above; the record's f32 scale.
-            let dy = unsafe {
-                let p = sums.as_ptr().add((t * nb + b) * BLOCK_INFO + 4);
-                _mm512_set1_ps(std::ptr::read_unaligned(p.cast::<f32>()))
-            };
+            let [_, d_bits] = unsafe { record(sums, nb, t, b) };
+            let dy = _mm512_set1_ps(f32::from_bits(d_bits));
             let s32 = _mm512_add_epi32(s[0][t], s[1][t]);
             acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, dy), _mm512_cvtepi32_ps(s32), acc[t]);
         }
@@ -184,21 +174,7 @@ pub(crate) fn packed_q8_0_x2<const T: usize>(
 mod tests {
     use llmopt_tensor::GgmlType;
 
-    use super::super::packed_vnni as vnni;
-    use crate::{Isa, Kernels, PackedWeight, WeightView};
-
-    /// Deterministic values in [-2, 2), not zeros.
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-            })
-            .collect()
-    }
+    use super::super::packed_vnni::{self as vnni, tests::case};
 
     /// The 16-row kernels equal the 8-row kernels on each of their groups, bit for bit, for
     /// 1..=5 and 8 tokens and a second group that is padding past the last row (13 rows).
@@ -216,20 +192,8 @@ mod tests {
 
     fn check_pair(ty: GgmlType, rows: usize, cols: usize) {
         let nb = cols / 32;
-        let mut w = vec![0u8; rows * ty.row_bytes(cols).unwrap()];
-        ty.from_f32(&values(rows * cols, cols as u64), &mut w).unwrap();
-        let packed = PackedWeight::new(Isa::Avx2, &WeightView::new(ty, rows, cols, &w)).unwrap();
+        let vnni::tests::Case { packed, a, a_row, sums } = case(ty, rows, cols, 8);
         let (d, gb) = (packed.data(), packed.group_bytes());
-        let vdt = ty.spec().vec_dot_type;
-        let a_row = vdt.row_bytes(cols).unwrap();
-        let x = values(8 * cols, 11 + rows as u64);
-        let mut a = vec![0u8; 8 * a_row];
-        let quantize = Kernels::get(Isa::Scalar).unwrap().quantize(vdt).unwrap();
-        for (xt, at) in x.chunks_exact(cols).zip(a.chunks_exact_mut(a_row)) {
-            quantize(xt, at);
-        }
-        let mut sums = vec![0u8; 8 * nb * crate::dispatch::BLOCK_INFO];
-        crate::matmul::block_records(vdt, &a, &mut sums);
         macro_rules! check_t {
             ($t:literal) => {{
                 let (mut one, mut pair) = ([0f32; 8 * $t], [0f32; 16 * $t]);
