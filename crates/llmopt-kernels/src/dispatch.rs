@@ -35,7 +35,8 @@ pub(crate) const BLOCK_INFO: usize = 8;
 pub(crate) type PackedPairFn =
     fn(nb: usize, w: (&[u8], usize), a: &[u8], a_row: usize, sums: &[u8], out: &mut [f32]);
 
-/// The packed kernels of one weight type, `f[T - 1]` for `T` = 1..=4 tokens per call.
+/// The packed kernels of one weight type: 8-row `f[T - 1]` for `T` = 1..=4 tokens per call, and
+/// where written 16-row `f2`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PackedKernel {
     /// Whether the kernel reads the activations' block records (`sums`, see [`BLOCK_INFO`]).

@@ -1,8 +1,8 @@
 //! `y = W x` for every Linear: quantize the activations once, then dot each weight row with each
 //! token, parallel over row chunks (decode) or row chunks x token tiles (prefill), where a
 //! [`TileKernel`] takes R rows x T tokens at once, or a [`PackedWeight`]'s kernels take 8
-//! interleaved rows x 1-4 tokens; [`matmul_many`] shares one input and one `pool.run` among
-//! several weights (Q/K/V, gate/up).
+//! interleaved rows x 1-4 tokens (16 rows x 1-8 where a pair kernel runs); [`matmul_many`]
+//! shares one input and one `pool.run` among several weights (Q/K/V, gate/up).
 
 use llmopt_tensor::GgmlType;
 
